@@ -1,0 +1,169 @@
+"""The CUDA backend: CuPy arrays, with our kernels from kernels/ for the elementwise ops.
+
+Only the ops a kernel speeds up are overridden; everything else is the NumPy backend's code
+running on ``cupy`` through ``self.xp``. Kernels exist for float32 and float64; other dtypes
+fall back to the generic op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy
+
+from gpunn.backend import kernels
+from gpunn.backend.numpy_backend import NumpyBackend, _check_bias
+from gpunn.errors import DeviceUnavailableError, InvalidArgumentError
+
+INSTALL_HINT = (
+    "Install the CuPy build for your CUDA driver: pip install 'gpunn[cuda12]' or "
+    "'gpunn[cuda13]' (nvidia-smi shows the CUDA version the driver supports)."
+)
+BLOCK = 256
+_modules: dict[str, Any] = {}  # kernel file -> cupy.RawModule, compiled once per process
+
+
+def import_cupy() -> Any:
+    """Import CuPy, or say why CUDA cannot be had."""
+    try:
+        import cupy
+    except ImportError as error:
+        raise DeviceUnavailableError(f"CUDA is not available: CuPy is not installed ({error}). "
+                                     f"{INSTALL_HINT}") from error
+    return cupy
+
+
+def count_devices(cupy: Any) -> int:
+    """How many CUDA devices answer, or DeviceUnavailableError saying why none do."""
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as error:  # CuPy raises CUDARuntimeError; a broken install raises others
+        text = str(error)
+        if "InsufficientDriver" in text:
+            reason = ("the NVIDIA driver is too old for this CuPy build. Update the driver, or "
+                      "install the CuPy build for an older CUDA.")
+        elif "NoDevice" in text:
+            reason = "no CUDA device was found."
+        else:
+            reason = f"the CUDA runtime failed to start ({text})."
+        raise DeviceUnavailableError(f"CUDA is not available: {reason} {INSTALL_HINT}") from error
+
+
+class CupyBackend(NumpyBackend):
+    """Arrays on one CUDA device; elementwise ops by our kernels."""
+
+    name = "cupy"
+
+    def __init__(self, index: int) -> None:
+        cupy = import_cupy()
+        count = count_devices(cupy)
+        if count == 0:
+            raise DeviceUnavailableError(f"CUDA is not available: no CUDA device was found. "
+                                         f"{INSTALL_HINT}")
+        if index >= count:
+            raise DeviceUnavailableError(
+                f"cuda:{index} was requested but this machine has {count} CUDA device(s): "
+                f"use one of cuda:0 to cuda:{count - 1}."
+            )
+        self.xp = cupy
+        self.index = index
+        self.device = f"cuda:{index}"
+        self._cuda_device = cupy.cuda.Device(index)
+        with self._cuda_device:
+            self.random = cupy.random.default_rng()
+            sms = self._cuda_device.attributes["MultiProcessorCount"]
+        self.max_blocks = sms * 32  # enough blocks to fill the device; the loop covers the rest
+
+    def __repr__(self) -> str:
+        return f"<gpunn backend {self.device}>"
+
+    def activate(self) -> contextlib.AbstractContextManager:
+        return self._cuda_device
+
+    def synchronize(self) -> None:
+        self._cuda_device.synchronize()
+
+    def asarray(self, data: Any, dtype: Any = None) -> Any:
+        with self._cuda_device:
+            return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array: Any) -> numpy.ndarray:
+        if isinstance(array, self.xp.ndarray):
+            return self.xp.asnumpy(array)
+        return numpy.asarray(array)
+
+    def seed(self, seed: int) -> None:
+        with self._cuda_device:
+            self.random = self.xp.random.default_rng(seed)
+
+    # ---- kernel-backed ops -----------------------------------------------------------------
+
+    def relu(self, x: Any, out: Any = None) -> Any:
+        if not self._has_kernel(x):
+            return super().relu(x, out=out)
+        x, out = self._contiguous(x), self._output(x, out)
+        self._launch("relu", x.dtype, x.size, (x, out, numpy.int64(x.size)))
+        return out
+
+    def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
+        if not self._has_kernel(dvalues) or inputs.dtype != dvalues.dtype:
+            return super().relu_backward(dvalues, inputs, out=out)
+        dvalues, inputs = self._contiguous(dvalues), self._contiguous(inputs)
+        out = self._output(dvalues, out)
+        n = dvalues.size
+        self._launch("relu_backward", dvalues.dtype, n, (dvalues, inputs, out, numpy.int64(n)))
+        return out
+
+    def bias_add(self, x: Any, biases: Any, out: Any = None) -> Any:
+        return self._bias_op("bias_add", x, biases, out)
+
+    def bias_relu(self, x: Any, biases: Any, out: Any = None) -> Any:
+        return self._bias_op("bias_relu", x, biases, out)
+
+    # ---- launching -------------------------------------------------------------------------
+
+    def _bias_op(self, kernel: str, x: Any, biases: Any, out: Any) -> Any:
+        _check_bias(x, biases)
+        if not self._has_kernel(x) or biases.dtype != x.dtype:
+            return getattr(super(), kernel)(x, biases, out=out)
+        x, biases = self._contiguous(x), self._contiguous(biases)
+        out = self._output(x, out)
+        n, cols = x.size, x.shape[1]
+        self._launch(kernel, x.dtype, n, (x, biases, out, numpy.int64(n), numpy.int64(cols)))
+        return out
+
+    def _has_kernel(self, x: Any) -> bool:
+        return x.dtype.name in kernels.DTYPES
+
+    def _contiguous(self, x: Any) -> Any:
+        return self.xp.ascontiguousarray(x)
+
+    def _output(self, like: Any, out: Any) -> Any:
+        if out is None:
+            return self.xp.empty_like(like)
+        if not out.flags.c_contiguous or out.shape != like.shape or out.dtype != like.dtype:
+            raise InvalidArgumentError(f"out must be a C-contiguous {like.dtype} array of shape "
+                             f"{like.shape}; received {out.dtype} {out.shape}")
+        return out
+
+    def _launch(self, kernel: str, dtype: Any, n: int, args: tuple) -> None:
+        if n == 0:
+            return
+        function = self._function(kernel, numpy.dtype(dtype).name)
+        grid = min((n + BLOCK - 1) // BLOCK, self.max_blocks)
+        with self._cuda_device:
+            function((grid,), (BLOCK,), args)
+
+    def _function(self, kernel: str, dtype: str) -> Any:
+        filename = kernels.KERNELS[kernel]
+        module = _modules.get(filename)
+        if module is None:
+            module = self.xp.RawModule(
+                code=kernels.read_source(filename),
+                options=kernels.NVRTC_OPTIONS,
+                name_expressions=kernels.name_expressions(filename),
+            )
+            _modules[filename] = module
+        with self._cuda_device:
+            return module.get_function(kernels.name_expression(kernel, dtype))

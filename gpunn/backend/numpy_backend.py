@@ -1,0 +1,90 @@
+"""The CPU backend: every op written with NumPy through ``self.xp``.
+
+The CuPy backend subclasses this class and overrides only the ops our CUDA kernels speed up,
+so each method here is also the reference ("NumPy twin") its kernel is tested against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy
+
+from gpunn.errors import InvalidArgumentError
+
+
+class NumpyBackend:
+    """Arrays in host memory, math by NumPy. ``xp`` is the array module layers use."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        self.xp = numpy
+        self.device = "cpu"
+        self.random = numpy.random.default_rng()
+
+    def __repr__(self) -> str:
+        return f"<gpunn backend {self.device}>"
+
+    # ---- device, transfer, randomness ------------------------------------------------------
+
+    def activate(self) -> contextlib.AbstractContextManager:
+        """A context in which this backend's device is the current one (nothing to do on CPU)."""
+        return contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        """Wait until queued work is done (NumPy works synchronously)."""
+
+    def asarray(self, data: Any, dtype: Any = None) -> Any:
+        """``data`` as an array on this device; no copy when it is already there and typed."""
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array: Any) -> numpy.ndarray:
+        """A host NumPy array with the values of ``array``."""
+        return numpy.asarray(array)
+
+    def is_array(self, data: Any) -> bool:
+        """Whether ``data`` already lives on this device as an array."""
+        return isinstance(data, self.xp.ndarray)
+
+    def seed(self, seed: int) -> None:
+        """Reseed this device's random generator (dropout masks)."""
+        self.random = self.xp.random.default_rng(seed)
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        """Uniform samples in [0, 1) drawn on the device, for dropout masks."""
+        return self.random.random(shape, dtype=dtype)
+
+    # ---- the kernel-backed ops ---------------------------------------------------------------
+    # Each has a CUDA kernel of the same name in kernels/elementwise.cu.
+
+    def relu(self, x: Any, out: Any = None) -> Any:
+        """``np.maximum(x, 0)``; NaN propagates."""
+        return self.xp.maximum(x, 0, out=out)
+
+    def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
+        """``dvalues`` with zeros where ``inputs <= 0``, as the book's ReLU backward."""
+        if out is None:
+            out = self.xp.empty_like(dvalues)
+        self.xp.copyto(out, dvalues)
+        self.xp.copyto(out, 0, where=inputs <= 0)
+        return out
+
+    def bias_add(self, x: Any, biases: Any, out: Any = None) -> Any:
+        """``x + biases`` with the bias row broadcast over the batch."""
+        _check_bias(x, biases)
+        return self.xp.add(x, biases, out=out)
+
+    def bias_relu(self, x: Any, biases: Any, out: Any = None) -> Any:
+        """``np.maximum(x + biases, 0)``: the fused Dense + ReLU forward."""
+        out = self.bias_add(x, biases, out=out)
+        return self.xp.maximum(out, 0, out=out)
+
+
+def _check_bias(x: Any, biases: Any) -> None:
+    if x.ndim != 2 or biases.size != x.shape[1]:
+        raise InvalidArgumentError(
+            f"bias_add expects x of shape (batch, n) and n biases; received x of shape "
+            f"{tuple(x.shape)} and biases of shape {tuple(biases.shape)}."
+        )

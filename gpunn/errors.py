@@ -1,0 +1,25 @@
+"""The exceptions gpunn raises. Every one derives from GpunnError."""
+
+
+class GpunnError(Exception):
+    """Base class of every error gpunn raises."""
+
+
+class InvalidArgumentError(GpunnError, ValueError):
+    """A value was out of range or malformed: a shape, a hyperparameter, a device spec."""
+
+
+class InvalidTypeError(GpunnError, TypeError):
+    """An argument had the wrong type."""
+
+
+class DeviceUnavailableError(GpunnError, RuntimeError):
+    """The device the user asked for exists as a name but cannot be used on this machine."""
+
+
+class FileFormatError(GpunnError, ValueError):
+    """A file to load is truncated, foreign, of another version, or otherwise not ours."""
+
+
+class TrainingDivergedError(GpunnError, FloatingPointError):
+    """The loss became NaN or inf during training."""

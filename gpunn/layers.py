@@ -1,0 +1,162 @@
+"""Layers: Dense and Dropout, each with forward and backward side by side, as in the book.
+
+Every layer holds a backend (``self.backend``) and does its math through ``self.backend.xp``
+and the backend's ops, so the same code runs on NumPy or CuPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn import _checks
+from gpunn.backend import DeviceLike, device, host_random
+from gpunn.errors import InvalidArgumentError
+
+
+class Layer:
+    """What every layer and activation shares: a backend, a dtype, and moving between them."""
+
+    trainable = False
+
+    def __init__(self, *, device: DeviceLike = None, dtype: str = "float32") -> None:
+        self.backend = _device(device)
+        self.dtype = _checks.dtype_name(dtype)
+
+    def to(self, backend: DeviceLike, dtype: str | None = None) -> Layer:
+        """Move this layer's state to ``backend`` (and cast to ``dtype``); returns the layer."""
+        self.backend = _device(backend)
+        self.dtype = _checks.dtype_name(dtype or self.dtype)
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this layer (for saving)."""
+        return {}
+
+    def _input(self, inputs: Any) -> Any:
+        return self.backend.asarray(inputs, dtype=self.dtype)
+
+
+def _device(spec: DeviceLike):
+    return device(spec)
+
+
+class Dense(Layer):
+    """A fully connected layer: ``output = inputs @ weights + biases``.
+
+    Args: n_inputs, n_neurons; optional L1/L2 regularization strengths for weights and biases.
+    Shapes: weights (n_inputs, n_neurons), biases (1, n_neurons); inputs (batch, n_inputs).
+    Example: ``gn.Dense(2, 64, weight_regularizer_l2=5e-4)``.
+    """
+
+    trainable = True
+
+    def __init__(self, n_inputs: int, n_neurons: int, *, weight_regularizer_l1: float = 0.0,
+                 weight_regularizer_l2: float = 0.0, bias_regularizer_l1: float = 0.0,
+                 bias_regularizer_l2: float = 0.0, device: DeviceLike = None,
+                 dtype: str = "float32") -> None:
+        super().__init__(device=device, dtype=dtype)
+        self.n_inputs = _checks.integer("n_inputs", n_inputs, minimum=1)
+        self.n_neurons = _checks.integer("n_neurons", n_neurons, minimum=1)
+        self.weight_regularizer_l1 = _checks.number("weight_regularizer_l1", weight_regularizer_l1)
+        self.weight_regularizer_l2 = _checks.number("weight_regularizer_l2", weight_regularizer_l2)
+        self.bias_regularizer_l1 = _checks.number("bias_regularizer_l1", bias_regularizer_l1)
+        self.bias_regularizer_l2 = _checks.number("bias_regularizer_l2", bias_regularizer_l2)
+        # Drawn on the host from gpunn's seeded generator, so CPU and GPU start identically.
+        weights = 0.01 * host_random().standard_normal((self.n_inputs, self.n_neurons))
+        self.weights = self.backend.asarray(weights, dtype=self.dtype)
+        self.biases = self.backend.xp.zeros((1, self.n_neurons), dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"Dense({self.n_inputs}, {self.n_neurons})"
+
+    def config(self) -> dict[str, Any]:
+        return {"n_inputs": self.n_inputs, "n_neurons": self.n_neurons,
+                "weight_regularizer_l1": self.weight_regularizer_l1,
+                "weight_regularizer_l2": self.weight_regularizer_l2,
+                "bias_regularizer_l1": self.bias_regularizer_l1,
+                "bias_regularizer_l2": self.bias_regularizer_l2}
+
+    def to(self, backend: DeviceLike, dtype: str | None = None) -> Dense:
+        source = self.backend
+        super().to(backend, dtype)
+        self.weights = self.backend.asarray(source.to_numpy(self.weights), dtype=self.dtype)
+        self.biases = self.backend.asarray(source.to_numpy(self.biases), dtype=self.dtype)
+        return self
+
+    def forward(self, inputs: Any, training: bool = False) -> None:
+        inputs = self._input(inputs)
+        if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
+            raise InvalidArgumentError(
+                f"{self!r} expects inputs of shape (batch, {self.n_inputs}); received shape "
+                f"{tuple(inputs.shape)}."
+            )
+        self.inputs = inputs
+        output = self.backend.xp.dot(inputs, self.weights)
+        self.output = self.backend.bias_add(output, self.biases, out=output)
+
+    def backward(self, dvalues: Any) -> None:
+        xp = self.backend.xp
+        self.dweights = xp.dot(self.inputs.T, dvalues)
+        self.dbiases = xp.sum(dvalues, axis=0, keepdims=True)
+        self._regularization_gradients()
+        self.dinputs = xp.dot(dvalues, self.weights.T)
+
+    def _regularization_gradients(self) -> None:
+        xp = self.backend.xp
+        if self.weight_regularizer_l1 > 0:
+            self.dweights += self.weight_regularizer_l1 * xp.sign(self.weights)
+        if self.weight_regularizer_l2 > 0:
+            self.dweights += 2 * self.weight_regularizer_l2 * self.weights
+        if self.bias_regularizer_l1 > 0:
+            self.dbiases += self.bias_regularizer_l1 * xp.sign(self.biases)
+        if self.bias_regularizer_l2 > 0:
+            self.dbiases += 2 * self.bias_regularizer_l2 * self.biases
+
+    def regularization_loss(self) -> float:
+        """The L1 and L2 penalties of this layer's parameters (a Python float)."""
+        xp, loss = self.backend.xp, 0.0
+        if self.weight_regularizer_l1 > 0:
+            loss += self.weight_regularizer_l1 * float(xp.sum(xp.abs(self.weights)))
+        if self.weight_regularizer_l2 > 0:
+            loss += self.weight_regularizer_l2 * float(xp.sum(self.weights * self.weights))
+        if self.bias_regularizer_l1 > 0:
+            loss += self.bias_regularizer_l1 * float(xp.sum(xp.abs(self.biases)))
+        if self.bias_regularizer_l2 > 0:
+            loss += self.bias_regularizer_l2 * float(xp.sum(self.biases * self.biases))
+        return loss
+
+
+class Dropout(Layer):
+    """Inverted dropout: at training time zero a ``rate`` fraction of inputs and scale the rest
+    by ``1 / (1 - rate)``; at inference the identity. Example: ``gn.Dropout(0.1)``.
+    """
+
+    def __init__(self, rate: float, *, device: DeviceLike = None, dtype: str = "float32") -> None:
+        super().__init__(device=device, dtype=dtype)
+        self.rate = _checks.number("rate", rate, below=1.0)
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate})"
+
+    def config(self) -> dict[str, Any]:
+        return {"rate": self.rate}
+
+    def forward(self, inputs: Any, training: bool = False) -> None:
+        inputs = self._input(inputs)
+        self.inputs = inputs
+        if not training or self.rate == 0.0:
+            self.mask = None
+            self.output = inputs
+            return
+        xp = self.backend.xp
+        keep = 1.0 - self.rate
+        mask = self.backend.uniform(inputs.shape, self.dtype)
+        # floor(u + keep) is 1 with probability keep, else 0: a Bernoulli mask in one buffer.
+        mask += keep
+        xp.floor(mask, out=mask)
+        mask *= 1.0 / keep
+        self.mask = mask
+        self.output = inputs * mask
+
+    def backward(self, dvalues: Any) -> None:
+        self.dinputs = dvalues if self.mask is None else dvalues * self.mask

@@ -1,0 +1,61 @@
+"""The two helpers most tests are built from: a finite-difference gradient check and a
+comparison of a device result with NumPy's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_host(backend, array) -> np.ndarray:
+    return backend.to_numpy(array)
+
+
+def numerical_gradient(loss, array, eps=1e-6) -> np.ndarray:
+    """Central differences of the scalar function ``loss()`` with respect to ``array`` (which is
+    perturbed in place, on whatever device it lives)."""
+    grad = np.zeros(array.shape)
+    flat = array.reshape(-1)
+    for i in range(flat.size):
+        saved = float(flat[i])
+        flat[i] = saved + eps
+        plus = loss()
+        flat[i] = saved - eps
+        minus = loss()
+        flat[i] = saved
+        grad.reshape(-1)[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def check_layer_gradients(backend, layer, inputs, *, rtol=1e-5, atol=1e-8):
+    """Compare a layer's backward (dinputs and, if trainable, dweights and dbiases) with finite
+    differences of ``sum(output * R) + regularization`` for a fixed random R, in float64."""
+    xp = backend.xp
+    layer.to(backend, "float64")
+    inputs = backend.asarray(np.asarray(inputs, dtype=np.float64))
+    layer.forward(inputs, training=True)
+    weights_r = backend.asarray(np.random.default_rng(7).standard_normal(layer.output.shape))
+
+    def loss() -> float:
+        layer.forward(inputs, training=True)
+        value = float(xp.sum(layer.output * weights_r))
+        if layer.trainable:
+            value += layer.regularization_loss()
+        return value
+
+    layer.forward(inputs, training=True)
+    layer.backward(weights_r.copy())
+    checks = {"dinputs": (layer.dinputs, inputs)}
+    if layer.trainable:
+        checks["dweights"] = (layer.dweights, layer.weights)
+        checks["dbiases"] = (layer.dbiases, layer.biases)
+    for name, (analytic, array) in checks.items():
+        analytic = to_host(backend, analytic).copy()
+        numeric = numerical_gradient(loss, array)
+        np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol, err_msg=name)
+
+
+def assert_same(backend, result, expected) -> None:
+    """A device result equals NumPy's exactly (NaN matches NaN)."""
+    result = to_host(backend, result)
+    assert result.dtype == expected.dtype, (result.dtype, expected.dtype)
+    np.testing.assert_array_equal(result, expected)

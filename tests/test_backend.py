@@ -1,0 +1,192 @@
+"""Device selection, errors, and the backend ops on every available device."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+
+import numpy as np
+import pytest
+from helpers import assert_same
+
+import gpunn
+from gpunn import backend as backend_module
+from gpunn.backend import cupy_backend
+
+
+# ---- choosing a device --------------------------------------------------------------------------
+
+def test_cpu_and_auto_on_a_machine_without_cuda(monkeypatch, caplog):
+    monkeypatch.setattr(backend_module, "_auto", None)
+    monkeypatch.setattr(cupy_backend, "import_cupy", _no_cupy)
+    with caplog.at_level(logging.INFO, logger="gpunn"):
+        chosen = gpunn.device("auto")
+    assert chosen.device == "cpu" and chosen.xp is np
+    assert gpunn.device("cpu") is chosen
+    (record,) = caplog.records
+    assert "auto -> cpu" in record.getMessage() and "CuPy is not installed" in record.getMessage()
+
+
+def _no_cupy():
+    raise gpunn.DeviceUnavailableError("CUDA is not available: CuPy is not installed.")
+
+
+def test_default_device_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GPUNN_DEVICE", "cpu")
+    assert gpunn.device().device == "cpu"
+    monkeypatch.setenv("GPUNN_DEVICE", "tpu")
+    with pytest.raises(gpunn.GpunnError, match="Unknown device 'tpu'"):
+        gpunn.device()
+
+
+@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "cuda:-1", "gpu", "", "cuda0", "cpu:0"])
+def test_unknown_device_names_are_value_errors(spec):
+    with pytest.raises(gpunn.GpunnError) as raised:
+        gpunn.device(spec)
+    assert isinstance(raised.value, ValueError)
+    assert "expected 'auto', 'cpu', 'cuda' or 'cuda:N'" in str(raised.value)
+
+
+def test_a_device_that_is_not_a_string_is_a_type_error():
+    with pytest.raises(gpunn.InvalidTypeError, match="received 0 of type int"):
+        gpunn.device(0)
+
+
+def test_explicit_cuda_without_cupy_says_which_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
+    monkeypatch.setattr(backend_module, "_backends", {})
+    with pytest.raises(gpunn.DeviceUnavailableError) as raised:
+        gpunn.device("cuda")
+    message = str(raised.value)
+    assert "CuPy is not installed" in message and "gpunn[cuda12]" in message
+    assert isinstance(raised.value, gpunn.GpunnError)
+
+
+def _fake_cupy(count=None, error=None):
+    def get_device_count():
+        if error is not None:
+            raise RuntimeError(error)
+        return count
+
+    runtime = types.SimpleNamespace(getDeviceCount=get_device_count)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+
+
+@pytest.mark.parametrize("fake, spec, expected", [
+    (_fake_cupy(count=0), "cuda", "no CUDA device was found"),
+    (_fake_cupy(error="cudaErrorNoDevice: no CUDA-capable device is detected"), "cuda",
+     "no CUDA device was found"),
+    (_fake_cupy(error="cudaErrorInsufficientDriver: CUDA driver version is insufficient"),
+     "cuda", "driver is too old"),
+    (_fake_cupy(count=1), "cuda:3", "cuda:3 was requested but this machine has 1 CUDA device"),
+])
+def test_explicit_cuda_that_cannot_be_had_says_why(monkeypatch, fake, spec, expected):
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backend_module, "_backends", {})
+    with pytest.raises(gpunn.DeviceUnavailableError, match=expected):
+        gpunn.device(spec)
+
+
+def test_seed_rejects_non_integers():
+    with pytest.raises(gpunn.InvalidArgumentError, match="seed must be a non-negative integer"):
+        gpunn.seed(-1)
+    with pytest.raises(gpunn.InvalidArgumentError):
+        gpunn.seed(1.5)
+
+
+def test_seed_repeats_draws(backend):
+    gpunn.seed(3)
+    first = (backend.to_numpy(backend.uniform((5,), "float32")), gpunn.Dense(3, 2).weights)
+    gpunn.seed(3)
+    second = (backend.to_numpy(backend.uniform((5,), "float32")), gpunn.Dense(3, 2).weights)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(backend.to_numpy(first[1]), backend.to_numpy(second[1]))
+
+
+# ---- transfer and the kernel-backed ops, on every device -----------------------------------------
+
+def test_transfer_round_trip(backend):
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    on_device = backend.asarray(host)
+    assert backend.is_array(on_device)
+    back = backend.to_numpy(on_device)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, host)
+    backend.synchronize()
+
+
+def _values(dtype, shape=(37, 11), seed=0):
+    values = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    values.flat[:6] = [0.0, -0.0, np.nan, np.inf, -np.inf, np.finfo(dtype).smallest_subnormal]
+    return values
+
+
+# References written independently of the backend, from the book's definitions.
+def _relu(x):
+    return np.where(x < 0, np.zeros_like(x), x)
+
+
+def _relu_backward(dy, x):
+    dx = dy.copy()
+    dx[x <= 0] = 0
+    return dx
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ops_match_the_book(backend, dtype):
+    x, dy = _values(dtype), _values(dtype, seed=1)
+    b = _values(dtype, shape=(1, 11), seed=2)
+    with np.errstate(invalid="ignore"):
+        assert_same(backend, backend.relu(backend.asarray(x)), _relu(x))
+        assert_same(backend, backend.relu_backward(backend.asarray(dy), backend.asarray(x)),
+                    _relu_backward(dy, x))
+        assert_same(backend, backend.bias_add(backend.asarray(x), backend.asarray(b)), x + b)
+        assert_same(backend, backend.bias_relu(backend.asarray(x), backend.asarray(b)),
+                    _relu(x + b))
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 70_001])
+def test_ops_on_sizes_and_in_place(backend, size):
+    x = _values(np.float32, shape=(size, 1)) if size >= 6 else np.ones((size, 1), np.float32)
+    with np.errstate(invalid="ignore"):
+        expected = _relu(x + 0.5)
+        device_x = backend.asarray(x)
+        result = backend.bias_relu(device_x, backend.asarray([[0.5]], dtype=np.float32),
+                                   out=device_x)
+        assert result is device_x
+        assert_same(backend, device_x, expected)
+
+
+def test_ops_on_non_contiguous_inputs(backend):
+    x = _values(np.float64, shape=(20, 30))
+    b = np.arange(10, dtype=np.float64).reshape(1, 10)
+    view = backend.asarray(x)[::2, ::3]
+    with np.errstate(invalid="ignore"):
+        assert_same(backend, backend.relu(view), _relu(x[::2, ::3]))
+        assert_same(backend, backend.bias_add(view, backend.asarray(b)), x[::2, ::3] + b)
+
+
+def test_ops_keep_float32(backend):
+    x = backend.asarray(np.ones((4, 3), np.float32))
+    b = backend.asarray(np.ones((1, 3), np.float32))
+    for result in (backend.relu(x), backend.relu_backward(x, x), backend.bias_add(x, b),
+                   backend.bias_relu(x, b)):
+        assert result.dtype == np.float32
+
+
+def test_bias_of_the_wrong_length_is_refused(backend):
+    x = backend.asarray(np.ones((4, 3), np.float32))
+    with pytest.raises(gpunn.InvalidArgumentError, match=r"received x of shape \(4, 3\)"):
+        backend.bias_add(x, backend.asarray(np.ones((1, 4), np.float32)))
+
+
+def test_cuda_kernels_cover_more_than_two_to_the_31_elements(backend):
+    if backend.device == "cpu":
+        pytest.skip("the 2^31-element launch is a CUDA check; the host kernel test covers CPU")
+    n = 2**31 + 3
+    x = backend.xp.zeros(n, dtype=np.float32)
+    x[-1] = -1.0
+    x[2**31 + 1] = 3.0
+    backend.relu(x, out=x)
+    assert float(x[-1]) == 0.0 and float(x[2**31 + 1]) == 3.0
