@@ -1,0 +1,364 @@
+"""Datasets: the book's synthetic sets (spiral, vertical, sine), Fashion-MNIST and MNIST read from
+their IDX files, and your own data from .npz or .csv.
+
+Every loader returns NumPy arrays on the host, X as float32; a model moves them to its device.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import struct
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Union
+
+import numpy
+
+from gpunn import _checks, backend
+from gpunn.errors import FileFormatError, GpunnError, InvalidArgumentError, InvalidTypeError
+
+PathLike = Union[str, "os.PathLike[str]"]
+Pair = tuple[numpy.ndarray, numpy.ndarray]
+Split = tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]
+
+NAMES = ("spiral", "vertical", "sine", "fashion-mnist", "mnist")
+DATA_ENV_VAR = "GPUNN_DATA"
+TIMEOUT_S = 30  # per network read, so a dead mirror fails instead of hanging
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MIRRORS = {
+    "fashion-mnist": ("Fashion-MNIST",
+                      "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
+    "mnist": ("MNIST", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+}
+# MD5 of each .gz as published by the authors: Fashion-MNIST in the README of
+# github.com/zalandoresearch/fashion-mnist ("Get the Data"); MNIST the sums of the files on
+# yann.lecun.com/exdb/mnist, which the CVDF mirror serves unchanged (torchvision checks the same).
+MD5 = {
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+}
+
+
+def _rng(seed: int | None) -> numpy.random.Generator:
+    if seed is None:
+        return backend.host_random()  # looked up per call: gpunn.seed() replaces it
+    return numpy.random.default_rng(_checks.integer("seed", seed))
+
+
+def _sizes(samples: int, classes: int) -> tuple[int, int]:
+    samples = _checks.integer("samples", samples, minimum=1)
+    classes = _checks.integer("classes", classes, minimum=1)
+    if classes > 256:
+        raise InvalidArgumentError(f"classes must be <= 256 (labels are uint8); received "
+                                   f"classes={classes}.")
+    return samples, classes
+
+
+# ---- the book's synthetic data (nnfs.datasets), rows grouped by class -------------------------
+
+def spiral_data(samples: int, classes: int, *, seed: int | None = None) -> Pair:
+    """``classes`` spiral arms of ``samples`` points each. Example: ``X, y = spiral_data(100, 3)``
+    gives X of shape (300, 2) float32 and y of shape (300,) uint8."""
+    samples, classes = _sizes(samples, classes)
+    rng = _rng(seed)
+    X = numpy.zeros((samples * classes, 2), dtype=numpy.float32)
+    y = numpy.zeros(samples * classes, dtype=numpy.uint8)
+    for class_number in range(classes):
+        ix = slice(samples * class_number, samples * (class_number + 1))
+        r = numpy.linspace(0.0, 1, samples)
+        t = (numpy.linspace(class_number * 4, (class_number + 1) * 4, samples)
+             + rng.standard_normal(samples) * 0.2)
+        X[ix] = numpy.c_[r * numpy.sin(t * 2.5), r * numpy.cos(t * 2.5)]
+        y[ix] = class_number
+    return X, y
+
+
+def vertical_data(samples: int, classes: int, *, seed: int | None = None) -> Pair:
+    """``classes`` vertical blobs of ``samples`` points each. Example: ``vertical_data(100, 3)``."""
+    samples, classes = _sizes(samples, classes)
+    rng = _rng(seed)
+    X = numpy.zeros((samples * classes, 2), dtype=numpy.float32)
+    y = numpy.zeros(samples * classes, dtype=numpy.uint8)
+    for class_number in range(classes):
+        ix = slice(samples * class_number, samples * (class_number + 1))
+        X[ix] = numpy.c_[rng.standard_normal(samples) * 0.1 + class_number / 3,
+                         rng.standard_normal(samples) * 0.1 + 0.5]
+        y[ix] = class_number
+    return X, y
+
+
+def sine_data(samples: int = 1000) -> Pair:
+    """One period of a sine for regression: X and y of shape (samples, 1). Example:
+    ``X, y = sine_data()``."""
+    samples = _checks.integer("samples", samples, minimum=1)
+    X = numpy.arange(samples).reshape(-1, 1) / samples
+    y = numpy.sin(2 * numpy.pi * X)
+    return X.astype(numpy.float32), y.astype(numpy.float32)
+
+
+# ---- Fashion-MNIST and MNIST from IDX files ---------------------------------------------------
+
+def fashion_mnist(path: PathLike | None = None, *, download: bool = True) -> Split:
+    """(X_train, y_train, X_test, y_test): X (n, 784) float32 in [-1, 1], y uint8. Example:
+    ``X, y, X_test, y_test = fashion_mnist()``."""
+    return _idx_dataset("fashion-mnist", path, download)
+
+
+def mnist(path: PathLike | None = None, *, download: bool = True) -> Split:
+    """(X_train, y_train, X_test, y_test) of MNIST digits, as ``fashion_mnist`` returns them."""
+    return _idx_dataset("mnist", path, download)
+
+
+def data_dir(name: str, path: PathLike | None = None) -> Path:
+    """Where dataset ``name`` lives: ``path``, else $GPUNN_DATA/name, else ~/.cache/gpunn/name."""
+    if path is not None:
+        return Path(path).expanduser()
+    if os.environ.get(DATA_ENV_VAR):
+        return Path(os.environ[DATA_ENV_VAR]).expanduser() / name
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "gpunn" / name
+
+
+def _idx_dataset(name: str, path: PathLike | None, download: bool) -> Split:
+    title, mirror = MIRRORS[name]
+    directory = data_dir(name, path)
+    found = {stem: _find(directory, stem) for stem in IDX_FILES}
+    missing = [stem + ".gz" for stem, file in found.items() if file is None]
+    how = (f"put {', '.join(missing)} (gzipped or not) from {mirror} in {directory}, or pass "
+           f"path= (or set {DATA_ENV_VAR}) to where they are.")
+    if missing and not download:
+        raise GpunnError(f"{title} is missing from {directory} and download=False: {how}")
+    for filename in missing:
+        try:
+            found[filename[:-3]] = _download(directory, mirror + filename, MD5[name][filename])
+        # URLError, HTTPError, timeouts and refused connections are OSErrors; a connection
+        # cut mid-file raises http.client.IncompleteRead.
+        except (OSError, http.client.HTTPException) as error:
+            raise GpunnError(f"Downloading {title} failed ({mirror + filename}: {error}). "
+                             f"To use it offline, {how}") from error
+    split, files = [], list(found.values())  # train images, train labels, test images, labels
+    for images, labels in (files[0:2], files[2:4]):
+        X, y = _read_idx(images, "images"), _read_idx(labels, "labels")
+        if len(X) != len(y):
+            raise FileFormatError(f"{images} holds {len(X)} images but {labels} holds {len(y)} "
+                                  f"labels; expected one label per image. Replace both files "
+                                  f"with a matching pair from {mirror}.")
+        split += [(X.astype(numpy.float32) - 127.5) / 127.5, y]
+    return tuple(split)
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / (stem + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(path: Path, kind: str) -> numpy.ndarray:
+    """The uint8 array in an IDX file: images as (n, rows * cols), labels as (n,)."""
+    magic, ndim = (0x00000803, 3) if kind == "images" else (0x00000801, 1)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as error:  # a bad or truncated gzip stream
+        raise FileFormatError(f"{path} could not be read ({error}); delete it and fetch it "
+                              f"again.") from error
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise FileFormatError(f"{path} is truncated: an IDX {kind} file starts with a "
+                              f"{header}-byte header, received {len(data)} bytes; delete it and "
+                              f"fetch it again.")
+    (found,) = struct.unpack_from(">I", data)
+    if found != magic:
+        raise FileFormatError(f"{path} is not an IDX {kind} file: expected magic number "
+                              f"0x{magic:08X}, found 0x{found:08X}. Check the file name.")
+    dims = struct.unpack_from(f">{ndim}I", data, 4)
+    expected = header + math.prod(dims)
+    if len(data) != expected:
+        problem = "is truncated" if len(data) < expected else "has trailing bytes"
+        raise FileFormatError(f"{path} {problem}: its header promises shape {dims}, "
+                              f"{expected} bytes, received {len(data)}; delete it and fetch it "
+                              f"again.")
+    array = numpy.frombuffer(data, dtype=numpy.uint8, offset=header)
+    return array.reshape(dims[0], -1) if kind == "images" else array
+
+
+def _download(directory: Path, url: str, md5: str) -> Path:
+    """Fetch ``url`` into ``directory`` through a temporary file, checked against ``md5``."""
+    from tqdm import tqdm  # needed only here, so the rest of gpunn imports without it
+
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / url.rsplit("/", 1)[1]
+    digest = hashlib.md5(usedforsecurity=False)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=target.name + ".", suffix=".part")
+    try:
+        with (os.fdopen(handle, "wb") as out,
+              urllib.request.urlopen(url, timeout=TIMEOUT_S) as response):
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if digest.hexdigest() != md5:
+            raise FileFormatError(f"{url} arrived with MD5 {digest.hexdigest()}, expected {md5}; "
+                                  f"the download is corrupt or the mirror changed. Try again, or "
+                                  f"fetch the file by hand into {directory}.")
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    os.replace(temporary, target)  # atomic: a reader never sees half a file
+    return target
+
+
+# ---- your own data ---------------------------------------------------------------------------
+
+def load_npz(path: PathLike) -> Pair:
+    """(X, y) from an .npz holding arrays ``X`` (samples, features) and ``y``. Example:
+    ``numpy.savez("data.npz", X=X, y=y); X, y = load_npz("data.npz")``."""
+    path = _existing(path)
+    try:
+        archive = numpy.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise FileFormatError(f"{path} is not a readable .npz archive ({error}); save one with "
+                              f"numpy.savez(path, X=X, y=y).") from error
+    if not isinstance(archive, numpy.lib.npyio.NpzFile):
+        raise FileFormatError(f"{path} holds a single array; expected an .npz archive with arrays "
+                              f"X and y. Save one with numpy.savez(path, X=X, y=y).")
+    with archive:
+        missing = [key for key in ("X", "y") if key not in archive.files]
+        if missing:
+            raise FileFormatError(f"{path} has no array {' or '.join(missing)}: expected keys "
+                                  f"'X' and 'y', found {sorted(archive.files)}. Save it with "
+                                  f"numpy.savez(path, X=..., y=...).")
+        try:
+            X, y = archive["X"], archive["y"]
+        except ValueError as error:  # object arrays are pickles, and pickles can run code
+            raise FileFormatError(f"{path} holds a pickled object array, which gpunn does not "
+                                  f"load; save numeric arrays instead.") from error
+    return _checked(path, X, y)
+
+
+def load_csv(path: PathLike, *, label_column: int = -1, skip_header: bool | None = None) -> Pair:
+    """(X, y) from a numeric CSV, one sample a line, the label in ``label_column``; a first line
+    that is not numeric is taken for a header unless ``skip_header`` says otherwise. Example:
+    ``X, y = load_csv("train.csv", label_column=0)``."""
+    path = _existing(path)
+    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1)
+             if line.strip()]
+    if skip_header is None:
+        skip_header = bool(lines) and _bad_cell(lines[0][1]) is not None
+    rows = lines[1:] if skip_header else lines
+    if not rows:
+        raise FileFormatError(f"{path} has no data rows; expected numeric lines such as "
+                              f"'0.5,1.2,0'.")
+    try:
+        table = numpy.loadtxt([line for _, line in rows], delimiter=",", ndmin=2, comments=None)
+    except ValueError as error:
+        raise _csv_error(path, rows, error) from None
+    width = table.shape[1]
+    column = _checks.integer("label_column", label_column, minimum=-width)
+    if width < 2 or column >= width:
+        raise InvalidArgumentError(f"label_column must be in [{-width}, {width - 1}] for {path}, "
+                                   f"which has {width} columns, and one column must remain for "
+                                   f"X; received label_column={label_column}.")
+    y = table[:, column]
+    # Whole-number labels are classes; anything else is a regression target.
+    y = y.astype(numpy.int64) if numpy.all(numpy.mod(y, 1) == 0) else y.astype(numpy.float32)
+    return _checked(path, numpy.delete(table, column, axis=1), y)
+
+
+def _csv_error(path: Path, rows: list[tuple[int, str]], error: ValueError) -> FileFormatError:
+    """The first line NumPy could not read, named: a short row or a cell that is not a number."""
+    width = len(rows[0][1].split(","))
+    for number, line in rows:
+        if len(line.split(",")) != width:
+            return FileFormatError(f"{path}, line {number}: expected {width} cells like line "
+                                   f"{rows[0][0]}, found {len(line.split(','))}.")
+        if (bad := _bad_cell(line)) is not None:
+            return FileFormatError(f"{path}, line {number}: {bad!r} is not a number; load_csv "
+                                   f"reads numeric CSV with at most one header line. Encode "
+                                   f"categories as numbers first.")
+    return FileFormatError(f"{path} is not a numeric CSV: {error}")
+
+
+def _bad_cell(line: str) -> str | None:
+    for cell in line.split(","):
+        try:
+            float(cell)
+        except ValueError:
+            return cell
+    return None
+
+
+def _existing(path: PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidTypeError(f"path must be a string or a path; received {path!r}.")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InvalidArgumentError(f"No file at {path} (absolute: {path.resolve()}); check the "
+                                   f"path and the working directory.")
+    return path
+
+
+def _checked(path: Path, X: numpy.ndarray, y: numpy.ndarray) -> Pair:
+    if X.ndim != 2:
+        raise FileFormatError(f"{path}: X must be 2-D (samples, features); received shape "
+                              f"{X.shape}. Flatten it first, e.g. X.reshape(len(X), -1).")
+    if y.ndim not in (1, 2) or len(y) != len(X):
+        raise FileFormatError(f"{path}: y must hold one label (or target row) per row of X, "
+                              f"{len(X)} in all; received y of shape {y.shape}.")
+    for name, array in (("X", X), ("y", y)):
+        if array.dtype.kind not in "biuf":
+            raise FileFormatError(f"{path}: {name} must be numeric; received dtype "
+                                  f"{array.dtype}.")
+    return X.astype(numpy.float32), y
+
+
+# ---- one entry point for the command line ----------------------------------------------------
+
+def load(name_or_path: PathLike, *, seed: int | None = None) -> Split:
+    """(X, y, X_val, y_val) for a name in NAMES or a .npz/.csv path (whose last 20% after a
+    seeded shuffle is held out). Example: ``X, y, X_val, y_val = load("spiral")``."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InvalidTypeError(f"dataset must be a name or a path; received {name_or_path!r}.")
+    text = os.fspath(name_or_path)
+    key = text.strip().lower().replace("_", "-")
+    # The validation set is a fresh draw: the next seed, or the generator's next numbers.
+    val_seed = None if seed is None else _checks.integer("seed", seed) + 1
+    if key == "spiral":
+        return (*spiral_data(100, 3, seed=seed), *spiral_data(100, 3, seed=val_seed))
+    if key == "vertical":
+        return (*vertical_data(100, 3, seed=seed), *vertical_data(100, 3, seed=val_seed))
+    if key == "sine":
+        return (*sine_data(), *sine_data())  # deterministic, as in the book's regression chapter
+    if key in ("fashion-mnist", "mnist"):
+        return fashion_mnist() if key == "fashion-mnist" else mnist()
+    suffix = Path(text).suffix.lower()
+    if suffix not in (".npz", ".csv"):
+        raise InvalidArgumentError(f"Unknown dataset {text!r}: expected one of "
+                                   f"{', '.join(NAMES)}, or a path ending in .npz or .csv.")
+    X, y = load_npz(text) if suffix == ".npz" else load_csv(text)
+    if len(X) < 2:
+        raise InvalidArgumentError(f"{text} has {len(X)} sample; at least 2 are needed to hold "
+                                   f"out a validation set.")
+    order = _rng(seed).permutation(len(X))
+    n_val = max(1, len(X) // 5)
+    train, val = order[:-n_val], order[-n_val:]
+    return X[train], y[train], X[val], y[val]
