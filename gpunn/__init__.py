@@ -1,5 +1,7 @@
 """gpunn: neural networks from scratch, on NumPy or on a CUDA GPU with our own kernels."""
 
+from gpunn import datasets
+from gpunn.accuracy import CategoricalAccuracy, RegressionAccuracy
 from gpunn.activations import LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from gpunn.backend import device, seed
 from gpunn.errors import (
@@ -11,5 +13,13 @@ from gpunn.errors import (
     TrainingDivergedError,
 )
 from gpunn.layers import Dense, Dropout
+from gpunn.losses import (
+    BinaryCrossentropy,
+    CategoricalCrossentropy,
+    MeanAbsoluteError,
+    MeanSquaredError,
+)
+from gpunn.model import History, Model
+from gpunn.optimizers import SGD, Adagrad, Adam, RMSprop
 
 __version__ = "0.1.0"

@@ -65,6 +65,12 @@ class Dense(Layer):
         weights = 0.01 * host_random().standard_normal((self.n_inputs, self.n_neurons))
         self.weights = self.backend.asarray(weights, dtype=self.dtype)
         self.biases = self.backend.xp.zeros((1, self.n_neurons), dtype=self.dtype)
+        self._allocate_gradients()
+
+    def _allocate_gradients(self) -> None:
+        # backward writes into these; the model replaces them with views of one flat array
+        self.dweights = self.backend.xp.zeros_like(self.weights)
+        self.dbiases = self.backend.xp.zeros_like(self.biases)
 
     def __repr__(self) -> str:
         return f"Dense({self.n_inputs}, {self.n_neurons})"
@@ -81,9 +87,12 @@ class Dense(Layer):
         super().to(backend, dtype)
         self.weights = self.backend.asarray(source.to_numpy(self.weights), dtype=self.dtype)
         self.biases = self.backend.asarray(source.to_numpy(self.biases), dtype=self.dtype)
+        self._allocate_gradients()
         return self
 
-    def forward(self, inputs: Any, training: bool = False) -> None:
+    def forward(self, inputs: Any, training: bool = False, fused_relu: Any = None) -> None:
+        """``output = inputs @ weights + biases``; with ``fused_relu`` (the ReLU layer that
+        follows) the bias add and ReLU run as one kernel and the ReLU's output is set too."""
         inputs = self._input(inputs)
         if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
             raise InvalidArgumentError(
@@ -92,12 +101,16 @@ class Dense(Layer):
             )
         self.inputs = inputs
         output = self.backend.xp.dot(inputs, self.weights)
-        self.output = self.backend.bias_add(output, self.biases, out=output)
+        if fused_relu is None:
+            self.output = self.backend.bias_add(output, self.biases, out=output)
+        else:
+            self.output = fused_relu.output = self.backend.bias_relu(output, self.biases,
+                                                                     out=output)
 
     def backward(self, dvalues: Any) -> None:
         xp = self.backend.xp
-        self.dweights = xp.dot(self.inputs.T, dvalues)
-        self.dbiases = xp.sum(dvalues, axis=0, keepdims=True)
+        xp.dot(self.inputs.T, dvalues, out=self.dweights)
+        xp.sum(dvalues, axis=0, keepdims=True, out=self.dbiases)
         self._regularization_gradients()
         self.dinputs = xp.dot(dvalues, self.weights.T)
 

@@ -59,3 +59,19 @@ def assert_same(backend, result, expected) -> None:
     result = to_host(backend, result)
     assert result.dtype == expected.dtype, (result.dtype, expected.dtype)
     np.testing.assert_array_equal(result, expected)
+
+
+def check_loss_gradients(backend, loss, y_pred, y_true, *, rtol=1e-5, atol=1e-8):
+    """Compare ``loss.backward`` with finite differences of the mean loss, in float64."""
+    xp = backend.xp
+    loss.to(backend)
+    y_pred = backend.asarray(np.asarray(y_pred, dtype=np.float64))
+    y_true = backend.asarray(y_true)
+
+    def mean_loss() -> float:
+        return float(xp.mean(loss.forward(y_pred, y_true)))
+
+    loss.backward(y_pred, y_true)
+    analytic = to_host(backend, loss.dinputs).copy()
+    np.testing.assert_allclose(analytic, numerical_gradient(mean_loss, y_pred), rtol=rtol,
+                               atol=atol)

@@ -38,6 +38,8 @@ class NumpyBackend:
 
     def asarray(self, data: Any, dtype: Any = None) -> Any:
         """``data`` as an array on this device; no copy when it is already there and typed."""
+        if hasattr(data, "__cuda_array_interface__"):  # a CuPy array coming back to the host
+            data = data.get()
         return self.xp.asarray(data, dtype=dtype)
 
     def to_numpy(self, array: Any) -> numpy.ndarray:

@@ -1,0 +1,103 @@
+"""Checking and moving user data (X, y) onto the model's device, once per call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from gpunn import _checks
+from gpunn.errors import InvalidArgumentError, InvalidTypeError
+from gpunn.layers import Dense
+from gpunn.losses import CategoricalCrossentropy
+
+
+def pair(data: Any) -> tuple[Any, Any]:
+    """``validation_data`` as (X, y)."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise InvalidArgumentError("validation_data must be a pair (X_val, y_val); received "
+                                   f"{type(data).__name__}.")
+    return data[0], data[1]
+
+
+def steps(samples: int, batch_size: int | None) -> tuple[int, int]:
+    """(steps per epoch, batch size); ``None`` means the whole data set in one batch."""
+    if batch_size is None:
+        return 1, max(samples, 1)
+    batch_size = _checks.integer("batch_size", batch_size, minimum=1)
+    return -(-samples // batch_size), batch_size
+
+
+def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tuple[Any, Any]:
+    """(X, y) checked against the model and moved to its device: X as (samples, features) in
+    the model's dtype; y as class indices or one-hot for categorical losses, else as floats
+    shaped like the output."""
+    backend = model.backend
+    X = _array(backend, X, x_name)
+    if X.ndim != 2:
+        raise InvalidArgumentError(f"{x_name} must be 2-D (samples, features); received an "
+                                   f"array of shape {tuple(X.shape)}.")
+    if X.shape[0] == 0:
+        raise InvalidArgumentError(f"{x_name} is empty (0 samples).")
+    first = model.layers[0]
+    if isinstance(first, Dense) and X.shape[1] != first.n_inputs:
+        raise InvalidArgumentError(f"{x_name} has {X.shape[1]} features per sample but the "
+                                   f"first layer, {first!r}, expects {first.n_inputs}.")
+    X = backend.asarray(X, dtype=model.dtype)
+    if not bool(backend.xp.isfinite(X).all()):
+        raise InvalidArgumentError(f"{x_name} contains NaN or inf; clean or impute the data "
+                                   f"before training.")
+    if y_name is None:
+        return X, None
+    y = _array(backend, y, y_name)
+    if y.ndim == 0 or len(y) != len(X):
+        raise InvalidArgumentError(f"{y_name} has {0 if y.ndim == 0 else len(y)} labels but "
+                                   f"{x_name} has {len(X)} samples.")
+    outputs = _outputs(model)
+    if isinstance(model.loss, CategoricalCrossentropy):
+        return X, _class_labels(backend, y, y_name, outputs, model.dtype)
+    if y.ndim == 1 and outputs == 1:
+        y = y.reshape(-1, 1)
+    if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
+        raise InvalidArgumentError(f"{y_name} must have shape ({len(X)}, {outputs}) to match "
+                                   f"the model's {outputs} outputs; received {tuple(y.shape)}.")
+    y = backend.asarray(y, dtype=model.dtype)
+    if not bool(backend.xp.isfinite(y).all()):
+        raise InvalidArgumentError(f"{y_name} contains NaN or inf.")
+    return X, y
+
+
+def _array(backend: Any, data: Any, name: str) -> Any:
+    if isinstance(data, (list, tuple)):
+        data = numpy.asarray(data)
+    if not hasattr(data, "dtype") or not hasattr(data, "shape"):
+        raise InvalidTypeError(f"{name} must be an array (NumPy, CuPy or a list of numbers); "
+                               f"received {type(data).__name__}.")
+    if data.dtype.kind not in "biuf":
+        raise InvalidTypeError(f"{name} must hold numbers; received dtype {data.dtype}.")
+    return backend.asarray(data)
+
+
+def _outputs(model: Any) -> int | None:
+    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    return dense[-1].n_neurons if dense else None
+
+
+def _class_labels(backend: Any, y: Any, name: str, classes: int | None, dtype: str) -> Any:
+    xp = backend.xp
+    if y.ndim == 2:  # one-hot
+        if classes is not None and y.shape[1] != classes:
+            raise InvalidArgumentError(f"{name} is one-hot with {y.shape[1]} columns but the "
+                                       f"model has {classes} outputs.")
+        return backend.asarray(y, dtype=dtype)
+    if y.ndim != 1:
+        raise InvalidArgumentError(f"{name} must be class indices (1-D) or one-hot (2-D); "
+                                   f"received shape {tuple(y.shape)}.")
+    if y.dtype.kind == "f" and not bool(xp.all(xp.isfinite(y) & (y == xp.floor(y)))):
+        raise InvalidArgumentError(f"{name} must hold whole class indices; it has fractional, "
+                                   f"NaN or inf values.")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or (classes is not None and high >= classes):
+        raise InvalidArgumentError(f"{name} holds class indices from {low} to {high}; the model "
+                                   f"has {classes} outputs, so they must be in 0..{classes - 1}.")
+    return y.astype(xp.int64, copy=False)

@@ -1,0 +1,70 @@
+"""Accuracy: the share of predictions that count as right, accumulated over an epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn.backend import device
+
+
+class Accuracy:
+    """Shared by all accuracies: the mean of ``compare`` over a batch and over an epoch."""
+
+    def __init__(self) -> None:
+        self.backend = device()  # the model moves it to its own device
+        self.new_pass()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def to(self, backend: Any) -> None:
+        self.backend = backend
+
+    def init(self, y: Any, reinit: bool = False) -> None:
+        """Prepare from the training targets (used by RegressionAccuracy)."""
+
+    def calculate(self, predictions: Any, y: Any) -> Any:
+        comparisons = self.compare(predictions, y)
+        correct = self.backend.xp.count_nonzero(comparisons)
+        self.accumulated_sum += correct
+        self.accumulated_count += comparisons.size
+        return correct / max(comparisons.size, 1)
+
+    def calculate_accumulated(self) -> float:
+        return float(self.accumulated_sum) / max(self.accumulated_count, 1)
+
+    def new_pass(self) -> None:
+        self.accumulated_sum = 0
+        self.accumulated_count = 0
+
+
+class CategoricalAccuracy(Accuracy):
+    """Predicted class equals the label (indices or one-hot); ``binary=True`` for sigmoid
+    outputs compared elementwise."""
+
+    def __init__(self, *, binary: bool = False) -> None:
+        super().__init__()
+        self.binary = binary
+
+    def __repr__(self) -> str:
+        return f"CategoricalAccuracy(binary={self.binary})"
+
+    def compare(self, predictions: Any, y: Any) -> Any:
+        if not self.binary and y.ndim == 2:
+            y = self.backend.xp.argmax(y, axis=1)
+        return predictions == y
+
+
+class RegressionAccuracy(Accuracy):
+    """A prediction counts as right within ``std(y) / 250`` of the target, as in the book."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.precision: float | None = None
+
+    def init(self, y: Any, reinit: bool = False) -> None:
+        if self.precision is None or reinit:
+            self.precision = float(self.backend.xp.std(y)) / 250
+
+    def compare(self, predictions: Any, y: Any) -> Any:
+        return self.backend.xp.absolute(predictions - y) < self.precision

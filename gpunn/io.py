@@ -1,0 +1,178 @@
+"""Saving and loading models in a safe format: an .npz archive (plain arrays, read with
+``allow_pickle=False``) holding a JSON description of the model. Nothing in a file is executed:
+class names are looked up in fixed tables below. Files are written to a temporary name,
+flushed and renamed, so a failed save leaves the previous file intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from gpunn import accuracy, activations, layers, losses, optimizers
+from gpunn.errors import FileFormatError, GpunnError
+
+FORMAT = "gpunn"
+VERSION = 1
+HEADER = "__gpunn__"
+LAYERS = {cls.__name__: cls for cls in (
+    layers.Dense, layers.Dropout, activations.ReLU, activations.LeakyReLU, activations.Softmax,
+    activations.Sigmoid, activations.Tanh, activations.Linear)}
+LOSSES = {cls.__name__: cls for cls in (
+    losses.CategoricalCrossentropy, losses.BinaryCrossentropy, losses.MeanSquaredError,
+    losses.MeanAbsoluteError)}
+ACCURACIES = {cls.__name__: cls for cls in (accuracy.CategoricalAccuracy,
+                                            accuracy.RegressionAccuracy)}
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+def write(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, Any]) -> None:
+    """Write ``arrays`` and the JSON ``header`` to ``path`` atomically."""
+    path = Path(path)
+    header = {"format": FORMAT, "version": VERSION, **header}
+    encoded = numpy.frombuffer(json.dumps(header).encode(), dtype=numpy.uint8)
+    if not path.parent.is_dir():
+        raise GpunnError(f"Cannot save to {path}: the folder {path.parent} does not exist.")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            numpy.savez(file, **{HEADER: encoded}, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def model_header(model: Any) -> dict[str, Any]:
+    """The JSON description of a model: architecture, training settings, optimizer counters."""
+    header: dict[str, Any] = {
+        "kind": "model", "dtype": model.dtype,
+        "layers": [{"type": type(layer).__name__, "config": layer.config()}
+                   for layer in model.layers]}
+    if model.loss is not None:
+        header["loss"] = {"type": type(model.loss).__name__}
+    if model.accuracy is not None:
+        header["accuracy"] = {"type": type(model.accuracy).__name__,
+                              "binary": getattr(model.accuracy, "binary", False),
+                              "precision": getattr(model.accuracy, "precision", None)}
+    if model.optimizer is not None:
+        optimizer = model.optimizer
+        header["optimizer"] = {"type": type(optimizer).__name__, "config": optimizer.config(),
+                               "iterations": optimizer.iterations,
+                               "current_learning_rate": optimizer.current_learning_rate}
+    return header
+
+
+def model_arrays(model: Any) -> dict[str, numpy.ndarray]:
+    """The flat parameter array and the optimizer's state arrays, on the host."""
+    arrays = {"parameters": model.backend.to_numpy(model.parameters)}
+    if model.optimizer is not None:
+        for name, array in model.optimizer.saved_state().items():
+            arrays[f"optimizer.{name}"] = model.backend.to_numpy(array)
+    return arrays
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def read(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+    """The header and arrays of a gpunn file of ``kind``; FileFormatError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise GpunnError(f"No such file: {path}")
+    try:
+        with open(path, "rb") as file:
+            archive = numpy.load(file, allow_pickle=False)
+            if not isinstance(archive, numpy.lib.npyio.NpzFile):
+                raise FileFormatError(f"{path} is a single NumPy array, not a gpunn file.")
+            with archive:
+                if HEADER not in archive.files:
+                    raise FileFormatError(f"{path} is not a gpunn file (no {HEADER} entry).")
+                header = json.loads(archive[HEADER].tobytes().decode())
+                arrays = {name: archive[name] for name in archive.files if name != HEADER}
+    except FileFormatError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
+            KeyError, RuntimeError) as error:
+        raise FileFormatError(f"{path} is not a readable gpunn file: {error}") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise FileFormatError(f"{path} is not a gpunn file (foreign header).")
+    if header.get("version") != VERSION:
+        raise FileFormatError(f"{path} has gpunn file version {header.get('version')!r}; this "
+                              f"gpunn reads version {VERSION}. Save it again with a matching "
+                              f"gpunn.")
+    if header.get("kind") != kind:
+        raise FileFormatError(f"{path} holds gpunn {header.get('kind')!r} data, not a {kind}.")
+    return header, arrays
+
+
+def build_model(header: dict[str, Any], model_class: Any, device: Any) -> Any:
+    """A finalized model rebuilt from a header, with freshly initialised parameters."""
+    try:
+        model = model_class(device=device, dtype=header["dtype"])
+        for spec in header["layers"]:
+            model.add(_lookup(LAYERS, spec["type"], "layer")(**spec["config"], device=device))
+        loss = optimizer = accuracy_ = None
+        if "loss" in header:
+            loss = _lookup(LOSSES, header["loss"]["type"], "loss")()
+        if "accuracy" in header:
+            spec = header["accuracy"]
+            cls = _lookup(ACCURACIES, spec["type"], "accuracy")
+            accuracy_ = (cls(binary=bool(spec["binary"]))
+                         if cls is accuracy.CategoricalAccuracy else cls())
+            if spec.get("precision") is not None:
+                accuracy_.precision = float(spec["precision"])
+        if "optimizer" in header:
+            spec = header["optimizer"]
+            optimizer = _lookup(optimizers.OPTIMIZERS, spec["type"], "optimizer")(**spec["config"])
+            optimizer.iterations = int(spec["iterations"])
+            optimizer.current_learning_rate = float(spec["current_learning_rate"])
+        model.set(loss=loss, optimizer=optimizer, accuracy=accuracy_)
+        model.finalize()
+    except FileFormatError:
+        raise
+    except GpunnError as error:
+        if type(error).__name__ == "DeviceUnavailableError":
+            raise
+        raise FileFormatError(f"the model described in the file is invalid: {error}") from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise FileFormatError(f"the model description in the file is malformed: {error!r}") \
+            from error
+    return model
+
+
+def restore_arrays(model: Any, arrays: dict[str, numpy.ndarray], path: Any) -> None:
+    """Copy saved parameters and optimizer state into ``model``, after checking every shape."""
+    parameters = arrays.get("parameters")
+    if parameters is None or parameters.shape != tuple(model.parameters.shape):
+        raise FileFormatError(f"{path}: the parameters do not fit the architecture (expected "
+                              f"{model.parameters.size} values, found "
+                              f"{None if parameters is None else parameters.size}).")
+    state = {}
+    if model.optimizer is not None:
+        for name in model.optimizer.STATE:
+            array = arrays.get(f"optimizer.{name}")
+            if array is None:
+                continue  # saved before the first step: no state yet
+            if array.shape != parameters.shape:
+                raise FileFormatError(f"{path}: optimizer state {name!r} has shape "
+                                      f"{array.shape}; expected {parameters.shape}.")
+            state[name] = model.backend.asarray(array, dtype=model.dtype)
+    model.parameters[...] = model.backend.asarray(parameters, dtype=model.dtype)
+    if model.optimizer is not None:
+        model.optimizer.state.update(state)
+
+
+def _lookup(table: dict[str, Any], name: Any, what: str) -> Any:
+    if name not in table:
+        raise FileFormatError(f"unknown {what} type {name!r} in the file; gpunn knows "
+                              f"{', '.join(sorted(table))}.")
+    return table[name]

@@ -1,0 +1,408 @@
+"""The Model: layers in order, a loss, an optimizer and an accuracy; train, evaluate, predict.
+
+As in the book, with three differences that keep it fast on either device: every parameter
+lives in one flat array (so the optimizer does a few whole-array operations per step), a Dense
+layer followed by ReLU runs as one fused bias + ReLU kernel, and input checks happen once per
+call, before anything is changed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import numpy
+
+from gpunn import _checks, _data, io
+from gpunn.accuracy import Accuracy
+from gpunn.activations import ReLU, Softmax
+from gpunn.backend import DeviceLike, device, host_random
+from gpunn.errors import (
+    FileFormatError,
+    GpunnError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    TrainingDivergedError,
+)
+from gpunn.layers import Dense, Layer
+from gpunn.losses import CategoricalCrossentropy, Loss, SoftmaxCategoricalCrossentropy
+from gpunn.optimizers import Optimizer
+
+
+class History(dict):
+    """Per-epoch metrics, ``history["loss"][epoch]``; ``interrupted`` is True after Ctrl-C."""
+
+    interrupted = False
+
+
+class Model:
+    """A sequential network. Example::
+
+        model = gn.Model()
+        model.add(gn.Dense(2, 64)); model.add(gn.ReLU()); model.add(gn.Dense(64, 3))
+        model.add(gn.Softmax())
+        model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
+                  accuracy=gn.CategoricalAccuracy())
+        model.finalize()
+        model.train(X, y, epochs=10)
+    """
+
+    def __init__(self, device: DeviceLike = None, dtype: str = "float32") -> None:
+        self.backend = _device(device)
+        self.dtype = _checks.dtype_name(dtype)
+        self.layers: list[Layer] = []
+        self.loss: Loss | None = None
+        self.optimizer: Optimizer | None = None
+        self.accuracy: Accuracy | None = None
+        self.finalized = False
+
+    def __repr__(self) -> str:
+        return f"Model({', '.join(map(repr, self.layers))}; device={self.device})"
+
+    @property
+    def trainable_layers(self) -> list[Layer]:
+        """The layers with parameters (Dense), in order."""
+        return [layer for layer in self.layers if layer.trainable]
+
+    @property
+    def device(self) -> str:
+        """The device the model's parameters live on, such as "cpu" or "cuda:0"."""
+        return self.backend.device
+
+    # ---- building ---------------------------------------------------------------------------
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer or activation."""
+        if not isinstance(layer, Layer):
+            raise InvalidTypeError(f"Model.add expects a gpunn layer such as gn.Dense(2, 64); "
+                                   f"received {layer!r}.")
+        self.layers.append(layer)
+        self.finalized = False
+
+    def set(self, *, loss: Loss | None = None, optimizer: Optimizer | None = None,
+            accuracy: Accuracy | None = None) -> None:
+        """Choose the loss, the optimizer and the accuracy measure."""
+        for name, value, kind in (("loss", loss, Loss), ("optimizer", optimizer, Optimizer),
+                                  ("accuracy", accuracy, Accuracy)):
+            if value is not None and not isinstance(value, kind):
+                raise InvalidTypeError(f"{name} must be a gpunn {kind.__name__}; "
+                                       f"received {value!r}.")
+        self.loss = loss or self.loss
+        self.optimizer = optimizer or self.optimizer
+        self.accuracy = accuracy or self.accuracy
+        self.finalized = False
+
+    def finalize(self) -> None:
+        """Check the architecture, move everything to the model's device and dtype, and pack
+        the parameters into one flat array."""
+        if not self.layers:
+            raise InvalidArgumentError("The model has no layers: call model.add(...) first.")
+        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        for before, after in zip(dense, dense[1:]):
+            if before.n_neurons != after.n_inputs:
+                raise InvalidArgumentError(
+                    f"{after!r} expects {after.n_inputs} inputs but the layer before it, "
+                    f"{before!r}, gives {before.n_neurons}.")
+        self.to(self.backend)
+
+    def to(self, target: DeviceLike) -> Model:
+        """Move the model (parameters and optimizer state) to ``target``; returns the model."""
+        self.backend = _device(target)
+        for layer in self.layers:
+            layer.to(self.backend, self.dtype)
+        for part in (self.loss, self.accuracy, self.optimizer):
+            if part is not None:
+                part.to(self.backend)
+        if self.loss is not None:
+            self.loss.remember_trainable_layers(self.trainable_layers)
+        self._combined = (SoftmaxCategoricalCrossentropy(self.backend)
+                          if isinstance(self.layers[-1], Softmax)
+                          and isinstance(self.loss, CategoricalCrossentropy) else None)
+        self._pack_parameters()
+        self.finalized = True
+        return self
+
+    def _pack_parameters(self) -> None:
+        xp = self.backend.xp
+        total = sum(layer.weights.size + layer.biases.size for layer in self.trainable_layers)
+        self.parameters = xp.empty(total, dtype=self.dtype)
+        self.gradients = xp.zeros(total, dtype=self.dtype)
+        offset = 0
+        for layer in self.trainable_layers:
+            for name in ("weights", "biases"):
+                value = getattr(layer, name)
+                view = self.parameters[offset:offset + value.size].reshape(value.shape)
+                view[...] = value
+                setattr(layer, name, view)
+                setattr(layer, "d" + name,
+                        self.gradients[offset:offset + value.size].reshape(value.shape))
+                offset += value.size
+
+    # ---- forward and backward -------------------------------------------------------------
+
+    def forward(self, X: Any, training: bool) -> Any:
+        """Run every layer; a Dense followed by ReLU runs as one fused kernel."""
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            if (isinstance(layer, Dense) and i + 1 < len(layers)
+                    and type(layers[i + 1]) is ReLU):
+                layer.forward(X, training, fused_relu=layers[i + 1])
+                i += 1
+            else:
+                layer.forward(X, training)
+            X = layers[i].output
+            i += 1
+        return X
+
+    def backward(self, output: Any, y: Any) -> None:
+        """Gradients of the loss for every layer, last to first."""
+        layers = self.layers
+        if self._combined is not None:
+            self._combined.backward(output, y)
+            dvalues, layers = self._combined.dinputs, layers[:-1]
+        else:
+            self.loss.backward(output, y)
+            dvalues = self.loss.dinputs
+        for layer in reversed(layers):
+            layer.backward(dvalues)
+            dvalues = layer.dinputs
+
+    # ---- training, evaluation, prediction -----------------------------------------------------
+
+    def train(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
+              shuffle: bool = True, print_every: int = 1, validation_data: tuple | None = None,
+              verbose: bool = True, on_epoch_end: Any = None) -> History:
+        """Train for ``epochs`` passes over (X, y) and return the per-epoch history.
+
+        ``on_epoch_end(epoch, logs)`` is called after each epoch (the CLI checkpoints there).
+        Ctrl-C stops after the current step and returns the history so far.
+        """
+        self._require_ready(training=True)
+        epochs = _checks.integer("epochs", epochs, minimum=0)
+        print_every = _checks.integer("print_every", print_every, minimum=1)
+        X, y = _data.prepare(self, X, y, "X", "y")
+        if validation_data is not None:
+            X_val, y_val = _data.pair(validation_data)
+            X_val, y_val = _data.prepare(self, X_val, y_val, "X_val", "y_val")
+        steps, batch_size = _data.steps(len(X), batch_size)
+        self.accuracy.init(y)
+        history = History()
+        with _StopOnInterrupt() as interrupt:
+            for epoch in range(1, epochs + 1):
+                if shuffle:
+                    order = self.backend.asarray(host_random().permutation(len(X)))
+                    X_epoch, y_epoch = X[order], y[order]
+                else:
+                    X_epoch, y_epoch = X, y
+                self.loss.new_pass()
+                self.accuracy.new_pass()
+                if verbose:
+                    print(f"epoch: {epoch}")
+                for step in range(steps):
+                    start = step * batch_size
+                    self._train_step(X_epoch[start:start + batch_size],
+                                     y_epoch[start:start + batch_size], epoch, step)
+                    if verbose and (step % print_every == 0 or step == steps - 1):
+                        self._print_step(step)
+                    if interrupt.requested:
+                        break
+                if interrupt.requested:
+                    history.interrupted = True
+                    if verbose:
+                        print(f"interrupted in epoch {epoch}; returning the history so far")
+                    break
+                logs = self._epoch_logs()
+                if validation_data is not None:
+                    logs["val_loss"], logs["val_accuracy"] = self._evaluate(X_val, y_val,
+                                                                            batch_size)
+                for key, value in logs.items():
+                    history.setdefault(key, []).append(value)
+                if verbose:
+                    print(_format_logs("training", logs))
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, logs)
+        return history
+
+    def _train_step(self, batch_X: Any, batch_y: Any, epoch: int, step: int) -> None:
+        output = self.forward(batch_X, training=True)
+        data_loss = float(self.loss.calculate(output, batch_y))
+        if not numpy.isfinite(data_loss):
+            raise TrainingDivergedError(
+                f"The loss became {data_loss} in epoch {epoch}, step {step + 1}; the parameters "
+                f"are those before this step. Lower the learning rate or check the data.")
+        self.accuracy.calculate(self._output_layer_predictions(output), batch_y)
+        self.backward(output, batch_y)
+        self.optimizer.pre_update_params()
+        self.optimizer.update_params(self.parameters, self.gradients)
+        self.optimizer.post_update_params()
+        self._last_step = (data_loss, output, batch_y)
+
+    def _print_step(self, step: int) -> None:
+        data_loss, output, batch_y = self._last_step
+        regularization = self.loss.regularization_loss()
+        accuracy = float(self.accuracy.compare(self._output_layer_predictions(output),
+                                               batch_y).mean())
+        print(f"step: {step}, acc: {accuracy:.3f}, loss: {data_loss + regularization:.3f} "
+              f"(data_loss: {data_loss:.3f}, reg_loss: {regularization:.3f}), "
+              f"lr: {self.optimizer.current_learning_rate}")
+
+    def _epoch_logs(self) -> dict[str, float]:
+        data_loss = self.loss.calculate_accumulated()
+        regularization = self.loss.regularization_loss()
+        return {"loss": data_loss + regularization, "data_loss": data_loss,
+                "regularization_loss": regularization,
+                "accuracy": self.accuracy.calculate_accumulated(),
+                "learning_rate": self.optimizer.current_learning_rate}
+
+    def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None,
+                 verbose: bool = False) -> tuple[float, float]:
+        """The data loss and accuracy on (X, y), without training."""
+        self._require_ready(training=True)
+        X, y = _data.prepare(self, X, y, "X", "y")
+        loss, accuracy = self._evaluate(X, y, _data.steps(len(X), batch_size)[1])
+        if verbose:
+            print(_format_logs("validation", {"loss": loss, "accuracy": accuracy}))
+        return loss, accuracy
+
+    def _evaluate(self, X: Any, y: Any, batch_size: int) -> tuple[float, float]:
+        self.loss.new_pass()
+        self.accuracy.new_pass()
+        for start in range(0, len(X), batch_size):
+            output = self.forward(X[start:start + batch_size], training=False)
+            self.loss.calculate(output, y[start:start + batch_size])
+            self.accuracy.calculate(self._output_layer_predictions(output),
+                                    y[start:start + batch_size])
+        return self.loss.calculate_accumulated(), self.accuracy.calculate_accumulated()
+
+    def predict(self, X: Any, *, batch_size: int | None = None) -> numpy.ndarray:
+        """The outputs of the last layer for X, as a NumPy array whatever the device."""
+        self._require_ready(training=False)
+        X = _data.prepare(self, X, None, "X", None)[0]
+        batch_size = _data.steps(len(X), batch_size)[1]
+        outputs = [self.backend.to_numpy(self.forward(X[start:start + batch_size], False))
+                   for start in range(0, len(X), batch_size)]
+        if not outputs:
+            raise InvalidArgumentError("predict received no samples (X has 0 rows).")
+        return numpy.concatenate(outputs)
+
+    def _output_layer_predictions(self, output: Any) -> Any:
+        return self.layers[-1].predictions(output)
+
+    def _require_ready(self, *, training: bool) -> None:
+        if training:
+            missing = [name for name in ("loss", "optimizer", "accuracy")
+                       if getattr(self, name) is None]
+            if missing:
+                raise GpunnError(f"Call model.set({', '.join(m + '=...' for m in missing)}) "
+                                 f"before training or evaluating.")
+        if not self.finalized:
+            raise GpunnError("Call model.finalize() after adding layers and setting the loss, "
+                             "optimizer and accuracy.")
+
+    # ---- parameters -----------------------------------------------------------------------
+
+    def get_parameters(self) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
+        """(weights, biases) of every trainable layer, as NumPy copies."""
+        return [(self.backend.to_numpy(layer.weights).copy(),
+                 self.backend.to_numpy(layer.biases).copy()) for layer in self.trainable_layers]
+
+    def set_parameters(self, parameters: list) -> None:
+        """Set every trainable layer's (weights, biases); checks all shapes before changing
+        anything."""
+        layers = self.trainable_layers
+        parameters = list(parameters)
+        if len(parameters) != len(layers):
+            raise InvalidArgumentError(f"set_parameters expects {len(layers)} (weights, biases) "
+                                       f"pairs, one per trainable layer; received "
+                                       f"{len(parameters)}.")
+        checked = []
+        for index, (layer, pair) in enumerate(zip(layers, parameters)):
+            if len(pair) != 2:
+                raise InvalidArgumentError(f"set_parameters expects (weights, biases) pairs; "
+                                           f"item {index} has {len(pair)} entries.")
+            values = []
+            for name, value in zip(("weights", "biases"), pair):
+                value = numpy.asarray(self.backend.to_numpy(value))
+                expected = tuple(getattr(layer, name).shape)
+                if value.shape != expected:
+                    raise InvalidArgumentError(
+                        f"set_parameters: {name} of layer {index} ({layer!r}) must have shape "
+                        f"{expected}; received {value.shape}.")
+                if not numpy.isfinite(value).all():
+                    raise InvalidArgumentError(f"set_parameters: {name} of layer {index} "
+                                               f"({layer!r}) contains NaN or inf.")
+                values.append(value)
+            checked.append(values)
+        for layer, (weights, biases) in zip(layers, checked):
+            layer.weights[...] = self.backend.asarray(weights, dtype=layer.dtype)
+            layer.biases[...] = self.backend.asarray(biases, dtype=layer.dtype)
+
+
+    # ---- files ----------------------------------------------------------------------------
+
+    def save_parameters(self, path: str) -> None:
+        """Write every trainable layer's weights and biases to ``path`` (safe .npz format)."""
+        arrays = {}
+        for index, (weights, biases) in enumerate(self.get_parameters()):
+            arrays[f"layer{index}.weights"], arrays[f"layer{index}.biases"] = weights, biases
+        io.write(path, {"kind": "parameters", "count": len(arrays) // 2}, arrays)
+
+    def load_parameters(self, path: str) -> None:
+        """Read parameters written by ``save_parameters`` into this model's layers."""
+        header, arrays = io.read(path, "parameters")
+        try:
+            pairs = [(arrays[f"layer{i}.weights"], arrays[f"layer{i}.biases"])
+                     for i in range(int(header["count"]))]
+        except (KeyError, TypeError, ValueError) as error:
+            raise FileFormatError(f"{path}: incomplete parameter file ({error!r}).") from error
+        self.set_parameters(pairs)
+
+    def save(self, path: str) -> None:
+        """Write the whole model (architecture, loss, optimizer and its state, parameters) to
+        ``path``; ``Model.load(path)`` restores it on any device."""
+        self._require_ready(training=False)
+        io.write(path, io.model_header(self), io.model_arrays(self))
+
+    @classmethod
+    def load(cls, path: str, device: DeviceLike = None) -> Model:
+        """A model saved with ``save``, on ``device`` (default: $GPUNN_DEVICE, else auto)."""
+        header, arrays = io.read(path, "model")
+        model = io.build_model(header, cls, device)
+        io.restore_arrays(model, arrays, path)
+        return model
+
+
+def _device(spec: DeviceLike):
+    return device(spec)
+
+
+def _format_logs(prefix: str, logs: dict[str, float]) -> str:
+    text = f"{prefix}, acc: {logs['accuracy']:.3f}, loss: {logs['loss']:.3f}"
+    if "data_loss" in logs:
+        text += (f" (data_loss: {logs['data_loss']:.3f}, "
+                 f"reg_loss: {logs['regularization_loss']:.3f}), lr: {logs['learning_rate']}")
+    if "val_loss" in logs:
+        text += f"; validation, acc: {logs['val_accuracy']:.3f}, loss: {logs['val_loss']:.3f}"
+    return text
+
+
+class _StopOnInterrupt:
+    """Turns Ctrl-C into a request to stop after the current step, so the model is never left
+    half-updated. Only the main thread can receive signals; elsewhere this does nothing."""
+
+    requested = False
+
+    def __enter__(self) -> _StopOnInterrupt:
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

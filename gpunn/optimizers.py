@@ -1,0 +1,183 @@
+"""Optimizers with the book's update rules and learning-rate decay, from simple to complex.
+
+The model keeps every parameter in one flat array and every gradient in another, so each
+rule below is a handful of whole-array operations per step, however many layers there are.
+State (momentums, caches) lives in ``self.state``, arrays shaped like the parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn import _checks
+from gpunn.backend import device
+
+
+class Optimizer:
+    """Learning-rate decay ``lr / (1 + decay * iterations)`` and the step counter."""
+
+    STATE: tuple[str, ...] = ()  # names of the per-parameter arrays this optimizer keeps
+
+    def __init__(self, learning_rate: float, decay: float) -> None:
+        self.learning_rate = _checks.number("learning_rate", learning_rate, above_minimum=True)
+        self.decay = _checks.number("decay", decay)
+        self.current_learning_rate = self.learning_rate
+        self.iterations = 0
+        self.state: dict[str, Any] = {}
+        self.backend = device()  # the model moves it to its own device
+
+    def to(self, backend: Any) -> None:
+        """Move the optimizer's state to ``backend``; training continues where it was."""
+        self.state = {name: backend.asarray(self.backend.to_numpy(array))
+                      for name, array in self.state.items()}
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"{type(self).__name__}({arguments})"
+
+    def config(self) -> dict[str, float]:
+        """The constructor arguments (for saving and repr)."""
+        return {"learning_rate": self.learning_rate, "decay": self.decay}
+
+    def pre_update_params(self) -> None:
+        if self.decay:
+            self.current_learning_rate = self.learning_rate / (1.0 + self.decay * self.iterations)
+
+    def update_params(self, parameters: Any, gradients: Any) -> None:
+        """Update ``parameters`` in place from ``gradients`` (arrays of the same shape)."""
+        xp = self.backend.xp
+        for name in self.STATE:
+            if name not in self.state:
+                self.state[name] = xp.zeros_like(parameters)
+        if "scratch" not in self.state or self.state["scratch"].shape != parameters.shape:
+            self.state["scratch"] = xp.empty_like(parameters)  # reused; never saved
+        self._update(parameters, gradients, xp)
+
+    def post_update_params(self) -> None:
+        self.iterations += 1
+
+    def saved_state(self) -> dict[str, Any]:
+        """The arrays to save with a model (everything but the scratch buffer)."""
+        return {name: self.state[name] for name in self.STATE if name in self.state}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with the book's momentum:
+    ``update = momentum * update - lr * grad; param += update``."""
+
+    def __init__(self, learning_rate: float = 1.0, decay: float = 0.0,
+                 momentum: float = 0.0) -> None:
+        super().__init__(learning_rate, decay)
+        self.momentum = _checks.number("momentum", momentum, below=1.0)
+        self.STATE = ("momentums",) if self.momentum else ()
+
+    def config(self) -> dict[str, float]:
+        return {**super().config(), "momentum": self.momentum}
+
+    def _update(self, parameters: Any, gradients: Any, xp: Any) -> None:
+        if not self.momentum:
+            xp.multiply(gradients, -self.current_learning_rate, out=self.state["scratch"])
+            parameters += self.state["scratch"]
+            return
+        updates = self.state["momentums"]
+        updates *= self.momentum
+        xp.multiply(gradients, self.current_learning_rate, out=self.state["scratch"])
+        updates -= self.state["scratch"]
+        parameters += updates
+
+
+class Adagrad(Optimizer):
+    """Per-parameter rates from the sum of squared gradients:
+    ``cache += grad**2; param -= lr * grad / (sqrt(cache) + epsilon)``."""
+
+    STATE = ("cache",)
+
+    def __init__(self, learning_rate: float = 1.0, decay: float = 0.0,
+                 epsilon: float = 1e-7) -> None:
+        super().__init__(learning_rate, decay)
+        self.epsilon = _checks.number("epsilon", epsilon, above_minimum=True)
+
+    def config(self) -> dict[str, float]:
+        return {**super().config(), "epsilon": self.epsilon}
+
+    def _update(self, parameters: Any, gradients: Any, xp: Any) -> None:
+        cache, step = self.state["cache"], self.state["scratch"]
+        xp.multiply(gradients, gradients, out=step)
+        cache += step
+        _scaled_step(xp, parameters, gradients, cache, step, self.current_learning_rate,
+                     self.epsilon)
+
+
+class RMSprop(Optimizer):
+    """A moving average of squared gradients instead of a sum:
+    ``cache = rho * cache + (1 - rho) * grad**2; param -= lr * grad / (sqrt(cache) + eps)``."""
+
+    STATE = ("cache",)
+
+    def __init__(self, learning_rate: float = 0.001, decay: float = 0.0, epsilon: float = 1e-7,
+                 rho: float = 0.9) -> None:
+        super().__init__(learning_rate, decay)
+        self.epsilon = _checks.number("epsilon", epsilon, above_minimum=True)
+        self.rho = _checks.number("rho", rho, below=1.0)
+
+    def config(self) -> dict[str, float]:
+        return {**super().config(), "epsilon": self.epsilon, "rho": self.rho}
+
+    def _update(self, parameters: Any, gradients: Any, xp: Any) -> None:
+        cache, step = self.state["cache"], self.state["scratch"]
+        cache *= self.rho
+        xp.multiply(gradients, gradients, out=step)
+        step *= 1.0 - self.rho
+        cache += step
+        _scaled_step(xp, parameters, gradients, cache, step, self.current_learning_rate,
+                     self.epsilon)
+
+
+class Adam(Optimizer):
+    """RMSprop with momentum and bias correction:
+    ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g**2;
+    param -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)``, t = iterations + 1."""
+
+    STATE = ("momentums", "cache")
+
+    def __init__(self, learning_rate: float = 0.001, decay: float = 0.0, epsilon: float = 1e-7,
+                 beta_1: float = 0.9, beta_2: float = 0.999) -> None:
+        super().__init__(learning_rate, decay)
+        self.epsilon = _checks.number("epsilon", epsilon, above_minimum=True)
+        self.beta_1 = _checks.number("beta_1", beta_1, below=1.0)
+        self.beta_2 = _checks.number("beta_2", beta_2, below=1.0)
+
+    def config(self) -> dict[str, float]:
+        return {**super().config(), "epsilon": self.epsilon, "beta_1": self.beta_1,
+                "beta_2": self.beta_2}
+
+    def _update(self, parameters: Any, gradients: Any, xp: Any) -> None:
+        momentums, cache, step = self.state["momentums"], self.state["cache"], self.state["scratch"]
+        t = self.iterations + 1
+        momentums *= self.beta_1
+        xp.multiply(gradients, 1.0 - self.beta_1, out=step)
+        momentums += step
+        cache *= self.beta_2
+        xp.multiply(gradients, gradients, out=step)
+        step *= 1.0 - self.beta_2
+        cache += step
+        # step = sqrt(v / (1 - b2**t)) + eps; then param -= lr / (1 - b1**t) * m / step
+        xp.multiply(cache, 1.0 / (1.0 - self.beta_2**t), out=step)
+        xp.sqrt(step, out=step)
+        step += self.epsilon
+        xp.divide(momentums, step, out=step)
+        step *= self.current_learning_rate / (1.0 - self.beta_1**t)
+        parameters -= step
+
+
+def _scaled_step(xp, parameters, gradients, cache, step, learning_rate, epsilon) -> None:
+    """``parameters -= learning_rate * gradients / (sqrt(cache) + epsilon)``, using ``step``."""
+    xp.sqrt(cache, out=step)
+    step += epsilon
+    xp.divide(gradients, step, out=step)
+    step *= learning_rate
+    parameters -= step
+
+
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adagrad, RMSprop, Adam)}

@@ -1,0 +1,324 @@
+"""The Model end to end: the issue's example, history, evaluate, predict, parameters, files,
+seeding, devices, and bad input that must leave the model exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+
+
+def _classifier(backend, *, dropout=0.0, optimizer=None, dtype="float32"):
+    model = gn.Model(device=backend, dtype=dtype)
+    model.add(gn.Dense(2, 64, weight_regularizer_l2=5e-4, bias_regularizer_l2=5e-4))
+    model.add(gn.ReLU())
+    if dropout:
+        model.add(gn.Dropout(dropout))
+    model.add(gn.Dense(64, 3))
+    model.add(gn.Softmax())
+    model.set(loss=gn.CategoricalCrossentropy(),
+              optimizer=optimizer or gn.Adam(learning_rate=0.05, decay=5e-5),
+              accuracy=gn.CategoricalAccuracy())
+    model.finalize()
+    return model
+
+
+@pytest.fixture
+def spiral():
+    X, y = gn.datasets.spiral_data(samples=100, classes=3, seed=1)
+    X_val, y_val = gn.datasets.spiral_data(samples=100, classes=3, seed=2)
+    return X, y, X_val, y_val
+
+
+def test_the_issue_example_trains(backend, spiral, capsys):
+    X, y, X_val, y_val = spiral
+    model = _classifier(backend, dropout=0.1)
+    history = model.train(X, y, epochs=300, batch_size=None, shuffle=False, print_every=100,
+                          validation_data=(X_val, y_val))
+    printed = capsys.readouterr().out
+    assert "epoch: 300" in printed and "validation, acc:" in printed
+    assert set(history) == {"loss", "data_loss", "regularization_loss", "accuracy",
+                            "learning_rate", "val_loss", "val_accuracy"}
+    assert all(len(values) == 300 for values in history.values())
+    assert history["loss"][-1] < history["loss"][0] - 0.3
+    assert history["accuracy"][-1] > 0.6
+    loss, accuracy = model.evaluate(X_val, y_val)
+    assert (loss, accuracy) == pytest.approx((history["val_loss"][-1],
+                                              history["val_accuracy"][-1]))
+    probabilities = model.predict(X_val[:7])
+    assert isinstance(probabilities, np.ndarray) and probabilities.shape == (7, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_verbose_false_prints_nothing(backend, spiral, capsys):
+    X, y, *_ = spiral
+    _classifier(backend).train(X, y, epochs=3, batch_size=64, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_book_spiral_result_and_exact_learning_rate():
+    # The book's first full model: 10,000 full-batch epochs of Adam(0.05, decay=5e-7).
+    gn.seed(5)
+    X, y = gn.datasets.spiral_data(samples=100, classes=3)
+    model = gn.Model(device="cpu")
+    model.add(gn.Dense(2, 64))
+    model.add(gn.ReLU())
+    model.add(gn.Dense(64, 3))
+    model.add(gn.Softmax())
+    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(learning_rate=0.05,
+                                                                   decay=5e-7),
+              accuracy=gn.CategoricalAccuracy())
+    model.finalize()
+    history = model.train(X, y, epochs=10000, shuffle=False, verbose=False)
+    assert history["learning_rate"][-1] == 0.04975126853296942
+    assert history["accuracy"][-1] > 0.9 and history["loss"][-1] < 0.2
+
+
+def test_minibatches_regression_and_binary(backend):
+    X, y = gn.datasets.sine_data(samples=200)
+    model = gn.Model(device=backend)
+    model.add(gn.Dense(1, 32))
+    model.add(gn.Tanh())
+    model.add(gn.Dense(32, 1))
+    model.add(gn.Linear())
+    model.set(loss=gn.MeanSquaredError(), optimizer=gn.Adam(learning_rate=0.02),
+              accuracy=gn.RegressionAccuracy())
+    model.finalize()
+    history = model.train(X, y, epochs=300, batch_size=32, verbose=False)
+    assert history["loss"][-1] < 0.02
+
+    Xb, yb = gn.datasets.spiral_data(samples=100, classes=2, seed=3)
+    binary = gn.Model(device=backend)
+    binary.add(gn.Dense(2, 64))
+    binary.add(gn.LeakyReLU(0.01))
+    binary.add(gn.Dense(64, 1))
+    binary.add(gn.Sigmoid())
+    binary.set(loss=gn.BinaryCrossentropy(), optimizer=gn.Adam(learning_rate=0.02),
+               accuracy=gn.CategoricalAccuracy(binary=True))
+    binary.finalize()
+    history = binary.train(Xb, yb, epochs=300, batch_size=50, verbose=False)
+    assert history["accuracy"][-1] > 0.8
+
+
+def test_seeded_cpu_training_is_bit_for_bit_repeatable(spiral):
+    X, y, *_ = spiral
+    runs = []
+    for _ in range(2):
+        gn.seed(42)
+        model = _classifier("cpu", dropout=0.2)
+        model.train(X, y, epochs=20, batch_size=32, shuffle=True, verbose=False)
+        runs.append(model.get_parameters())
+    for (w1, b1), (w2, b2) in zip(*runs):
+        assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
+
+
+def test_get_and_set_parameters(backend):
+    model = _classifier(backend)
+    parameters = model.get_parameters()
+    assert [tuple(w.shape) for w, _ in parameters] == [(2, 64), (64, 3)]
+    assert all(isinstance(w, np.ndarray) for w, _ in parameters)
+    parameters[0][0][...] = 0.5
+    model.set_parameters(parameters)
+    assert (model.get_parameters()[0][0] == 0.5).all()
+
+
+def test_save_and_load_round_trip(backend, spiral, tmp_path):
+    X, y, X_val, _ = spiral
+    model = _classifier(backend)
+    model.train(X, y, epochs=5, verbose=False)
+    model.save(tmp_path / "model.npz")
+    for target in {"cpu", backend.device}:
+        loaded = gn.Model.load(tmp_path / "model.npz", device=target)
+        assert loaded.device == target
+        np.testing.assert_array_equal(loaded.predict(X_val), model.predict(X_val))
+        assert loaded.optimizer.iterations == 5
+        assert repr(loaded.optimizer) == repr(model.optimizer)
+    # training continues identically from the saved state (optimizer state included)
+    model.train(X, y, epochs=3, shuffle=False, verbose=False)
+    loaded = gn.Model.load(tmp_path / "model.npz", device=backend)
+    loaded.train(X, y, epochs=3, shuffle=False, verbose=False)
+    for (w1, b1), (w2, b2) in zip(model.get_parameters(), loaded.get_parameters()):
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(b1, b2)
+
+
+def test_save_and_load_parameters(backend, tmp_path):
+    model, other = _classifier(backend), _classifier(backend)
+    model.save_parameters(tmp_path / "parameters.npz")
+    other.load_parameters(tmp_path / "parameters.npz")
+    for (w1, b1), (w2, b2) in zip(model.get_parameters(), other.get_parameters()):
+        np.testing.assert_array_equal(w1, w2)
+
+
+def test_model_moves_between_devices_with_its_optimizer_state(backend, spiral):
+    X, y, *_ = spiral
+    model = _classifier("cpu")
+    model.train(X, y, epochs=2, verbose=False)
+    before = model.optimizer.state["momentums"].copy()
+    model.to(backend)
+    assert model.device == backend.device
+    np.testing.assert_array_equal(backend.to_numpy(model.optimizer.state["momentums"]), before)
+    model.train(X, y, epochs=1, verbose=False)
+
+
+def test_ctrl_c_returns_the_history_so_far(spiral):
+    X, y, *_ = spiral
+    model = _classifier("cpu")
+
+    def interrupt(epoch, logs):
+        if epoch == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    history = model.train(X, y, epochs=50, batch_size=30, verbose=False, on_epoch_end=interrupt)
+    assert history.interrupted and len(history["loss"]) == 3
+
+
+def test_divergence_stops_with_the_epoch_and_step(backend, spiral):
+    X, y, *_ = spiral
+    model = _classifier(backend, optimizer=gn.SGD(learning_rate=1e30))
+    with pytest.raises(gn.TrainingDivergedError, match=r"in epoch \d+, step \d+"):
+        with np.errstate(all="ignore"):
+            model.train(X, y, epochs=50, verbose=False)
+
+
+# ---- bad input: refused before anything changes ---------------------------------------------
+
+def _snapshot(model):
+    return ([p.copy() for pair in model.get_parameters() for p in pair],
+            model.optimizer.iterations,
+            {k: model.backend.to_numpy(v).copy() for k, v in model.optimizer.saved_state().items()})
+
+
+def _unchanged(model, snapshot):
+    after = _snapshot(model)
+    assert all(np.array_equal(a, b) for a, b in zip(snapshot[0], after[0]))
+    assert snapshot[1] == after[1]
+    assert snapshot[2].keys() == after[2].keys()
+    assert all(np.array_equal(snapshot[2][k], after[2][k]) for k in snapshot[2])
+
+
+X_OK = np.zeros((4, 2), np.float32)
+Y_OK = np.array([0, 1, 2, 0])
+BAD_TRAIN = [
+    ({"X": np.zeros((4, 3))}, "X has 3 features per sample but the first layer"),
+    ({"X": np.zeros((4, 2, 1))}, "X must be 2-D"),
+    ({"X": np.array([[np.nan, 0]] * 4)}, "X contains NaN or inf"),
+    ({"X": np.zeros((0, 2)), "y": np.zeros(0)}, "X is empty"),
+    ({"y": np.array([0, 1, 2])}, "y has 3 labels but X has 4 samples"),
+    ({"y": np.array([0, 1, 3, 0])}, "must be in 0..2"),
+    ({"y": np.array([0, -1, 2, 0])}, "must be in 0..2"),
+    ({"y": np.array([0.0, 1.5, 2.0, 0.0])}, "whole class indices"),
+    ({"y": np.eye(4)}, "one-hot with 4 columns"),
+    ({"X": "data"}, "X must be an array"),
+    ({"X": np.array([["a", "b"]] * 4)}, "X must hold numbers"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"epochs": -1}, "epochs must be >= 0"),
+    ({"validation_data": (X_OK,)}, "validation_data must be a pair"),
+    ({"validation_data": (X_OK, np.array([0, 1, 7, 0]))}, "y_val holds class indices"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_TRAIN)
+def test_bad_training_input_is_refused_and_changes_nothing(backend, spiral, change, message):
+    X, y, *_ = spiral
+    model = _classifier(backend)
+    model.train(X, y, epochs=1, verbose=False)
+    snapshot = _snapshot(model)
+    arguments = {"X": X_OK, "y": Y_OK, "epochs": 2, "verbose": False, **change}
+    with pytest.raises(gn.GpunnError, match=message) as raised:
+        model.train(arguments.pop("X"), arguments.pop("y"), **arguments)
+    assert isinstance(raised.value, (ValueError, TypeError))
+    _unchanged(model, snapshot)
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ([], "expects 2 \\(weights, biases\\) pairs"),
+    ([(np.zeros((2, 64)), np.zeros((1, 64))), (np.zeros((64, 4)), np.zeros((1, 3)))],
+     r"weights of layer 1 \(Dense\(64, 3\)\) must have shape \(64, 3\); received \(64, 4\)"),
+    ([(np.zeros((2, 64)), np.zeros((1, 64))), (np.full((64, 3), np.inf), np.zeros((1, 3)))],
+     "contains NaN or inf"),
+])
+def test_bad_parameters_are_refused_and_change_nothing(backend, parameters, message):
+    model = _classifier(backend)
+    snapshot = _snapshot(model)
+    with pytest.raises(gn.InvalidArgumentError, match=message):
+        model.set_parameters(parameters)
+    _unchanged(model, snapshot)
+
+
+def test_mismatched_layers_are_refused_at_finalize():
+    model = gn.Model(device="cpu")
+    model.add(gn.Dense(2, 8))
+    model.add(gn.Dense(4, 3))
+    with pytest.raises(gn.InvalidArgumentError, match=r"Dense\(4, 3\) expects 4 inputs but the "
+                                                      r"layer before it, Dense\(2, 8\), gives 8"):
+        model.finalize()
+
+
+def test_using_a_model_before_finalize_or_set_says_what_to_call():
+    model = gn.Model(device="cpu")
+    model.add(gn.Dense(2, 3))
+    with pytest.raises(gn.GpunnError, match=r"model.set\(loss=..., optimizer=..., accuracy=...\)"):
+        model.train(X_OK, Y_OK)
+    with pytest.raises(gn.GpunnError, match="model.finalize()"):
+        model.predict(X_OK)
+    with pytest.raises(gn.InvalidTypeError, match="Model.add expects a gpunn layer"):
+        model.add("Dense")
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"not a zip at all", b"PK\x03\x04 truncated",
+])
+def test_loading_garbage_is_refused(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(gn.FileFormatError):
+        gn.Model.load(path, device="cpu")
+
+
+def test_loading_pickles_foreign_and_other_versions_is_refused(tmp_path):
+    import pickle
+
+    pickled = tmp_path / "pickled.npz"
+    pickled.write_bytes(pickle.dumps({"parameters": [1, 2, 3]}))
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, parameters=np.zeros(3))
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, __gpunn__=np.array([{"format": "gpunn"}], dtype=object))
+    for path in (pickled, foreign, objects):
+        with pytest.raises(gn.FileFormatError):
+            gn.Model.load(path, device="cpu")
+
+    model = _classifier("cpu")
+    model.save(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as archive:
+        arrays = dict(archive)
+    header = bytes(arrays["__gpunn__"]).replace(b'"version": 1', b'"version": 99')
+    np.savez(tmp_path / "future.npz", **{**arrays, "__gpunn__": np.frombuffer(header, np.uint8)})
+    with pytest.raises(gn.FileFormatError, match="version 99"):
+        gn.Model.load(tmp_path / "future.npz", device="cpu")
+    truncated = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(truncated[: len(truncated) // 2])
+    with pytest.raises(gn.FileFormatError):
+        gn.Model.load(tmp_path / "truncated.npz", device="cpu")
+
+
+def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    model = _classifier("cpu")
+    path = tmp_path / "model.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def fail_part_way(file, **arrays):
+        file.write(b"PK partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", fail_part_way)
+    with pytest.raises(OSError, match="No space left"):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
