@@ -83,8 +83,9 @@ def model_arrays(model: Any) -> dict[str, numpy.ndarray]:
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
-    """The header and arrays of a gpunn file of ``kind``; FileFormatError for anything else."""
+def read(path: str | os.PathLike, *kinds: str) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+    """The header and arrays of a gpunn file of one of ``kinds``; FileFormatError for anything
+    else."""
     path = Path(path)
     if not path.is_file():
         raise GpunnError(f"No such file: {path}")
@@ -109,8 +110,9 @@ def read(path: str | os.PathLike, kind: str) -> tuple[dict[str, Any], dict[str, 
         raise FileFormatError(f"{path} has gpunn file version {header.get('version')!r}; this "
                               f"gpunn reads version {VERSION}. Save it again with a matching "
                               f"gpunn.")
-    if header.get("kind") != kind:
-        raise FileFormatError(f"{path} holds gpunn {header.get('kind')!r} data, not a {kind}.")
+    if header.get("kind") not in kinds:
+        raise FileFormatError(f"{path} holds gpunn {header.get('kind')!r} data, not "
+                              f"{' or '.join(kinds)} data.")
     return header, arrays
 
 

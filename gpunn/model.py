@@ -367,8 +367,9 @@ class Model:
 
     @classmethod
     def load(cls, path: str, device: DeviceLike = None) -> Model:
-        """A model saved with ``save``, on ``device`` (default: $GPUNN_DEVICE, else auto)."""
-        header, arrays = io.read(path, "model")
+        """A model saved with ``save`` (or a training checkpoint), on ``device`` (default:
+        $GPUNN_DEVICE, else auto)."""
+        header, arrays = io.read(path, "model", "checkpoint")
         model = io.build_model(header, cls, device)
         io.restore_arrays(model, arrays, path)
         return model

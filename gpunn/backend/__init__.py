@@ -95,3 +95,18 @@ def host_random() -> numpy.random.Generator:
     """The host generator behind initial weights and shuffling, the same whatever the device, so
     a seeded model starts from the same parameters on CPU and GPU."""
     return _host_random
+
+
+def random_state() -> dict:
+    """The state of gpunn's CPU random generators (JSON-serialisable), for checkpoints."""
+    state = {"host": _host_random.bit_generator.state}
+    if "cpu" in _backends:
+        state["cpu"] = _backends["cpu"].random.bit_generator.state
+    return state
+
+
+def set_random_state(state: dict) -> None:
+    """Restore what ``random_state`` returned, so a resumed run draws what the original would."""
+    _host_random.bit_generator.state = state["host"]
+    if "cpu" in state:
+        _open("cpu").random.bit_generator.state = state["cpu"]

@@ -1,0 +1,47 @@
+"""Training checkpoints: the model with its optimizer state, plus where training stood (epoch,
+history so far, random generator state), in one file written atomically. Resuming from one
+continues exactly as the uninterrupted run would have (on the CPU, with the same seed)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpunn import backend, io
+from gpunn.backend import DeviceLike
+from gpunn.errors import FileFormatError
+from gpunn.model import Model
+
+
+@dataclass
+class Checkpoint:
+    """What ``load`` returns: the model, the last completed epoch and the history up to it."""
+
+    model: Model
+    epoch: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def save(path: str | os.PathLike, model: Model, *, epoch: int,
+         history: dict[str, list[float]], settings: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint after ``epoch`` completed epochs; ``settings`` is free-form JSON (the
+    CLI keeps its options there)."""
+    header = {**io.model_header(model), "kind": "checkpoint", "epoch": int(epoch),
+              "history": {key: list(values) for key, values in history.items()},
+              "random_state": backend.random_state(), "settings": settings or {}}
+    io.write(path, header, io.model_arrays(model))
+
+
+def load(path: str | os.PathLike, device: DeviceLike = None) -> Checkpoint:
+    """Read a checkpoint and restore gpunn's random generators to where they stood."""
+    header, arrays = io.read(path, "checkpoint")
+    model = io.build_model(header, Model, device)
+    io.restore_arrays(model, arrays, path)
+    try:
+        epoch, history = int(header["epoch"]), dict(header["history"])
+        backend.set_random_state(header["random_state"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise FileFormatError(f"{path}: incomplete checkpoint ({error!r}).") from error
+    return Checkpoint(model, epoch, history, dict(header.get("settings", {})))
