@@ -173,14 +173,18 @@ class Model:
 
     def train(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
               shuffle: bool = True, print_every: int = 1, validation_data: tuple | None = None,
-              verbose: bool = True, on_epoch_end: Any = None) -> History:
+              verbose: bool = True, on_epoch_end: Any = None, on_batch_end: Any = None,
+              initial_epoch: int = 0) -> History:
         """Train for ``epochs`` passes over (X, y) and return the per-epoch history.
 
-        ``on_epoch_end(epoch, logs)`` is called after each epoch (the CLI checkpoints there).
+        ``on_batch_end(epoch, step, steps)`` is called after each step and
+        ``on_epoch_end(epoch, logs)`` after each epoch (the CLI draws progress and checkpoints
+        there); epochs are numbered from ``initial_epoch + 1`` (for resumed runs).
         Ctrl-C stops after the current step and returns the history so far.
         """
         self._require_ready(training=True)
         epochs = _checks.integer("epochs", epochs, minimum=0)
+        initial_epoch = _checks.integer("initial_epoch", initial_epoch, minimum=0)
         print_every = _checks.integer("print_every", print_every, minimum=1)
         X, y = _data.prepare(self, X, y, "X", "y")
         if validation_data is not None:
@@ -190,7 +194,7 @@ class Model:
         self.accuracy.init(y)
         history = History()
         with _StopOnInterrupt() as interrupt:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
                 if shuffle:
                     order = self.backend.asarray(host_random().permutation(len(X)))
                     X_epoch, y_epoch = X[order], y[order]
@@ -206,6 +210,8 @@ class Model:
                                      y_epoch[start:start + batch_size], epoch, step)
                     if verbose and (step % print_every == 0 or step == steps - 1):
                         self._print_step(step)
+                    if on_batch_end is not None:
+                        on_batch_end(epoch, step, steps)
                     if interrupt.requested:
                         break
                 if interrupt.requested:
