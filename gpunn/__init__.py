@@ -5,6 +5,7 @@ from gpunn.accuracy import CategoricalAccuracy, RegressionAccuracy
 from gpunn.activations import LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from gpunn.backend import device, seed
 from gpunn.errors import (
+    DeviceOutOfMemoryError,
     DeviceUnavailableError,
     FileFormatError,
     GpunnError,

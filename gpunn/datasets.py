@@ -19,7 +19,7 @@ from typing import Union
 
 import numpy
 
-from gpunn import _checks, backend
+from gpunn import _checks, backend, io
 from gpunn.errors import FileFormatError, GpunnError, InvalidArgumentError, InvalidTypeError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -233,25 +233,13 @@ def load_npz(path: PathLike) -> Pair:
     """(X, y) from an .npz holding arrays ``X`` (samples, features) and ``y``. Example:
     ``numpy.savez("data.npz", X=X, y=y); X, y = load_npz("data.npz")``."""
     path = _existing(path)
-    try:
-        archive = numpy.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise FileFormatError(f"{path} is not a readable .npz archive ({error}); save one with "
-                              f"numpy.savez(path, X=X, y=y).") from error
-    if not isinstance(archive, numpy.lib.npyio.NpzFile):
-        raise FileFormatError(f"{path} holds a single array; expected an .npz archive with arrays "
-                              f"X and y. Save one with numpy.savez(path, X=X, y=y).")
-    with archive:
-        missing = [key for key in ("X", "y") if key not in archive.files]
-        if missing:
-            raise FileFormatError(f"{path} has no array {' or '.join(missing)}: expected keys "
-                                  f"'X' and 'y', found {sorted(archive.files)}. Save it with "
-                                  f"numpy.savez(path, X=..., y=...).")
-        try:
-            X, y = archive["X"], archive["y"]
-        except ValueError as error:  # object arrays are pickles, and pickles can run code
-            raise FileFormatError(f"{path} holds a pickled object array, which gpunn does not "
-                                  f"load; save numeric arrays instead.") from error
+    arrays = io.read_arrays(path)  # no pickle: object arrays are refused, as they could run code
+    missing = [key for key in ("X", "y") if key not in arrays]
+    if missing:
+        raise FileFormatError(f"{path} has no array {' or '.join(missing)}: expected keys "
+                              f"'X' and 'y', found {sorted(arrays)}. Save it with "
+                              f"numpy.savez(path, X=..., y=...).")
+    X, y = arrays["X"], arrays["y"]
     return _checked(path, X, y)
 
 

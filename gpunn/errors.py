@@ -23,3 +23,7 @@ class FileFormatError(GpunnError, ValueError):
 
 class TrainingDivergedError(GpunnError, FloatingPointError):
     """The loss became NaN or inf during training."""
+
+
+class DeviceOutOfMemoryError(GpunnError, MemoryError):
+    """The device ran out of memory; the message suggests a batch size that fits."""

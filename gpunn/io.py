@@ -83,9 +83,9 @@ def model_arrays(model: Any) -> dict[str, numpy.ndarray]:
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read(path: str | os.PathLike, *kinds: str) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
-    """The header and arrays of a gpunn file of one of ``kinds``; FileFormatError for anything
-    else."""
+def read_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
+    """Every array of an .npz archive, read without pickle; FileFormatError for anything that
+    is not a readable archive (truncated, corrupted, pickled, a forged shape)."""
     path = Path(path)
     if not path.is_file():
         raise GpunnError(f"No such file: {path}")
@@ -93,17 +93,33 @@ def read(path: str | os.PathLike, *kinds: str) -> tuple[dict[str, Any], dict[str
         with open(path, "rb") as file:
             archive = numpy.load(file, allow_pickle=False)
             if not isinstance(archive, numpy.lib.npyio.NpzFile):
-                raise FileFormatError(f"{path} is a single NumPy array, not a gpunn file.")
+                raise FileFormatError(f"{path} holds a single array, not an .npz archive.")
             with archive:
-                if HEADER not in archive.files:
-                    raise FileFormatError(f"{path} is not a gpunn file (no {HEADER} entry).")
-                header = json.loads(archive[HEADER].tobytes().decode())
-                arrays = {name: archive[name] for name in archive.files if name != HEADER}
+                arrays = {name: archive[name] for name in archive.files}
     except FileFormatError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
-            KeyError, RuntimeError) as error:
-        raise FileFormatError(f"{path} is not a readable gpunn file: {error}") from error
+            KeyError, RuntimeError, MemoryError) as error:  # MemoryError: a forged array shape
+        if "Object arrays cannot be loaded" in str(error):
+            raise FileFormatError(f"{path} holds a pickled object array, which gpunn does not "
+                                  f"load (a pickle can run code); save numeric arrays.") from error
+        raise FileFormatError(f"{path} is not a readable .npz archive: {error}") from error
+    for name, value in arrays.items():
+        if not isinstance(value, numpy.ndarray):  # a member not stored as .npy comes as bytes
+            raise FileFormatError(f"{path}: entry {name!r} is not a NumPy array.")
+    return arrays
+
+
+def read(path: str | os.PathLike, *kinds: str) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+    """The header and arrays of a gpunn file of one of ``kinds``; FileFormatError for anything
+    else."""
+    arrays = read_arrays(path)
+    if HEADER not in arrays:
+        raise FileFormatError(f"{path} is not a gpunn file (it has no {HEADER} entry).")
+    try:
+        header = json.loads(arrays.pop(HEADER).tobytes().decode())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FileFormatError(f"{path} has a damaged gpunn header: {error}") from error
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FileFormatError(f"{path} is not a gpunn file (foreign header).")
     if header.get("version") != VERSION:

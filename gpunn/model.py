@@ -19,6 +19,7 @@ from gpunn.accuracy import Accuracy
 from gpunn.activations import ReLU, Softmax
 from gpunn.backend import DeviceLike, device, host_random
 from gpunn.errors import (
+    DeviceOutOfMemoryError,
     FileFormatError,
     GpunnError,
     InvalidArgumentError,
@@ -206,8 +207,12 @@ class Model:
                     print(f"epoch: {epoch}")
                 for step in range(steps):
                     start = step * batch_size
-                    self._train_step(X_epoch[start:start + batch_size],
-                                     y_epoch[start:start + batch_size], epoch, step)
+                    try:
+                        self._train_step(X_epoch[start:start + batch_size],
+                                         y_epoch[start:start + batch_size], epoch, step)
+                    except self.backend.out_of_memory_errors as error:
+                        raise self._out_of_memory(error, batch_size, f"epoch {epoch}, step "
+                                                  f"{step + 1}") from error
                     if verbose and (step % print_every == 0 or step == steps - 1):
                         self._print_step(step)
                     if on_batch_end is not None:
@@ -245,6 +250,14 @@ class Model:
         self.optimizer.post_update_params()
         self._last_step = (data_loss, output, batch_y)
 
+    def _out_of_memory(self, error: BaseException, batch_size: int,
+                       where: str) -> DeviceOutOfMemoryError:
+        # The optimizer updates in place into buffers it already holds, so memory runs out in
+        # forward or backward, before any parameter has changed.
+        return DeviceOutOfMemoryError(
+            f"{self.device} ran out of memory in {where} ({error}). The parameters are those "
+            f"before this step. Try batch_size={max(1, batch_size // 2)}.")
+
     def _print_step(self, step: int) -> None:
         data_loss, output, batch_y = self._last_step
         regularization = self.loss.regularization_loss()
@@ -276,7 +289,7 @@ class Model:
         self.loss.new_pass()
         self.accuracy.new_pass()
         for start in range(0, len(X), batch_size):
-            output = self.forward(X[start:start + batch_size], training=False)
+            output = self._forward_inference(X[start:start + batch_size], batch_size)
             self.loss.calculate(output, y[start:start + batch_size])
             self.accuracy.calculate(self._output_layer_predictions(output),
                                     y[start:start + batch_size])
@@ -287,11 +300,18 @@ class Model:
         self._require_ready(training=False)
         X = _data.prepare(self, X, None, "X", None)[0]
         batch_size = _data.steps(len(X), batch_size)[1]
-        outputs = [self.backend.to_numpy(self.forward(X[start:start + batch_size], False))
+        outputs = [self.backend.to_numpy(self._forward_inference(X[start:start + batch_size],
+                                                                 batch_size))
                    for start in range(0, len(X), batch_size)]
         if not outputs:
             raise InvalidArgumentError("predict received no samples (X has 0 rows).")
         return numpy.concatenate(outputs)
+
+    def _forward_inference(self, X: Any, batch_size: int) -> Any:
+        try:
+            return self.forward(X, training=False)
+        except self.backend.out_of_memory_errors as error:
+            raise self._out_of_memory(error, batch_size, "inference") from error
 
     def _output_layer_predictions(self, output: Any) -> Any:
         return self.layers[-1].predictions(output)

@@ -322,3 +322,35 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
         model.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_out_of_memory_names_the_step_suggests_a_batch_size_and_keeps_parameters(spiral,
+                                                                                  monkeypatch):
+    X, y, *_ = spiral
+    model = _classifier("cpu")
+    saved = {}
+
+    def remember(epoch, logs):
+        saved["parameters"] = model.get_parameters()
+        saved["iterations"] = model.optimizer.iterations
+        dense = model.layers[0]
+        original = dense.forward
+
+        def exhausted(*args, **kwargs):
+            if dense.inputs.shape[0] == 64:  # the second step of epoch 2
+                saved["before_failure"] = model.get_parameters()
+                raise MemoryError("Out of memory allocating 1,073,741,824 bytes")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(dense, "forward", exhausted)
+
+    with pytest.raises(gn.DeviceOutOfMemoryError,
+                       match=r"cpu ran out of memory in epoch 2, step 2 \(Out of memory allocating "
+                             r"1,073,741,824 bytes\).*Try batch_size=32"):
+        model.train(X, y, epochs=3, batch_size=64, shuffle=False, verbose=False,
+                    on_epoch_end=lambda epoch, logs: epoch == 1 and remember(epoch, logs))
+    # step 1 of epoch 2 completed; step 2 failed before any update
+    assert model.optimizer.iterations == saved["iterations"] + 1
+    for (w1, b1), (w2, b2) in zip(saved["before_failure"], model.get_parameters()):
+        assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
+    assert isinstance(gn.DeviceOutOfMemoryError("x"), MemoryError)

@@ -23,6 +23,7 @@ class NumpyBackend:
         self.xp = numpy
         self.device = "cpu"
         self.random = numpy.random.default_rng()
+        self.out_of_memory_errors: tuple[type[BaseException], ...] = (MemoryError,)
 
     def __repr__(self) -> str:
         return f"<gpunn backend {self.device}>"
