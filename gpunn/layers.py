@@ -66,6 +66,9 @@ class Dense(Layer):
         self.weights = self.backend.asarray(weights, dtype=self.dtype)
         self.biases = self.backend.xp.zeros((1, self.n_neurons), dtype=self.dtype)
         self._allocate_gradients()
+        # The model turns this off for its first layer, whose input gradient nobody uses: that
+        # skips the largest matrix product of the backward pass.
+        self.compute_dinputs = True
 
     def _allocate_gradients(self) -> None:
         # backward writes into these; the model replaces them with views of one flat array
@@ -112,7 +115,7 @@ class Dense(Layer):
         xp.dot(self.inputs.T, dvalues, out=self.dweights)
         xp.sum(dvalues, axis=0, keepdims=True, out=self.dbiases)
         self._regularization_gradients()
-        self.dinputs = xp.dot(dvalues, self.weights.T)
+        self.dinputs = xp.dot(dvalues, self.weights.T) if self.compute_dinputs else None
 
     def _regularization_gradients(self) -> None:
         xp = self.backend.xp

@@ -112,6 +112,8 @@ class Model:
         self.backend = _device(target)
         for layer in self.layers:
             layer.to(self.backend, self.dtype)
+            if isinstance(layer, Dense):
+                layer.compute_dinputs = layer is not self.layers[0]
         for part in (self.loss, self.accuracy, self.optimizer):
             if part is not None:
                 part.to(self.backend)
