@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import platform
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +61,33 @@ def require(available: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: kernel checks must run, not skip)")
     pytest.skip(reason)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After a run that included a CUDA device, record it under benchmarks/results/: the only
+    evidence that the CuPy half works, so every such run leaves a file to commit."""
+    cuda = [name for name in config.gpunn_devices if name.startswith("cuda")]
+    if not cuda:
+        return
+    import cupy
+
+    backend = gpunn.device(cuda[0])
+    properties = cupy.cuda.runtime.getDeviceProperties(backend.index)
+    counts = {key: len(terminalreporter.stats.get(key, []))
+              for key in ("passed", "failed", "skipped", "error", "xfailed")}
+    record = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": properties["name"].decode(), "devices_under_test": config.gpunn_devices,
+        "cupy": cupy.__version__, "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+        "cuda_driver": cupy.cuda.runtime.driverGetVersion(), "gpunn": gpunn.__version__,
+        "numpy": __import__("numpy").__version__, "python": platform.python_version(),
+        "exit_status": int(exitstatus), **counts,
+        "failures": [report.nodeid for report in terminalreporter.stats.get("failed", [])],
+    }
+    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = record["date"].replace(":", "").replace("-", "")[:15]
+    name = record["device"].replace(" ", "-")
+    path = folder / f"pytest-{name}-{stamp}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    terminalreporter.write_line(f"gpunn: recorded this CUDA run in {path}")
