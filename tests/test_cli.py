@@ -1,0 +1,345 @@
+"""The command line, run in-process through gpunn.cli.main and, where a real process matters
+(the console entry, Ctrl-C), as ``python -m gpunn``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn import checkpoint, cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+QUICK = ["--device", "cpu", "--epochs", "10", "--batch-size", "32", "--dropout", "0.1"]
+
+
+def _gpunn(capsys, *argv):
+    """(exit status, stdout, stderr) of ``gpunn argv``."""
+    status = cli.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _process(*argv, **kwargs):
+    return subprocess.run([sys.executable, "-m", "gpunn", *map(str, argv)], capture_output=True,
+                          text=True, timeout=120, **kwargs)
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpunn: error: "), err
+    return lines[0]
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _assert_same_model(first, second):
+    a, b = _arrays(first), _arrays(second)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # the header too
+
+
+def _cuda_available() -> bool:
+    try:
+        gn.device("cuda")
+    except gn.DeviceUnavailableError:
+        return False
+    return True
+
+
+# ---- gpunn train -------------------------------------------------------------------------------
+
+def test_default_train_reaches_the_promised_accuracy(tmp_path, capsys):
+    out = tmp_path / "run"
+    status, stdout, err = _gpunn(capsys, "train", "--out", out)
+    assert status == 0 and err == ""
+    saved = checkpoint.load(out / "checkpoint.npz", device="cpu")
+    assert saved.epoch == 1000 and saved.settings["hidden"] == [64, 64]
+    assert saved.history["accuracy"][-1] > 0.9
+    assert f"accuracy {saved.history['accuracy'][-1]:.4f}" in stdout
+    assert f"validation loss {saved.history['val_loss'][-1]:.4f}" in stdout
+    assert str(out / "model.npz") in stdout and str(out / "training.png") in stdout
+    model = gn.Model.load(out / "model.npz", device="cpu")
+    X, y, _, _ = gn.datasets.load("spiral", seed=0)
+    assert (model.predict(X).argmax(axis=1) == y).mean() > 0.9
+    assert (out / "training.png").read_bytes()[:8] == PNG
+    with open(out / "metrics.csv") as file:
+        assert len(list(csv.reader(file))) == 1001
+
+
+def test_metrics_csv_has_one_row_per_epoch_matching_the_checkpoint(tmp_path, capsys):
+    status, stdout, _ = _gpunn(capsys, "train", *QUICK, "--epochs", "7", "--out", tmp_path)
+    assert status == 0
+    with open(tmp_path / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["epoch", "loss", "data_loss", "regularization_loss", "accuracy",
+                             "learning_rate", "val_loss", "val_accuracy"]
+    history = checkpoint.load(tmp_path / "checkpoint.npz", device="cpu").history
+    assert [int(row["epoch"]) for row in rows] == list(range(1, 8))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+        assert [float(row[key]) for row in rows] == history[key]
+    assert stdout.count("\nepoch ") == 7  # a plain line per epoch when there are few
+
+
+def test_without_matplotlib_the_plot_is_skipped_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    status, stdout, err = _gpunn(capsys, "train", *QUICK, "--out", tmp_path)
+    assert status == 0 and err == ""
+    skipped = [line for line in stdout.splitlines() if "training.png" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("training.png skipped")
+    assert "pip install 'gpunn[plot]'" in skipped[0]
+    assert not (tmp_path / "training.png").exists() and (tmp_path / "model.npz").exists()
+
+
+def test_quiet_prints_nothing(tmp_path, capsys):
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", tmp_path) == (0, "", "")
+
+
+@pytest.mark.parametrize("options, shown", [
+    (["--batch-size", "10", "--epochs", "2"], ["epoch 2/2", "sample/s", "val_acc"]),
+    (["--epochs", "50"], ["50/50", "epoch/s", "samples/s"]),
+])
+def test_terminal_progress_bars(tmp_path, capsys, monkeypatch, options, shown):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", *options, "--out", tmp_path)
+    assert status == 0
+    for text in shown:
+        assert text in stdout
+
+
+def test_regression_on_sine(tmp_path, capsys):
+    status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--dataset", "sine",
+                               "--epochs", "5", "--out", tmp_path)
+    assert status == 0 and "regression" in stdout
+    model = gn.Model.load(tmp_path / "model.npz", device="cpu")
+    assert isinstance(model.layers[-1], gn.Linear)
+    assert isinstance(model.loss, gn.MeanSquaredError)
+    assert isinstance(model.accuracy, gn.RegressionAccuracy)
+    assert isinstance(model.layers[1], gn.Tanh)  # the sine preset
+
+
+def test_own_data_files_classify_whole_labels_and_regress_the_rest(tmp_path, capsys):
+    X, y = gn.datasets.spiral_data(20, 4, seed=0)
+    np.savez(tmp_path / "classes.npz", X=X, y=y.astype(np.int32))
+    np.savetxt(tmp_path / "targets.csv", np.c_[X, X[:, 0] * 0.3 + 0.1], delimiter=",")
+    for name, last, outputs in (("classes.npz", gn.Softmax, 4), ("targets.csv", gn.Linear, 1)):
+        out = tmp_path / name.replace(".", "_")
+        status, _, err = _gpunn(capsys, "train", "--device", "cpu", "--dataset",
+                                tmp_path / name, "--epochs", "3", "--hidden", "8",
+                                "--activation", "leaky_relu", "--optimizer", "rmsprop",
+                                "--dtype", "float64", "--out", out)
+        assert status == 0, err
+        model = gn.Model.load(out / "model.npz", device="cpu")
+        assert isinstance(model.layers[-1], last) and model.dtype == "float64"
+        assert model.trainable_layers[-1].n_neurons == outputs
+
+
+# ---- errors --------------------------------------------------------------------------------------
+
+def test_cuda_where_there_is_none_is_one_line_and_a_failure():
+    if _cuda_available():
+        pytest.skip("this machine has a working CUDA device")
+    result = _process("train", "--device", "cuda", "--out", "unused")
+    assert result.returncode == 1
+    line = _one_error_line(result.stderr)
+    assert "CUDA is not available" in line and "gpunn[cuda12]" in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["train", "--lr", "-1"], "--lr"),
+    (["train", "--lr", "fast"], "--lr"),
+    (["train", "--decay", "nan"], "--decay"),
+    (["train", "--hidden", "64,x"], "--hidden"),
+    (["train", "--hidden", "64,0"], "--hidden"),
+    (["train", "--dropout", "1.5"], "--dropout"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--batch-size", "-3"], "--batch-size"),
+    (["train", "--device", "tpu"], "--device"),
+    (["train", "--activation", "swish"], "--activation"),
+    (["train", "--dataset", "imagenet"], "--dataset"),
+    (["train", "--unknown"], "--unknown"),
+    (["predict", "model.npz"], "INPUT"),
+    (["launch"], "launch"),
+    ([], "choose a command"),
+])
+def test_bad_command_lines_are_usage_errors(capsys, argv, named):
+    status, stdout, err = _gpunn(capsys, *argv)
+    assert status == 2 and stdout == ""
+    assert named in _one_error_line(err)
+
+
+def test_a_bad_device_in_the_environment_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setenv("GPUNN_DEVICE", "gpu")
+    status, _, err = _gpunn(capsys, "train", "--out", "unused")
+    assert status == 2 and "GPUNN_DEVICE" in _one_error_line(err)
+
+
+def test_bad_dataset_files_are_one_line_errors(tmp_path, capsys):
+    status, _, err = _gpunn(capsys, "train", "--device", "cpu", "--dataset",
+                            tmp_path / "missing.npz", "--out", tmp_path / "a")
+    assert status == 1 and "missing.npz" in _one_error_line(err)
+    np.savez(tmp_path / "no_labels.npz", X=np.zeros((4, 2)))
+    status, _, err = _gpunn(capsys, "train", "--device", "cpu", "--dataset",
+                            tmp_path / "no_labels.npz", "--out", tmp_path / "b")
+    assert status == 1 and "no array y" in _one_error_line(err)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_debug_shows_the_exception(tmp_path):
+    with pytest.raises(gn.GpunnError, match="missing.npz"):
+        cli.main(["train", "--debug", "--device", "cpu", "--dataset",
+                  str(tmp_path / "missing.npz")])
+
+
+# ---- resume and Ctrl-C -------------------------------------------------------------------------
+
+def test_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, capsys):
+    assert _gpunn(capsys, "train", *QUICK, "--out", tmp_path / "straight")[0] == 0
+    assert _gpunn(capsys, "train", *QUICK, "--epochs", "5", "--out", tmp_path / "split")[0] == 0
+    status, stdout, _ = _gpunn(capsys, "train", "--resume", "--device", "cpu", "--epochs", "10",
+                               "--out", tmp_path / "split")
+    assert status == 0 and "resuming at epoch 6 of 10" in stdout
+    _assert_same_model(tmp_path / "straight" / "model.npz", tmp_path / "split" / "model.npz")
+    _assert_same_model(tmp_path / "straight" / "checkpoint.npz",
+                       tmp_path / "split" / "checkpoint.npz")
+
+
+def test_resume_refuses_options_that_change_the_run(tmp_path, capsys):
+    status, _, err = _gpunn(capsys, "train", "--resume", "--out", tmp_path)
+    assert status == 1 and "no checkpoint" in _one_error_line(err)
+    assert _gpunn(capsys, "train", *QUICK, "--out", tmp_path)[0] == 0
+    status, _, err = _gpunn(capsys, "train", "--resume", "--lr", "0.1", "--out", tmp_path)
+    assert status == 2 and "--lr 0.05" in _one_error_line(err)
+    status, _, err = _gpunn(capsys, "train", "--resume", "--epochs", "3", "--out", tmp_path)
+    assert status == 2 and "holds 10 epochs" in _one_error_line(err)
+    status, stdout, _ = _gpunn(capsys, "train", "--resume", "--batch-size", "32", "--out",
+                               tmp_path)  # the same value as before is fine
+    assert status == 0 and "already trained 10 epochs" in stdout
+
+
+def test_ctrl_c_keeps_the_last_complete_epoch_and_resume_finishes_the_run(tmp_path, capsys,
+                                                                         monkeypatch):
+    # Only the first epoch reaches the disk on its own, so epoch 5 must come from the snapshot.
+    monkeypatch.setattr(cli, "CHECKPOINT_SECONDS", 1e9)
+    epoch_end = cli._Lines.epoch_end
+
+    def press_ctrl_c_in_epoch_6(self, epoch, logs):
+        epoch_end(self, epoch, logs)
+        if epoch == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli._Lines, "epoch_end", press_ctrl_c_in_epoch_6)
+    out = tmp_path / "stopped"
+    status, _, err = _gpunn(capsys, "train", *QUICK, "--out", out)
+    assert status == 130
+    assert err.strip() == (f"interrupted: {out / 'checkpoint.npz'} keeps epoch 5 of 10; "
+                           f"continue with: gpunn train --out {out} --resume")
+    assert checkpoint.load(out / "checkpoint.npz", device="cpu").epoch == 5
+    with open(out / "metrics.csv") as file:
+        assert len(list(csv.reader(file))) == 6
+    assert not (out / "model.npz").exists()
+
+    monkeypatch.undo()
+    assert _gpunn(capsys, "train", "--resume", "--device", "cpu", "--out", out)[0] == 0
+    assert _gpunn(capsys, "train", *QUICK, "--out", tmp_path / "straight")[0] == 0
+    _assert_same_model(tmp_path / "straight" / "model.npz", out / "model.npz")
+
+
+def test_sigint_to_a_real_process(tmp_path, capsys):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpunn", "train", "--device", "cpu", "--epochs", "1000000",
+         "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "checkpoint.npz").exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.02)
+        time.sleep(0.3)  # some epochs past the checkpoint on disk
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert err.startswith("interrupted: ") and err.count("\n") == 1 and "--resume" in err
+    epoch = checkpoint.load(out / "checkpoint.npz", device="cpu").epoch
+    assert f"keeps epoch {epoch} of 1000000" in err
+
+    target = str(epoch + 3)
+    assert _gpunn(capsys, "train", "--resume", "--epochs", target, "--device", "cpu",
+                  "--out", out)[0] == 0
+    assert _gpunn(capsys, "train", "--device", "cpu", "--epochs", target,
+                  "--out", tmp_path / "straight")[0] == 0
+    _assert_same_model(tmp_path / "straight" / "model.npz", out / "model.npz")
+
+
+# ---- evaluate, predict, info, --version ----------------------------------------------------------
+
+@pytest.fixture
+def trained(tmp_path, capsys):
+    assert _gpunn(capsys, "train", *QUICK, "--out", tmp_path)[0] == 0
+    return tmp_path / "model.npz"
+
+
+def test_evaluate_reports_the_validation_split(trained, capsys):
+    status, stdout, _ = _gpunn(capsys, "evaluate", trained, "--device", "cpu")
+    history = checkpoint.load(trained.parent / "checkpoint.npz", device="cpu").history
+    assert status == 0
+    assert stdout.strip() == (f"spiral validation split, 300 samples: loss "
+                              f"{history['val_loss'][-1]:.4f}, accuracy "
+                              f"{history['val_accuracy'][-1]:.4f}")
+    status, _, err = _gpunn(capsys, "evaluate", trained, "--dataset", "sine")
+    assert status == 1 and "features" in _one_error_line(err)
+
+
+def test_predict_writes_outputs_and_predicted_classes(trained, tmp_path, capsys):
+    X, _ = gn.datasets.spiral_data(7, 3, seed=3)
+    np.savez(tmp_path / "input.npz", X=X)
+    status, stdout, _ = _gpunn(capsys, "predict", trained, tmp_path / "input.npz", "--out",
+                               tmp_path / "preds.npz", "--device", "cpu")
+    assert status == 0 and "21 samples" in stdout
+    predictions = _arrays(tmp_path / "preds.npz")
+    expected = gn.Model.load(trained, device="cpu").predict(X)
+    np.testing.assert_array_equal(predictions["outputs"], expected)
+    np.testing.assert_array_equal(predictions["predictions"], expected.argmax(axis=1))
+
+    np.savez(tmp_path / "wrong.npz", inputs=X)
+    status, _, err = _gpunn(capsys, "predict", trained, tmp_path / "wrong.npz")
+    assert status == 1 and "no array X" in _one_error_line(err)
+
+
+def test_info_reports_versions_devices_and_the_kernel_compile(capsys):
+    status, stdout, _ = _gpunn(capsys, "info")
+    assert status == 0
+    fields = dict(line.split(":", 1) for line in stdout.splitlines())
+    assert fields["gpunn"].strip() == gn.__version__
+    assert fields["NumPy"].strip() == np.__version__
+    assert "cpu (NumPy)" in fields["devices"]
+    for name in ("Python", "CuPy", "CUDA runtime", "CUDA driver", "default device"):
+        assert fields[name].strip()
+    try:
+        import cuda.bindings  # noqa: F401
+    except ImportError:
+        assert fields["CUDA kernels"].strip().startswith("not checked: cuda-bindings")
+    else:
+        assert "compile with NVRTC" in fields["CUDA kernels"] or "not checked" in \
+            fields["CUDA kernels"]
+
+
+def test_version_and_help_from_a_real_process():
+    result = _process("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"gpunn {gn.__version__}"
+    result = _process("train", "--help")
+    assert result.returncode == 0 and "checkpoint.npz" in result.stdout
