@@ -1,0 +1,94 @@
+"""Run: python -m benchmarks --only mlp        (--device cuda for the GPU, --quick to try it)
+
+Training speed of the 784-128-128-10 MLP (ReLU, softmax cross-entropy, Adam, float32), gpunn
+against PyTorch in one process, at several batch sizes. The data is 60,000 synthetic samples,
+X uniform in [-1, 1] labelled by a fixed random linear teacher (so there is something to learn
+and the two losses can be compared). Each trainer is warmed up, then each repeat times one
+epoch, the two trainers taking turns so that a disturbance hits both; the data is made and
+moved to the device before any clock starts. gpunn's epoch is one ``model.train(..., epochs=1)``
+call, so it includes the checks that call makes on the data.
+
+By default neither side shuffles: both see the same batches in the same order from the same
+initial parameters, so their epoch losses agree to a few digits, a check that they do the same
+training. ``--shuffle`` shuffles each epoch on both sides; the shuffled copy of the data set
+(188 MB) costs both the same, but on a virtual machine its fresh memory sometimes takes
+0.2 s more to fault in, which makes epochs bimodal and the spread wide.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy
+
+from benchmarks import sgemm, timing
+from benchmarks.trainers import GpunnTrainer, TorchTrainer
+
+SIZES = (784, 128, 128, 10)
+LEARNING_RATE = 0.001
+
+
+def synthetic_data(samples: int, seed: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """X uniform in [-1, 1], float32, of shape (samples, 784); y from a random linear teacher."""
+    rng = numpy.random.default_rng(seed)
+    X = rng.uniform(-1.0, 1.0, (samples, SIZES[0])).astype(numpy.float32)
+    teacher = rng.standard_normal((SIZES[0], SIZES[-1])).astype(numpy.float32)
+    return X, numpy.argmax(X @ teacher, axis=1).astype(numpy.int64)
+
+
+def run(torch: Any, *, device: str, samples: int, batch_sizes: list[int], repeats: int,
+        warmup_steps: int, shuffle: bool, adam: str, seed: int,
+        bound: dict[str, Any] | None) -> dict[str, Any]:
+    """Samples/s of each trainer at each batch size; with ``bound`` (sgemm.measure's result)
+    also the GFLOP/s reached and the share of the GEMM bound and of the square peak."""
+    X, y = synthetic_data(samples, seed)
+    result: dict[str, Any] = {"sizes": list(SIZES), "samples": samples, "batch_sizes": {}}
+    for batch_size in batch_sizes:
+        trainers: list[Any] = [GpunnTrainer(SIZES, X, y, device=device,
+                                            learning_rate=LEARNING_RATE, decay=0.0, seed=seed,
+                                            shuffle=shuffle)]
+        if torch is not None:
+            trainers.append(TorchTrainer(torch, trainers[0].parameters(), X, y, device=device,
+                                         learning_rate=LEARNING_RATE, decay=0.0,
+                                         shuffle=shuffle, adam=adam))
+        warmup = min(samples, max(warmup_steps, 1) * batch_size)
+        for trainer in trainers:
+            trainer.epoch(warmup, batch_size)
+        seconds: dict[str, list[float]] = {trainer.name: [] for trainer in trainers}
+        metrics: dict[str, dict[str, float]] = {}
+        for repeat in range(repeats):
+            for trainer in trainers if repeat % 2 == 0 else trainers[::-1]:
+                timing.settle()
+                elapsed, metrics[trainer.name] = timing.timed(
+                    partial(trainer.epoch, samples, batch_size))
+                seconds[trainer.name].append(elapsed)
+        result["batch_sizes"][str(batch_size)] = _entry(samples, batch_size, seconds, metrics,
+                                                        warmup, bound)
+    return result
+
+
+def _entry(samples: int, batch_size: int, seconds: dict[str, list[float]],
+           metrics: dict[str, dict[str, float]], warmup: int,
+           bound: dict[str, Any] | None) -> dict[str, Any]:
+    steps = -(-samples // batch_size)
+    flops_per_sample = sgemm.step_flops(SIZES, batch_size) / batch_size
+    entry: dict[str, Any] = {"steps_per_epoch": steps, "warmup_samples": warmup,
+                             "flops_per_step": sgemm.step_flops(SIZES, batch_size),
+                             "trainers": {}}
+    for name, values in seconds.items():
+        epoch = timing.summary(values)
+        trainer = {"epoch_seconds": epoch, "samples_per_second": timing.rates(samples, values),
+                   "step_ms": 1000 * epoch["median"] / steps,
+                   "gflops": flops_per_sample * samples / epoch["median"] / 1e9,
+                   "last_epoch": metrics[name]}
+        if bound is not None:
+            library = bound["libraries"][0]
+            step = bound["steps"][str(batch_size)]["gemms"][library]
+            trainer["share_of_gemm_bound"] = trainer["gflops"] / step["gflops"]
+            trainer["share_of_peak"] = trainer["gflops"] / bound["square"][library]["gflops"]
+        entry["trainers"][name] = trainer
+    if "PyTorch" in entry["trainers"]:
+        entry["ratio"] = (entry["trainers"]["gpunn"]["samples_per_second"]["median"]
+                          / entry["trainers"]["PyTorch"]["samples_per_second"]["median"])
+    return entry

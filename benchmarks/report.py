@@ -1,0 +1,233 @@
+"""Run: python -m benchmarks (this module turns a run's record into Markdown and a bar chart)
+
+The Markdown table is what the command prints and what <name>.md holds; the chart is drawn
+with matplotlib's Agg canvas (no display needed) and skipped, saying why, without matplotlib.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Issue #5: how fast gpunn on the CPU should be, relative to PyTorch in the same run.
+TARGETS = (("mlp", "128", 1.5, "MLP samples/s at batch 128"),
+           ("mlp", "1024", 1.1, "MLP samples/s at batch 1024"),
+           ("spiral", None, 3.0, "spiral steps/s at full batch"))
+PEER = "PyTorch"
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The whole run as Markdown: the setup, then one table per part."""
+    lines = [f"# gpunn vs PyTorch: {record.get('name', '')}", "", _setup(record)]
+    for device, result in record.get("mlp", {}).items():
+        lines += ["", *_mlp(device, result, record)]
+    for device, result in record.get("sgemm", {}).items():
+        lines += ["", *_sgemm(device, result)]
+    for device, result in record.get("spiral", {}).items():
+        lines += ["", *_spiral(device, result)]
+    if "kernels" in record:
+        lines += ["", *_kernels(record["kernels"])]
+    targets = _targets(record)
+    if targets:
+        lines += ["", *targets]
+    for part, reason in record.get("skipped", {}).items():
+        lines += ["", f"Skipped {part}: {reason}"]
+    return "\n".join(lines)
+
+
+def _setup(record: dict[str, Any]) -> str:
+    machine, config, threads = record["machine"], record["config"], record["threads"]
+    versions = machine["versions"]
+    torch = (f"PyTorch {versions['torch']} ({threads['torch']} threads, Adam "
+             f"{config['torch_adam']})" if record["torch"]["available"]
+             else f"PyTorch {record['torch']['reason']}")
+    environment = ", ".join(f"{key}={value}" for key, value in machine["environment"].items()
+                            if value is not None) or "no BLAS variables set"
+    gpu = f"; GPU {machine['gpu']}" if machine.get("gpu") else ""
+    quick = " **--quick: sizes too small to mean anything.**" if config["quick"] else ""
+    others = {part: share for part, share in record.get("other_processes_cpu_share", {}).items()
+              if share is not None}
+    if others:
+        quick += (" CPU time taken by other processes meanwhile: "
+                  + ", ".join(f"{part} {share:.0%}" for part, share in others.items())
+                  + (" (**disturbed**: rerun on a quiet machine)."
+                     if max(others.values()) > 0.05 else "."))
+    return (f"{machine['cpu_model']}, {machine['cores']} cores{gpu}; {machine['date']}. "
+            f"NumPy {versions['numpy']} with {threads['numpy_blas']}; {torch}; "
+            f"gpunn {versions['gpunn']}. Environment: {environment}. Load average "
+            f"{_load(machine.get('load_average_start'))} at start, "
+            f"{_load(machine.get('load_average_end'))} at end. Medians of {config['repeats']} "
+            f"repeats, (min–max) in brackets.{quick}")
+
+
+def _load(load: list[float] | None) -> str:
+    return "unknown" if not load else f"{load[0]:.2f}"
+
+
+def _rate(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return "–"
+    return f"{summary['median']:,.0f} ({summary['min']:,.0f}–{summary['max']:,.0f})"
+
+
+def _pair(trainers: dict[str, Any], key: str, form: str) -> str:
+    values = [trainers[name].get(key) for name in ("gpunn", PEER) if name in trainers]
+    return " / ".join("–" if value is None else format(value, form) for value in values)
+
+
+def _mlp(device: str, result: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    shuffle = "shuffled" if record["config"]["shuffle"] else "unshuffled"
+    sides = "gpunn / PyTorch" if any(PEER in entry["trainers"]
+                                     for entry in result["batch_sizes"].values()) else "gpunn"
+    lines = [f"## MLP {'-'.join(map(str, result['sizes']))} training on {device} "
+             f"({result['samples']:,} samples, one {shuffle} epoch per repeat)", "",
+             f"| batch | gpunn samples/s | PyTorch samples/s | gpunn / PyTorch | ms/step "
+             f"({sides}) | GFLOP/s ({sides}) | share of GEMM bound ({sides}) | share of peak "
+             f"({sides}) | epoch loss ({sides}) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for batch, entry in result["batch_sizes"].items():
+        trainers = entry["trainers"]
+        losses = {name: {"loss": trainer["last_epoch"]["loss"]}
+                  for name, trainer in trainers.items()}
+        ratio = f"{entry['ratio']:.2f}x" if "ratio" in entry else "–"
+        lines.append(
+            f"| {batch} | {_rate(trainers['gpunn']['samples_per_second'])} | "
+            f"{_rate(trainers.get(PEER, {}).get('samples_per_second'))} | {ratio} | "
+            f"{_pair(trainers, 'step_ms', '.3f')} | {_pair(trainers, 'gflops', '.1f')} | "
+            f"{_pair(trainers, 'share_of_gemm_bound', '.0%')} | "
+            f"{_pair(trainers, 'share_of_peak', '.0%')} | {_pair(losses, 'loss', '.4f')} |")
+    lines += ["", "GFLOP/s counts the step's matrix products only (benchmarks/sgemm.py); the "
+                  "GEMM bound is those products at the measured rate of gpunn's array library, "
+                  "the peak its rate on the big square product."]
+    return lines
+
+
+def _sgemm(device: str, result: dict[str, Any]) -> list[str]:
+    libraries = result["libraries"]
+    lines = [f"## float32 matrix products on {device} (GFLOP/s)", "",
+             "| products | " + " | ".join(libraries) + " |",
+             "|---|" + "---:|" * len(libraries)]
+    size = result["square_size"]
+    lines.append(f"| square {size}x{size} @ {size}x{size} | "
+                 + " | ".join(f"{result['square'][lib]['gflops']:.1f}" for lib in libraries)
+                 + " |")
+    for batch, step in result["steps"].items():
+        count = len(next(iter(step["gemms"].values()))["products"])
+        lines.append(f"| one MLP step at batch {batch} ({count} products, "
+                     f"{step['flops'] / 1e6:.1f} MFLOP) | "
+                     + " | ".join(f"{step['gemms'][lib]['gflops']:.1f} "
+                                  f"({1000 * step['gemms'][lib]['step_seconds']:.3f} ms)"
+                                  for lib in libraries) + " |")
+    return lines
+
+
+def _spiral(device: str, result: dict[str, Any]) -> list[str]:
+    trainers = result["trainers"]
+    names = [name for name in ("gpunn", PEER) if name in trainers]
+    ratio = f"{result['ratio']:.2f}x" if "ratio" in result else "–"
+    lines = [f"## Spiral {'-'.join(map(str, result['sizes']))}, full batch of "
+             f"{result['samples']} samples on {device} ({result['steps_per_repeat']} steps per "
+             f"repeat)", "",
+             "| | " + " | ".join(names) + " | gpunn / PyTorch |",
+             "|---|" + "---:|" * (len(names) + 1),
+             "| steps/s | " + " | ".join(_rate(trainers[n]["steps_per_second"]) for n in names)
+             + f" | {ratio} |",
+             "| µs/step | " + " | ".join(f"{trainers[n]['step_us']:.1f}" for n in names) + " | |",
+             "| final loss | " + " | ".join(f"{trainers[n]['last_step']['loss']:.4f}"
+                                           for n in names) + " | |",
+             "| final accuracy | " + " | ".join(f"{trainers[n]['last_step']['accuracy']:.3f}"
+                                               for n in names) + " | |"]
+    return lines
+
+
+def _kernels(result: dict[str, Any]) -> list[str]:
+    lines = [f"## GPU elementwise kernels, float32 {result['shape'][0]}x{result['shape'][1]} "
+             f"(GB/s of the bytes each op must move)", "",
+             "| op | bytes/element | gpunn kernel | plain CuPy | gpunn share of copy |",
+             "|---|---:|---:|---:|---:|"]
+    for name, entry in result["ops"].items():
+        per_element = entry["bytes"] / result["elements"]
+        gpunn = entry.get("gpunn")
+        kernel = f"{gpunn['gb_per_second']:.0f}" if gpunn else "–"
+        share = f"{gpunn['share_of_copy']:.0%}" if gpunn else "(the ceiling)"
+        lines.append(f"| {name} | {per_element:.0f} | {kernel} | "
+                     f"{entry['cupy']['gb_per_second']:.0f} | {share} |")
+    return lines
+
+
+def _targets(record: dict[str, Any]) -> list[str]:
+    rows = []
+    for part, batch, target, what in TARGETS:
+        result = record.get(part, {}).get("cpu")
+        if result is None:
+            continue
+        entry = result if batch is None else result["batch_sizes"].get(batch)
+        if entry is None or "ratio" not in entry:
+            continue
+        met = "yes" if entry["ratio"] >= target else "no"
+        rows.append(f"| gpunn ≥ {target}x PyTorch, {what} | {entry['ratio']:.2f}x | {met} |")
+    if not rows:
+        return []
+    return ["## Issue #5 targets (CPU)", "", "| target | measured | met |", "|---|---:|---|",
+            *rows]
+
+
+def chart(record: dict[str, Any], path: Path) -> Path | None:
+    """A bar chart of the run at ``path``; None (and a printed reason) without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("chart skipped: matplotlib is not installed (pip install 'gpunn[bench]').")
+        return None
+    panels = [("mlp", device, result) for device, result in record.get("mlp", {}).items()]
+    panels += [("spiral", device, result) for device, result in record.get("spiral", {}).items()]
+    if "kernels" in record:
+        panels.append(("kernels", "cuda", record["kernels"]))
+    if not panels:
+        return None
+    figure = Figure(figsize=(5.5 * len(panels), 4.5), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (part, device, result) in zip(axes, panels, strict=True):
+        if part == "mlp":
+            groups = {batch: entry["trainers"] for batch, entry in result["batch_sizes"].items()}
+            _bars(axis, groups, "samples_per_second", "samples/s")
+            axis.set_xlabel("batch size")
+            axis.set_title(f"MLP {'-'.join(map(str, result['sizes']))} on {device}")
+        elif part == "spiral":
+            _bars(axis, {"full batch": result["trainers"]}, "steps_per_second", "steps/s")
+            axis.set_title(f"spiral {'-'.join(map(str, result['sizes']))} on {device}")
+        else:
+            groups = {name: {side: {"value": entry[side]["gb_per_second"]}
+                             for side in ("gpunn", "cupy") if side in entry}
+                      for name, entry in result["ops"].items()}
+            _bars(axis, groups, None, "GB/s")
+            axis.set_title("GPU elementwise ops")
+    figure.suptitle(f"gpunn vs PyTorch: {record.get('name', '')} (median, min–max)")
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _bars(axis: Any, groups: dict[str, dict[str, Any]], key: str | None, label: str) -> None:
+    names = sorted({name for group in groups.values() for name in group},
+                   key=lambda name: (name != "gpunn", name))
+    width = 0.8 / max(len(names), 1)
+    for index, name in enumerate(names):
+        xs, heights, low, high = [], [], [], []
+        for position, group in enumerate(groups.values()):
+            if name not in group:
+                continue
+            if key is None:
+                value = group[name]["value"]
+                spread = (0.0, 0.0)
+            else:
+                summary = group[name][key]
+                value = summary["median"]
+                spread = (value - summary["min"], summary["max"] - value)
+            xs.append(position + (index - (len(names) - 1) / 2) * width)
+            heights.append(value)
+            low.append(spread[0])
+            high.append(spread[1])
+        axis.bar(xs, heights, width, yerr=[low, high], capsize=3, label=name)
+    axis.set_xticks(range(len(groups)), list(groups))
+    axis.set_ylabel(label)
+    axis.legend()

@@ -1,0 +1,228 @@
+"""Run: python -m benchmarks [--quick] [--repeats N] [--device all|cpu|cuda] [--out DIR]
+
+The command line: runs the parts asked for (sgemm, mlp, spiral, kernels) with both sides'
+threads pinned, prints a Markdown table, and writes <name>.json, <name>.md and <name>.png
+to the output folder. ``--quick`` shrinks every size for a smoke run (numbers meaningless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import gpu, machine, mlp, report, sgemm, spiral, timing
+
+PARTS = ("sgemm", "mlp", "spiral", "kernels")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=(
+        "gpunn against PyTorch, side by side in one process on the same data."))
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and one repeat: a smoke run, not a measurement")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per measurement (default 7; 1 with --quick)")
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
+                        help="all: the CPU, plus the GPU part when CUDA works (default)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help=f"folder for the JSON, Markdown and PNG (default {RESULTS})")
+    parser.add_argument("--name", default=None,
+                        help="base name of the result files (default: from the machine, "
+                             "such as cpu-amd-epyc-2c)")
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="run only this part (repeatable); mlp also measures sgemm")
+    parser.add_argument("--threads", type=int, default=machine.cores(),
+                        help="BLAS threads for NumPy and torch.set_num_threads "
+                             "(default: the cores this process may use)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="MLP training samples (default 60000; 512 with --quick)")
+    parser.add_argument("--batch-sizes", default="32,128,1024",
+                        help="MLP batch sizes, comma-separated (default 32,128,1024)")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="shuffle each MLP epoch, on both sides (default: the same "
+                             "batches in the same order for both)")
+    parser.add_argument("--torch-adam", choices=("default", "foreach", "fused"),
+                        default="default", help="torch.optim.Adam implementation (default: "
+                                                "PyTorch's own choice)")
+    parser.add_argument("--no-torch", action="store_true", help="run gpunn alone")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 7
+    if args.samples is None:
+        args.samples = 512 if args.quick else 60_000
+    try:
+        args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--batch-sizes takes integers separated by commas, such as 32,128,1024; "
+                     f"received {args.batch_sizes!r}")
+    for name in ("repeats", "threads", "samples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1; received {getattr(args, name)}")
+    if min(args.batch_sizes) < 1:
+        parser.error(f"batch sizes must be at least 1; received {args.batch_sizes}")
+    args.parts = set(args.only or PARTS)
+    if "mlp" in args.parts:
+        args.parts.add("sgemm")  # the MLP's share of the GEMM bound needs it
+    return args
+
+
+def load_torch(disabled: bool) -> tuple[Any, str | None]:
+    """(torch, None), or (None, why PyTorch is left out)."""
+    if disabled:
+        return None, "left out (--no-torch)"
+    try:
+        import torch
+    except ImportError as error:
+        return None, f"not installed ({error}); pip install 'gpunn[bench]' to compare"
+    return torch, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    torch, torch_reason = load_torch(args.no_torch)
+    sizes = _sizes(args.quick)
+    if args.quick:
+        timing.SETTLE_SECONDS = 0.0  # a smoke run measures nothing worth waiting for
+    record: dict[str, Any] = {
+        "schema": 1,
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine.describe(torch),
+        "config": {"quick": args.quick, "repeats": args.repeats, "device": args.device,
+                   "parts": sorted(args.parts), "samples": args.samples,
+                   "batch_sizes": args.batch_sizes, "shuffle": args.shuffle,
+                   "torch_adam": args.torch_adam, "seed": args.seed, **sizes},
+        "threads": {"requested": args.threads},
+        "torch": {"available": torch is not None, "reason": torch_reason},
+        "skipped": {},
+    }
+    with machine.pinned_threads(args.threads, torch):
+        record["blas"] = machine.blas()
+        record["threads"]["torch"] = torch.get_num_threads() if torch else None
+        record["threads"]["numpy_blas"] = machine.numpy_blas_text(record["blas"])
+        if torch is not None:
+            record["torch"]["config"] = torch.__config__.show()
+            record["torch"]["parallel_info"] = torch.__config__.parallel_info()
+        if args.device in ("all", "cpu"):
+            _measure(args, torch, sizes, "cpu", record)
+        else:
+            record["skipped"]["cpu"] = "--device cuda"
+        _cuda(args, torch, sizes, record)
+    record["machine"]["load_average_end"] = machine.load_average()
+    return _write(args, record)
+
+
+def _sizes(quick: bool) -> dict[str, int]:
+    if quick:
+        return {"warmup_steps": 2, "sgemm_square": 256, "spiral_steps": 10,
+                "kernel_elements": 1 << 16}
+    return {"warmup_steps": 200, "sgemm_square": 2048, "spiral_steps": 1000,
+            "kernel_elements": gpu.ELEMENTS}
+
+
+def _libraries(backend: Any, torch: Any, device: str) -> list[sgemm.Library]:
+    libraries = [sgemm.gpunn_library(backend)]
+    if torch is not None:
+        libraries.append(sgemm.torch_library(torch, device))
+    return libraries
+
+
+def _measure(args: argparse.Namespace, torch: Any, sizes: dict[str, int], device: str,
+             record: dict[str, Any]) -> None:
+    """sgemm, mlp and spiral on ``device``, as asked, into ``record``."""
+    import gpunn
+
+    min_seconds = 0.002 if args.quick else 0.05
+    bound = None
+    if "sgemm" in args.parts:
+        print(f"[{device}] float32 matrix products ...", flush=True)
+        with _watched(record, device, "sgemm"):
+            bound = sgemm.measure(_libraries(gpunn.device(device), torch, device),
+                                  sizes=mlp.SIZES, batch_sizes=args.batch_sizes,
+                                  square=sizes["sgemm_square"], min_seconds=min_seconds,
+                                  repeats=3)
+        record.setdefault("sgemm", {})[device] = bound
+    if "mlp" in args.parts:
+        print(f"[{device}] MLP training, batch sizes {args.batch_sizes} ...", flush=True)
+        with _watched(record, device, "mlp"):
+            record.setdefault("mlp", {})[device] = mlp.run(
+                torch, device=device, samples=args.samples, batch_sizes=args.batch_sizes,
+                repeats=args.repeats, warmup_steps=sizes["warmup_steps"],
+                shuffle=args.shuffle, adam=args.torch_adam, seed=args.seed, bound=bound)
+    if "spiral" in args.parts:
+        print(f"[{device}] spiral model, full batch ...", flush=True)
+        with _watched(record, device, "spiral"):
+            record.setdefault("spiral", {})[device] = spiral.run(
+                torch, device=device, steps=sizes["spiral_steps"], repeats=args.repeats,
+                warmup_steps=sizes["warmup_steps"], adam=args.torch_adam, seed=args.seed)
+
+
+@contextlib.contextmanager
+def _watched(record: dict[str, Any], device: str, part: str) -> Iterator[None]:
+    """Record how much CPU other processes took while ``part`` ran, and warn when it is a lot."""
+    with machine.OtherProcesses() as others:
+        yield
+    record.setdefault("other_processes_cpu_share", {})[f"{device} {part}"] = others.share
+    if others.share is not None and others.share > 0.05:
+        print(f"warning: other processes used {others.share:.0%} of the CPUs during {part} on "
+              f"{device}: its timings are disturbed; rerun on a quiet machine.")
+
+
+def _cuda(args: argparse.Namespace, torch: Any, sizes: dict[str, int],
+          record: dict[str, Any]) -> None:
+    """The GPU part: kernel bandwidth, then sgemm/mlp/spiral on CUDA against PyTorch on CUDA."""
+    if args.device == "cpu":
+        record["skipped"]["cuda"] = "--device cpu"
+        print("GPU part skipped: --device cpu.")
+        return
+    backend, reason = gpu.cuda_backend()
+    if backend is None:
+        record["skipped"]["cuda"] = reason
+        print(f"GPU part skipped: {reason}")
+        if args.device == "cuda":
+            raise SystemExit(f"--device cuda was asked for, but {reason}")
+        return
+    record["machine"]["gpu"] = gpu.gpu_name(backend)
+    if "kernels" in args.parts:
+        print("[cuda] kernel bandwidth ...", flush=True)
+        record["kernels"] = gpu.kernel_bandwidth(backend, elements=sizes["kernel_elements"],
+                                                 repeats=max(args.repeats, 3))
+    peer = torch if torch is not None and torch.cuda.is_available() else None
+    if torch is not None and peer is None:
+        record["torch"]["cuda_reason"] = "this PyTorch build has no CUDA (CPU wheel)"
+        print("note: PyTorch has no CUDA here, so gpunn's CUDA runs are reported alone.")
+    with gpu.tf32_off(peer) as settings:
+        record["tf32"] = settings
+        _measure(args, peer, sizes, "cuda", record)
+
+
+def _write(args: argparse.Namespace, record: dict[str, Any]) -> int:
+    name = args.name or machine.result_name(record["machine"].get("gpu"))
+    record["name"] = name
+    table = report.markdown(record)
+    print()
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = {suffix: args.out / f"{name}.{suffix}" for suffix in ("json", "md", "png")}
+    paths["md"].write_text(table + "\n", encoding="utf-8")
+    with open(paths["json"], "w", encoding="utf-8") as file:
+        json.dump(record, file, indent=1, default=_plain)
+        file.write("\n")
+    chart = report.chart(record, paths["png"])
+    written = [paths["json"], paths["md"]] + ([chart] if chart else [])
+    print("wrote " + ", ".join(os.fspath(path) for path in written))
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    """JSON for the NumPy scalars and paths that find their way into the record."""
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
+        return value.item()
+    return str(value)

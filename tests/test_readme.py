@@ -1,0 +1,139 @@
+"""Every command in README.md's code blocks is run here, so the README cannot rot.
+
+What runs as written: every ``gpunn ...`` and ``python ...`` line, in README order, in one
+fresh folder (through the installed ``gpunn`` script when there is one, else
+``python -m gpunn``), and the Python example, unchanged.
+
+What does not, and what is checked instead:
+- ``pip install -e ...``: installing needs a fresh environment and the network. We build the
+  wheel with hatchling, the backend pip calls, and check what pip would install: the
+  ``gpunn`` console script and the extras the README names (dev, plot, cuda12).
+- ``pytest``: this is the test suite itself; we check that it collects.
+- the GPU lines: without a working CUDA device they must fail with the one-line error saying
+  what to install; with one they run.
+- ``python -m benchmarks``: takes minutes; we run its ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import gpunn as gn
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+SHELL = [line.strip() for language, text in BLOCKS if language in ("", "sh", "bash")
+         for line in text.splitlines() if line.strip()]
+COMMANDS = [part.strip() for line in SHELL for part in line.split("&&")]
+PYTHON = [text for language, text in BLOCKS if language == "python"]
+QUICKSTART = ['pip install -e . && gpunn train', 'pip install -e ".[dev]" && pytest']
+GPU = {'gpunn train --device cuda', 'pytest --device cuda'}
+
+
+def _special(command: str) -> bool:
+    return (command.startswith("pip install") or command in GPU or command == "pytest"
+            or command == "python -m benchmarks")
+
+
+def _cuda_available() -> bool:
+    try:
+        gn.device("cuda")
+    except gn.DeviceUnavailableError:
+        return False
+    return True
+
+
+def _shell(command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a README line with this interpreter's scripts first on PATH."""
+    scripts = Path(sys.executable).parent
+    if shutil.which("gpunn", path=str(scripts)) is None:  # not installed: same code, by module
+        command = re.sub(r"^gpunn\b", f"{shlex.quote(sys.executable)} -m gpunn", command)
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_quickstart_is_the_first_code_block_word_for_word():
+    assert BLOCKS[0][1].splitlines() == QUICKSTART
+    assert README.index("## Quickstart") < README.index("```")
+
+
+def test_what_pip_install_would_install(tmp_path):
+    pytest.importorskip("hatchling.build")  # in the dev extra
+    build = "import sys, hatchling.build as b; print(b.build_wheel(sys.argv[1]))"
+    wheel = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120, check=True)
+    with zipfile.ZipFile(tmp_path / wheel.stdout.strip()) as archive:
+        names = archive.namelist()
+        info = next(name for name in names if name.endswith(".dist-info/METADATA"))
+        metadata = archive.read(info).decode()
+        scripts = archive.read(info.replace("METADATA", "entry_points.txt")).decode()
+    assert "gpunn = gpunn.cli:main" in scripts
+    assert "gpunn/cli.py" in names and "gpunn/kernels/elementwise.cu" in names
+    extras = set(re.findall(r"^Provides-Extra: (\S+)", metadata, flags=re.MULTILINE))
+    named = set(re.findall(r'pip install -e "\.\[(\w+)\]"', README))
+    assert named == {"dev", "cuda12", "plot"} and named <= extras
+    assert "matplotlib" in metadata and "extra == 'plot'" in metadata
+
+
+def test_every_gpunn_and_python_command_runs(tmp_path):
+    runnable = [command for command in COMMANDS if not _special(command)]
+    assert runnable[0] == "gpunn train"  # the Quickstart's, run first, as a reader would
+    for command in runnable:
+        result = _shell(command, tmp_path)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        assert result.stderr == "", f"{command}\n{result.stderr}"
+    assert {"model.npz", "metrics.csv", "checkpoint.npz", "training.png"} <= \
+        {path.name for path in (tmp_path / "runs" / "latest").iterdir()}
+    assert (tmp_path / "predictions.npz").is_file()
+
+
+def test_the_pytest_of_the_quickstart_collects(tmp_path):
+    assert "pytest" in COMMANDS
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                             "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "tests collected" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(GPU))
+def test_the_gpu_lines_run_or_say_what_to_install(tmp_path, command):
+    assert command in COMMANDS
+    if command.startswith("pytest"):
+        command += " --collect-only -q -p no:cacheprovider"  # the suite itself runs elsewhere
+    result = _shell(command, tmp_path if command.startswith("gpunn") else ROOT)
+    if _cuda_available():
+        assert result.returncode == 0, result.stderr
+    elif command.startswith("gpunn"):
+        assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+        assert result.stderr.startswith("gpunn: error: CUDA is not available")
+        assert "pip install 'gpunn[cuda12]'" in result.stderr
+    else:
+        assert result.returncode != 0 and "CUDA is not available" in result.stderr
+
+
+def test_the_benchmark_command_exists():
+    assert "python -m benchmarks" in COMMANDS
+    if not (ROOT / "benchmarks" / "__main__.py").is_file():
+        pytest.skip("benchmarks/ is not in this checkout (issue #5)")
+    result = _shell("python -m benchmarks --help", ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_python_example_runs_as_written(capsys):
+    (example,) = PYTHON
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["history"]["accuracy"][-1] > 0.85
+    assert namespace["accuracy"] > 0.75
+    assert "validation accuracy" in capsys.readouterr().out
