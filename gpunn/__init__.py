@@ -24,3 +24,36 @@ from gpunn.model import History, Model
 from gpunn.optimizers import SGD, Adagrad, Adam, RMSprop
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Adagrad",
+    "Adam",
+    "BinaryCrossentropy",
+    "CategoricalAccuracy",
+    "CategoricalCrossentropy",
+    "Dense",
+    "DeviceOutOfMemoryError",
+    "DeviceUnavailableError",
+    "Dropout",
+    "FileFormatError",
+    "GpunnError",
+    "History",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "LeakyReLU",
+    "Linear",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "Model",
+    "RMSprop",
+    "ReLU",
+    "RegressionAccuracy",
+    "SGD",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "TrainingDivergedError",
+    "datasets",
+    "device",
+    "seed",
+]

@@ -63,19 +63,18 @@ class Softmax(Activation):
         xp = self.backend.xp
         self.inputs = self._input(inputs)
         # Subtracting the row maximum keeps exp from overflowing for large logits.
-        exp_values = self.inputs - xp.max(self.inputs, axis=1, keepdims=True)
+        exp_values = self.inputs - self.inputs.max(axis=1, keepdims=True)
         xp.exp(exp_values, out=exp_values)
-        exp_values /= xp.sum(exp_values, axis=1, keepdims=True)
+        exp_values /= exp_values.sum(axis=1, keepdims=True)
         self.output = exp_values
 
     def backward(self, dvalues: Any) -> None:
         # The book's per-sample Jacobian (diagflat(s) - s s^T) @ dvalues, for all rows at once.
-        xp = self.backend.xp
-        dot = xp.sum(dvalues * self.output, axis=1, keepdims=True)
+        dot = (dvalues * self.output).sum(axis=1, keepdims=True)
         self.dinputs = self.output * (dvalues - dot)
 
     def predictions(self, outputs: Any) -> Any:
-        return self.backend.xp.argmax(outputs, axis=1)
+        return outputs.argmax(axis=1)
 
 
 class Sigmoid(Activation):

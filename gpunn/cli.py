@@ -25,13 +25,12 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import backend, checkpoint, datasets, plots
-from gpunn.backend import kernels
+from gpunn import backend, checkpoint, datasets, io, plots
+from gpunn.backend import kernels, nvrtc
 from gpunn.errors import FileFormatError, GpunnError
 
 DEFAULT_OUT = "runs/latest"
 CHECKPOINT_SECONDS = 2.0  # checkpoint.npz is rewritten at most this often (see train --help)
-ARCHITECTURES = ("sm_80", "sm_90")  # what `gpunn info` compiles the kernels for, as the tests do
 ACTIVATIONS = {"relu": gn.ReLU, "tanh": gn.Tanh, "sigmoid": gn.Sigmoid, "leaky_relu": gn.LeakyReLU}
 OPTIMIZERS = {"sgd": gn.SGD, "adagrad": gn.Adagrad, "rmsprop": gn.RMSprop, "adam": gn.Adam}
 METRICS = ("loss", "data_loss", "regularization_loss", "accuracy", "learning_rate", "val_loss",
@@ -644,32 +643,18 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _read_inputs(path: Path) -> numpy.ndarray:
-    if not path.is_file():
-        raise GpunnError(f"No file at {path} (absolute: {path.resolve()}).")
-    try:
-        archive = numpy.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise FileFormatError(f"{path} is not a readable .npz archive ({error}); save one with "
-                              f"numpy.savez(path, X=X).") from error
-    if not isinstance(archive, numpy.lib.npyio.NpzFile):
-        raise FileFormatError(f"{path} holds a single array; expected an .npz archive with an "
-                              f"array X. Save one with numpy.savez(path, X=X).")
-    with archive:
-        if "X" not in archive.files:
-            raise FileFormatError(f"{path} has no array X (found {sorted(archive.files)}); save "
-                                  f"one with numpy.savez(path, X=X).")
-        try:
-            return archive["X"]
-        except ValueError as error:  # an object array: a pickle, which can run code
-            raise FileFormatError(f"{path}: X is a pickled object array, which gpunn does not "
-                                  f"load; save a numeric array.") from error
+    arrays = io.read_arrays(path)
+    if "X" not in arrays:
+        raise FileFormatError(f"{path} has no array X (found {sorted(arrays)}); save one with "
+                              f"numpy.savez(path, X=X).")
+    return arrays["X"]
 
 
 def _info(args: argparse.Namespace) -> int:
     rows = [("gpunn", gn.__version__),
             ("Python", f"{platform.python_version()} ({sys.executable})"),
             ("NumPy", numpy.__version__)]
-    devices, architectures = ["cpu (NumPy)"], list(ARCHITECTURES)
+    devices, architectures = ["cpu (NumPy)"], list(nvrtc.ARCHITECTURES)
     try:
         import cupy
     except ImportError:
@@ -735,33 +720,13 @@ def _gpu(cupy: Any, index: int) -> str:
 
 def _kernel_check(architectures: list[str]) -> tuple[str, bool]:
     """Compile every kernel instance with NVRTC, as tests/test_kernels.py does (no GPU needed)."""
-    try:
-        from cuda.bindings import nvrtc
-    except ImportError:
-        return "not checked: cuda-bindings not installed (pip install -e '.[dev]')", True
-    try:
-        error, major, minor = nvrtc.nvrtcVersion()
-    except Exception as error:  # the NVRTC library behind the bindings is missing
-        return f"not checked: NVRTC did not load ({error})", True
-    ok = nvrtc.nvrtcResult.NVRTC_SUCCESS
-    if error != ok:
-        return f"not checked: NVRTC did not load ({error})", True
-    failures, count = [], 0
-    for filename in kernels.source_files():
-        names = kernels.name_expressions(filename)
-        count += len(names)
-        for architecture in architectures:
-            _, program = nvrtc.nvrtcCreateProgram(kernels.read_source(filename).encode(),
-                                                  filename.encode(), 0, [], [])
-            for name in names:
-                nvrtc.nvrtcAddNameExpression(program, name.encode())
-            options = [f"--gpu-architecture={architecture}".encode(),
-                       *(option.encode() for option in kernels.NVRTC_OPTIONS)]
-            (result,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
-            if result != ok:
-                failures.append(f"{filename} for {architecture}")
-            nvrtc.nvrtcDestroyProgram(program)
+    module, version = nvrtc.load()
+    if module is None:
+        return f"not checked: {version}", True
+    failures = [f"{filename} for {architecture}: {compiled.log.splitlines()[:1]}"
+                for filename in kernels.source_files() for architecture in architectures
+                if not (compiled := nvrtc.compile_file(module, filename, architecture)).ok]
     if failures:
-        return f"FAILED to compile with NVRTC {major}.{minor}: {', '.join(failures)}", False
-    return (f"all {count} compile with NVRTC {major}.{minor} for {', '.join(architectures)}",
-            True)
+        return f"FAILED to compile with NVRTC {version}: {'; '.join(failures)}", False
+    count = sum(len(kernels.name_expressions(name)) for name in kernels.source_files())
+    return f"all {count} compile with NVRTC {version} for {', '.join(architectures)}", True

@@ -34,8 +34,7 @@ class Loss:
     def calculate(self, output: Any, y: Any) -> Any:
         """The mean data loss of one batch (a device scalar), accumulated for the epoch."""
         sample_losses = self.forward(output, y)
-        xp = self.backend.xp
-        total = xp.sum(sample_losses, dtype=xp.float64)  # float64 so an epoch's sum stays exact
+        total = sample_losses.sum(dtype="float64")  # float64 so an epoch's sum stays exact
         self.accumulated_sum += total
         self.accumulated_count += len(sample_losses)
         return total / len(sample_losses)

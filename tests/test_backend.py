@@ -14,7 +14,6 @@ import gpunn
 from gpunn import backend as backend_module
 from gpunn.backend import cupy_backend
 
-
 # ---- choosing a device --------------------------------------------------------------------------
 
 def test_cpu_and_auto_on_a_machine_without_cuda(monkeypatch, caplog):

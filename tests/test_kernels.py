@@ -13,10 +13,9 @@ import pytest
 from conftest import require
 from kernel_host import HostKernels, build, compiler
 
-from gpunn.backend import kernels
+from gpunn.backend import kernels, nvrtc
 from gpunn.backend.numpy_backend import NumpyBackend
 
-ARCHITECTURES = ["sm_80", "sm_90"]
 DTYPES = [np.float32, np.float64]
 SIZES = [0, 1, 2, 255, 256, 257, 1000, 4099]
 reference = NumpyBackend()
@@ -24,48 +23,16 @@ reference = NumpyBackend()
 
 # ---- NVRTC ------------------------------------------------------------------------------------
 
-def _nvrtc():
-    try:
-        from cuda.bindings import nvrtc
-
-        error, *_ = nvrtc.nvrtcVersion()
-        if error != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-            return None, f"NVRTC did not load: {error}"
-    except Exception as error:  # ImportError, or the library missing behind the bindings
-        return None, f"NVRTC unavailable ({error}); pip install -e '.[dev]' brings it"
-    return nvrtc, ""
-
-
-def _nvrtc_log(nvrtc, program) -> str:
-    _, size = nvrtc.nvrtcGetProgramLogSize(program)
-    log = b" " * size
-    nvrtc.nvrtcGetProgramLog(program, log)
-    return log.decode(errors="replace").rstrip("\x00")
-
-
 @pytest.mark.compiler
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", nvrtc.ARCHITECTURES)
 @pytest.mark.parametrize("filename", kernels.source_files())
 def test_nvrtc_compiles_every_instance(filename, architecture):
-    nvrtc, reason = _nvrtc()
-    require(nvrtc is not None, reason)
-    ok = nvrtc.nvrtcResult.NVRTC_SUCCESS
-    error, program = nvrtc.nvrtcCreateProgram(
-        kernels.read_source(filename).encode(), filename.encode(), 0, [], [])
-    assert error == ok
-    names = kernels.name_expressions(filename)
-    for name in names:
-        assert nvrtc.nvrtcAddNameExpression(program, name.encode())[0] == ok
-    options = [f"--gpu-architecture={architecture}".encode()]
-    options += [option.encode() for option in kernels.NVRTC_OPTIONS]
-    (error,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
-    assert error == ok, f"NVRTC failed for {filename} ({architecture}):\n{_nvrtc_log(nvrtc, program)}"
-    error, cubin_size = nvrtc.nvrtcGetCUBINSize(program)
-    assert error == ok and cubin_size > 0
-    for name in names:
-        error, lowered = nvrtc.nvrtcGetLoweredName(program, name.encode())
-        assert error == ok and lowered, name
-    nvrtc.nvrtcDestroyProgram(program)
+    module, reason = nvrtc.load()
+    require(module is not None, reason)
+    compiled = nvrtc.compile_file(module, filename, architecture)
+    assert compiled.ok, f"NVRTC failed for {filename} ({architecture}):\n{compiled.log}"
+    assert compiled.cubin_size > 0
+    assert sorted(compiled.lowered_names) == sorted(kernels.name_expressions(filename))
 
 
 def test_every_kernel_instance_is_listed():

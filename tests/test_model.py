@@ -152,6 +152,7 @@ def test_save_and_load_parameters(backend, tmp_path):
     other.load_parameters(tmp_path / "parameters.npz")
     for (w1, b1), (w2, b2) in zip(model.get_parameters(), other.get_parameters()):
         np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(b1, b2)
 
 
 def test_model_moves_between_devices_with_its_optimizer_state(backend, spiral):

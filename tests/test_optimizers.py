@@ -84,7 +84,7 @@ def test_invalid_hyperparameters_are_refused(make, message):
         make()
 
 
-# ---- against PyTorch ------------------------------------------------------------------------------
+# ---- against PyTorch ---------------------------------------------------------------------------
 
 def _torch():
     try:

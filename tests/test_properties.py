@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import numerical_gradient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from helpers import numerical_gradient
 
 import gpunn as gn
 

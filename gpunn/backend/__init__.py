@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Union
 
 import numpy
 
@@ -17,7 +16,7 @@ from gpunn.backend.numpy_backend import NumpyBackend
 from gpunn.errors import DeviceUnavailableError, InvalidArgumentError, InvalidTypeError
 
 Backend = NumpyBackend  # the interface; CupyBackend subclasses it
-DeviceLike = Union[str, NumpyBackend, None]
+DeviceLike = str | NumpyBackend | None
 
 ENV_VAR = "GPUNN_DEVICE"
 log = logging.getLogger("gpunn")

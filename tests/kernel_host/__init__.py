@@ -25,8 +25,8 @@ def build(out_dir: Path) -> ctypes.CDLL:
     compiler's log on failure."""
     library = out_dir / "gpunn_kernels_host.so"
     command = [compiler(), "-std=c++14", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
-               "-shared", "-fPIC", "-include", str(HERE / "shim.h"), "-I", str(kernels.kernel_dir()),
-               str(HERE / "launch.cpp"), "-o", str(library)]
+               "-shared", "-fPIC", "-include", str(HERE / "shim.h"),
+               "-I", str(kernels.kernel_dir()), str(HERE / "launch.cpp"), "-o", str(library)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"host compile failed: {' '.join(command)}\n{result.stderr}")

@@ -1,0 +1,65 @@
+"""Compiling the kernels with NVRTC through cuda-bindings, with no GPU or driver: the check
+behind `gpunn info` and tests/test_kernels.py. (At run time CuPy compiles them itself.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpunn.backend import kernels
+
+ARCHITECTURES = ("sm_80", "sm_90")  # Ampere and Hopper: what the checks compile for
+
+
+@dataclass
+class Compiled:
+    """The outcome of compiling one kernel file for one architecture."""
+
+    ok: bool
+    log: str
+    cubin_size: int = 0
+    lowered_names: dict[str, str] = field(default_factory=dict)
+
+
+def load() -> tuple[Any, str]:
+    """(the nvrtc bindings module, its version "major.minor"), or (None, why it is missing)."""
+    try:
+        from cuda.bindings import nvrtc
+
+        error, major, minor = nvrtc.nvrtcVersion()
+    except Exception as error:  # ImportError, or the NVRTC library behind the bindings missing
+        return None, f"NVRTC unavailable ({error}); pip install -e '.[dev]' brings it"
+    if error != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        return None, f"NVRTC did not load ({error})"
+    return nvrtc, f"{major}.{minor}"
+
+
+def compile_file(nvrtc: Any, filename: str, architecture: str) -> Compiled:
+    """Compile every template instance of one kernel file to a cubin for ``architecture``."""
+    ok = nvrtc.nvrtcResult.NVRTC_SUCCESS
+    error, program = nvrtc.nvrtcCreateProgram(kernels.read_source(filename).encode(),
+                                              filename.encode(), 0, [], [])
+    if error != ok:
+        return Compiled(False, f"nvrtcCreateProgram failed: {error}")
+    try:
+        names = kernels.name_expressions(filename)
+        for name in names:
+            nvrtc.nvrtcAddNameExpression(program, name.encode())
+        options = [f"--gpu-architecture={architecture}".encode(),
+                   *(option.encode() for option in kernels.NVRTC_OPTIONS)]
+        (error,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
+        _, size = nvrtc.nvrtcGetProgramLogSize(program)
+        log = b" " * size
+        nvrtc.nvrtcGetProgramLog(program, log)
+        log = log.decode(errors="replace").rstrip("\x00 ")
+        if error != ok:
+            return Compiled(False, log or str(error))
+        _, cubin_size = nvrtc.nvrtcGetCUBINSize(program)
+        lowered = {}
+        for name in names:
+            error, symbol = nvrtc.nvrtcGetLoweredName(program, name.encode())
+            if error == ok and symbol:
+                lowered[name] = symbol.decode()
+        return Compiled(True, log, int(cubin_size), lowered)
+    finally:
+        nvrtc.nvrtcDestroyProgram(program)
