@@ -63,9 +63,9 @@ class Softmax(Activation):
         xp = self.backend.xp
         self.inputs = self._input(inputs)
         # Subtracting the row maximum keeps exp from overflowing for large logits.
-        exp_values = self.inputs - self.inputs.max(axis=1, keepdims=True)
+        exp_values = self.inputs - self.backend.row_max(self.inputs)
         xp.exp(exp_values, out=exp_values)
-        exp_values /= exp_values.sum(axis=1, keepdims=True)
+        exp_values /= self.backend.row_sums(exp_values)
         self.output = exp_values
 
     def backward(self, dvalues: Any) -> None:

@@ -113,7 +113,7 @@ class Dense(Layer):
     def backward(self, dvalues: Any) -> None:
         xp = self.backend.xp
         xp.dot(self.inputs.T, dvalues, out=self.dweights)
-        dvalues.sum(axis=0, keepdims=True, out=self.dbiases)
+        self.backend.column_sums(dvalues, out=self.dbiases)
         self._regularization_gradients()
         self.dinputs = xp.dot(dvalues, self.weights.T) if self.compute_dinputs else None
 

@@ -75,6 +75,7 @@ class CupyBackend(NumpyBackend):
             sms = self._cuda_device.attributes["MultiProcessorCount"]
         self.max_blocks = sms * 32  # enough blocks to fill the device; the loop covers the rest
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
+        self._ones_cache = {}
 
     def __repr__(self) -> str:
         return f"<gpunn backend {self.device}>"
