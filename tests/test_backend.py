@@ -189,3 +189,19 @@ def test_cuda_kernels_cover_more_than_two_to_the_31_elements(backend):
     x[2**31 + 1] = 3.0
     backend.relu(x, out=x)
     assert float(x[-1]) == 0.0 and float(x[2**31 + 1]) == 3.0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (300, 3), (128, 10), (7, 65), (0, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_batch_reductions_match_numpy(backend, shape, dtype):
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    device_x = backend.asarray(x)
+    tolerance = {"rtol": 1e-5 if dtype == np.float32 else 1e-12, "atol": 1e-6}
+    np.testing.assert_allclose(backend.to_numpy(backend.column_sums(device_x)),
+                               x.sum(axis=0, keepdims=True), **tolerance)
+    np.testing.assert_allclose(backend.to_numpy(backend.row_sums(device_x)),
+                               x.sum(axis=1, keepdims=True), **tolerance)
+    if shape[0]:
+        np.testing.assert_array_equal(backend.to_numpy(backend.row_max(device_x)),
+                                      x.max(axis=1, keepdims=True))
+    assert backend.column_sums(device_x).dtype == dtype
