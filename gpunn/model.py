@@ -196,7 +196,8 @@ class Model:
         steps, batch_size = _data.steps(len(X), batch_size)
         self.accuracy.init(y)
         history = History()
-        with _StopOnInterrupt() as interrupt:
+        # Overflow warnings would only repeat what the divergence check below reports clearly.
+        with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"):
             for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
                 if shuffle:
                     order = self.backend.asarray(host_random().permutation(len(X)))
@@ -227,6 +228,11 @@ class Model:
                         print(f"interrupted in epoch {epoch}; returning the history so far")
                     break
                 logs = self._epoch_logs()
+                if not numpy.isfinite(logs["loss"]):
+                    raise TrainingDivergedError(
+                        f"The loss became {logs['loss']} at the end of epoch {epoch} "
+                        f"(regularization loss {logs['regularization_loss']}). Lower the "
+                        f"learning rate or the regularization strength.")
                 if validation_data is not None:
                     logs["val_loss"], logs["val_accuracy"] = self._evaluate(X_val, y_val,
                                                                             batch_size)

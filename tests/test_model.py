@@ -180,10 +180,25 @@ def test_ctrl_c_returns_the_history_so_far(spiral):
 
 def test_divergence_stops_with_the_epoch_and_step(backend, spiral):
     X, y, *_ = spiral
+    model = gn.Model(device=backend)
+    model.add(gn.Dense(2, 64))
+    model.add(gn.ReLU())
+    model.add(gn.Dense(64, 3))
+    model.add(gn.Softmax())
+    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.SGD(learning_rate=1e30),
+              accuracy=gn.CategoricalAccuracy())
+    model.finalize()
+    with pytest.raises(gn.TrainingDivergedError, match=r"in epoch \d+, step \d+; the parameters"):
+        model.train(X, y, epochs=50, verbose=False)
+    assert np.isfinite(model.get_parameters()[0][0]).all()
+
+
+def test_divergence_of_the_regularization_loss_is_caught_at_the_epoch_end(backend, spiral):
+    X, y, *_ = spiral
     model = _classifier(backend, optimizer=gn.SGD(learning_rate=1e30))
-    with pytest.raises(gn.TrainingDivergedError, match=r"in epoch \d+, step \d+"):
-        with np.errstate(all="ignore"):
-            model.train(X, y, epochs=50, verbose=False)
+    with pytest.raises(gn.TrainingDivergedError, match=r"at the end of epoch \d+ "
+                                                       r"\(regularization loss inf\)"):
+        model.train(X, y, epochs=50, verbose=False)
 
 
 # ---- bad input: refused before anything changes ---------------------------------------------
