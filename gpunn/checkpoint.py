@@ -45,3 +45,31 @@ def load(path: str | os.PathLike, device: DeviceLike = None) -> Checkpoint:
     except (KeyError, TypeError, ValueError) as error:
         raise FileFormatError(f"{path}: incomplete checkpoint ({error!r}).") from error
     return Checkpoint(model, epoch, history, dict(header.get("settings", {})))
+
+
+@dataclass
+class Snapshot:
+    """What a checkpoint holds of the model's training state, copied in memory (microseconds for
+    a small network): the CLI takes one after each epoch, so that Ctrl-C can restore and save
+    the last complete epoch between checkpoints written to disk."""
+
+    epoch: int
+    parameters: Any
+    state: dict[str, Any]
+    iterations: int
+    learning_rate: float
+    random_state: dict
+
+    @classmethod
+    def take(cls, model: Model, epoch: int) -> Snapshot:
+        optimizer = model.optimizer
+        return cls(epoch, model.parameters.copy(),
+                   {name: array.copy() for name, array in optimizer.saved_state().items()},
+                   optimizer.iterations, optimizer.current_learning_rate, backend.random_state())
+
+    def restore(self, model: Model) -> None:
+        model.parameters[...] = self.parameters
+        model.optimizer.state.update(self.state)
+        model.optimizer.iterations = self.iterations
+        model.optimizer.current_learning_rate = self.learning_rate
+        backend.set_random_state(self.random_state)

@@ -18,14 +18,13 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy
 
 import gpunn as gn
-from gpunn import backend, checkpoint, datasets, io, plots
+from gpunn import backend, checkpoint, datasets, io, plots, progress
 from gpunn.backend import kernels, nvrtc
 from gpunn.errors import FileFormatError, GpunnError
 
@@ -263,16 +262,16 @@ def _train(args: argparse.Namespace) -> int:
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
     if not args.quiet:
         print(_describe(settings, model, X, X_val, done), flush=True)
-    progress = _progress(args.quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = _Run(model, settings, out, history, done, last, progress)
+    display = progress.choose(args.quiet, model, done + 1, last, steps, len(X), batch_size)
+    run = _Run(model, settings, out, history, done, last, display)
     started = time.perf_counter()
     try:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
                              validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
                              on_epoch_end=run.on_epoch_end,
-                             on_batch_end=progress.batch_end if progress.per_batch else None)
+                             on_batch_end=display.batch_end if display.per_batch else None)
     finally:  # a bar left open would swallow the error line that follows
-        progress.close()
+        display.close()
     seconds = time.perf_counter() - started
     if result.interrupted:
         return run.interrupted()
@@ -413,33 +412,6 @@ def _summary(history: dict[str, list[float]], done: int, last: int, seconds: flo
             f"validation loss {final['val_loss']:.4f}, accuracy {final['val_accuracy']:.4f}")
 
 
-@dataclass
-class _Snapshot:
-    """Everything a checkpoint holds, copied in memory after an epoch (microseconds for a small
-    network), so that Ctrl-C can save the last complete epoch between disk checkpoints."""
-
-    epoch: int
-    parameters: Any
-    state: dict[str, Any]
-    iterations: int
-    learning_rate: float
-    random_state: dict
-
-    @classmethod
-    def take(cls, model: gn.Model, epoch: int) -> _Snapshot:
-        optimizer = model.optimizer
-        return cls(epoch, model.parameters.copy(),
-                   {name: array.copy() for name, array in optimizer.saved_state().items()},
-                   optimizer.iterations, optimizer.current_learning_rate, backend.random_state())
-
-    def restore(self, model: gn.Model) -> None:
-        model.parameters[...] = self.parameters
-        model.optimizer.state.update(self.state)
-        model.optimizer.iterations = self.iterations
-        model.optimizer.current_learning_rate = self.learning_rate
-        backend.set_random_state(self.random_state)
-
-
 class _Run:
     """The files of one `gpunn train` as its epochs end: history, metrics.csv, checkpoint.npz."""
 
@@ -450,7 +422,7 @@ class _Run:
         self.epoch = done
         self.saved_epoch = done if done else None  # the epoch checkpoint.npz holds
         self.saved_at = -math.inf
-        self.snapshot: _Snapshot | None = None
+        self.snapshot: checkpoint.Snapshot | None = None
         self.progress = progress
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
@@ -460,7 +432,7 @@ class _Run:
         if epoch == self.last or time.monotonic() - self.saved_at >= CHECKPOINT_SECONDS:
             self.save_checkpoint()
         else:
-            self.snapshot = _Snapshot.take(self.model, epoch)
+            self.snapshot = checkpoint.Snapshot.take(self.model, epoch)
         self.progress.epoch_end(epoch, logs)
 
     def save_checkpoint(self) -> None:
@@ -494,124 +466,6 @@ def _write_metrics(path: Path, history: dict[str, list[float]]) -> None:
             writer.writerow([index + 1, *(repr(history[key][index]) if key in history else ""
                                           for key in METRICS)])
     os.replace(temporary, path)  # a reader never sees half a file
-
-
-# ---- progress ------------------------------------------------------------------------------------
-
-def _progress(quiet: bool, model: gn.Model, first: int, last: int, steps: int, samples: int,
-              batch_size: int | None) -> _Progress:
-    if quiet:
-        return _Progress()
-    if not sys.stdout.isatty():
-        return _Lines(first, last, samples)
-    if steps >= 10 and last - first < 100:
-        return _BatchBars(model, last, samples, batch_size)
-    return _EpochBar(first, last, samples)
-
-
-def _logs_text(logs: dict[str, float]) -> str:
-    text = f"loss {logs['loss']:.4f}, acc {logs['accuracy']:.4f}"
-    if "val_loss" in logs:
-        text += f", val_loss {logs['val_loss']:.4f}, val_acc {logs['val_accuracy']:.4f}"
-    return text
-
-
-class _Progress:
-    """Shows nothing (--quiet); the base of the three displays below."""
-
-    per_batch = False
-
-    def batch_end(self, epoch: int, step: int, steps: int) -> None:
-        pass
-
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _Lines(_Progress):
-    """Plain lines for logs and pipes: every epoch of ten or fewer, else about ten lines."""
-
-    def __init__(self, first: int, last: int, samples: int) -> None:
-        self.first, self.last, self.samples = first, last, samples
-        self.every = max(1, math.ceil((last - first + 1) / 10))
-        self.started = time.perf_counter()
-
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if (epoch - self.first + 1) % self.every == 0 or epoch == self.last:
-            rate = (epoch - self.first + 1) * self.samples / (time.perf_counter() - self.started)
-            print(f"epoch {epoch}/{self.last}: {_logs_text(logs)}, lr "
-                  f"{logs['learning_rate']:.3g}, {rate:,.0f} samples/s", flush=True)
-
-
-class _EpochBar(_Progress):
-    """One bar over all epochs, for many short ones (a bar per epoch would flood the screen)."""
-
-    def __init__(self, first: int, last: int, samples: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=last, initial=first - 1, unit="epoch", desc="training",
-                        file=sys.stdout, dynamic_ncols=True)
-        self.first, self.samples = first, samples
-        self.started = self.shown = time.perf_counter()
-        self.epoch, self.logs = first - 1, None
-
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        self.bar.update(1)
-        self.epoch, self.logs = epoch, logs
-        now = time.perf_counter()
-        if now - self.shown >= 0.2:  # formatting costs more than a tiny epoch; not every one
-            self.shown = now
-            self._show(now)
-
-    def _show(self, now: float) -> None:
-        rate = (self.epoch - self.first + 1) * self.samples / (now - self.started)
-        self.bar.set_postfix_str(f"{_logs_text(self.logs)}, {rate:,.0f} samples/s",
-                                 refresh=False)
-
-    def close(self) -> None:
-        if self.logs is not None:
-            self._show(time.perf_counter())  # the bar left on screen shows the last epoch
-        self.bar.close()
-
-
-class _BatchBars(_Progress):
-    """A bar per epoch over its samples, with the running loss and accuracy."""
-
-    per_batch = True
-
-    def __init__(self, model: gn.Model, last: int, samples: int, batch_size: int) -> None:
-        self.model, self.last, self.samples, self.batch_size = model, last, samples, batch_size
-        self.bar = None
-
-    def batch_end(self, epoch: int, step: int, steps: int) -> None:
-        from tqdm import tqdm
-
-        if step == 0:
-            self.close()
-            self.bar = tqdm(total=self.samples, unit="sample", unit_scale=True,
-                            desc=f"epoch {epoch}/{self.last}", file=sys.stdout,
-                            dynamic_ncols=True)
-            self.shown = time.perf_counter()
-        self.bar.update(min(self.batch_size, self.samples - step * self.batch_size))
-        now = time.perf_counter()
-        if now - self.shown >= 0.2:  # reading the running loss syncs a GPU; not every step
-            self.shown = now
-            self.bar.set_postfix_str(f"loss {self.model.loss.calculate_accumulated():.4f}, "
-                                     f"acc {self.model.accuracy.calculate_accumulated():.4f}",
-                                     refresh=False)
-
-    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(_logs_text(logs), refresh=False)
-        self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 # ---- gpunn evaluate, predict, info ---------------------------------------------------------------

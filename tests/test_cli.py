@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gpunn as gn
-from gpunn import checkpoint, cli
+from gpunn import checkpoint, cli, progress
 
 PNG = b"\x89PNG\r\n\x1a\n"
 QUICK = ["--device", "cpu", "--epochs", "10", "--batch-size", "32", "--dropout", "0.1"]
@@ -233,14 +233,14 @@ def test_ctrl_c_keeps_the_last_complete_epoch_and_resume_finishes_the_run(tmp_pa
                                                                          monkeypatch):
     # Only the first epoch reaches the disk on its own, so epoch 5 must come from the snapshot.
     monkeypatch.setattr(cli, "CHECKPOINT_SECONDS", 1e9)
-    epoch_end = cli._Lines.epoch_end
+    epoch_end = progress.Lines.epoch_end
 
     def press_ctrl_c_in_epoch_6(self, epoch, logs):
         epoch_end(self, epoch, logs)
         if epoch == 5:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(cli._Lines, "epoch_end", press_ctrl_c_in_epoch_6)
+    monkeypatch.setattr(progress.Lines, "epoch_end", press_ctrl_c_in_epoch_6)
     out = tmp_path / "stopped"
     status, _, err = _gpunn(capsys, "train", *QUICK, "--out", out)
     assert status == 130
