@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import gpunn
+
 
 def to_host(backend, array) -> np.ndarray:
     return backend.to_numpy(array)
@@ -75,3 +77,12 @@ def check_loss_gradients(backend, loss, y_pred, y_true, *, rtol=1e-5, atol=1e-8)
     analytic = to_host(backend, loss.dinputs).copy()
     np.testing.assert_allclose(analytic, numerical_gradient(mean_loss, y_pred), rtol=rtol,
                                atol=atol)
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA device answers here."""
+    try:
+        gpunn.device("cuda")
+    except gpunn.DeviceUnavailableError:
+        return False
+    return True

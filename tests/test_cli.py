@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import cuda_available
 
 import gpunn as gn
 from gpunn import checkpoint, cli, progress
@@ -48,14 +49,6 @@ def _assert_same_model(first, second):
     assert sorted(a) == sorted(b)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)  # the header too
-
-
-def _cuda_available() -> bool:
-    try:
-        gn.device("cuda")
-    except gn.DeviceUnavailableError:
-        return False
-    return True
 
 
 # ---- gpunn train -------------------------------------------------------------------------------
@@ -148,7 +141,7 @@ def test_own_data_files_classify_whole_labels_and_regress_the_rest(tmp_path, cap
 # ---- errors --------------------------------------------------------------------------------------
 
 def test_cuda_where_there_is_none_is_one_line_and_a_failure():
-    if _cuda_available():
+    if cuda_available():
         pytest.skip("this machine has a working CUDA device")
     result = _process("train", "--device", "cuda", "--out", "unused")
     assert result.returncode == 1

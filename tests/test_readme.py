@@ -26,8 +26,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-import gpunn as gn
+from helpers import cuda_available
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -43,14 +42,6 @@ GPU = {'gpunn train --device cuda', 'pytest --device cuda'}
 def _special(command: str) -> bool:
     return (command.startswith("pip install") or command in GPU or command == "pytest"
             or command == "python -m benchmarks")
-
-
-def _cuda_available() -> bool:
-    try:
-        gn.device("cuda")
-    except gn.DeviceUnavailableError:
-        return False
-    return True
 
 
 def _shell(command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -112,7 +103,7 @@ def test_the_gpu_lines_run_or_say_what_to_install(tmp_path, command):
     if command.startswith("pytest"):
         command += " --collect-only -q -p no:cacheprovider"  # the suite itself runs elsewhere
     result = _shell(command, tmp_path if command.startswith("gpunn") else ROOT)
-    if _cuda_available():
+    if cuda_available():
         assert result.returncode == 0, result.stderr
     elif command.startswith("gpunn"):
         assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
