@@ -7,6 +7,7 @@ from typing import Any
 import numpy
 
 from gpunn import _checks
+from gpunn.backend import device
 from gpunn.errors import InvalidArgumentError, InvalidTypeError
 from gpunn.layers import Dense
 from gpunn.losses import CategoricalCrossentropy
@@ -29,11 +30,12 @@ def steps(samples: int, batch_size: int | None) -> tuple[int, int]:
 
 
 def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tuple[Any, Any]:
-    """(X, y) checked against the model and moved to its device: X as (samples, features) in
-    the model's dtype; y as class indices or one-hot for categorical losses, else as floats
-    shaped like the output."""
-    backend = model.backend
-    X = _array(backend, X, x_name)
+    """(X, y) checked against the model and moved to its device (or kept in host memory when the
+    device should not hold them; training then moves one batch at a time): X as (samples,
+    features) in the model's dtype; y as class indices or one-hot for categorical losses, else as
+    floats shaped like the output."""
+    X = _array(X, x_name)
+    backend = model.backend if model.backend.holds(X.size * 8) else device("cpu")
     if X.ndim != 2:
         raise InvalidArgumentError(f"{x_name} must be 2-D (samples, features); received an "
                                    f"array of shape {tuple(X.shape)}.")
@@ -49,7 +51,7 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
                                    f"before training.")
     if y_name is None:
         return X, None
-    y = _array(backend, y, y_name)
+    y = _array(y, y_name)
     if y.ndim == 0 or len(y) != len(X):
         raise InvalidArgumentError(f"{y_name} has {0 if y.ndim == 0 else len(y)} labels but "
                                    f"{x_name} has {len(X)} samples.")
@@ -67,7 +69,7 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
     return X, y
 
 
-def _array(backend: Any, data: Any, name: str) -> Any:
+def _array(data: Any, name: str) -> Any:
     if isinstance(data, (list, tuple)):
         data = numpy.asarray(data)
     if not hasattr(data, "dtype") or not hasattr(data, "shape"):
@@ -75,7 +77,7 @@ def _array(backend: Any, data: Any, name: str) -> Any:
                                f"received {type(data).__name__}.")
     if data.dtype.kind not in "biuf":
         raise InvalidTypeError(f"{name} must hold numbers; received dtype {data.dtype}.")
-    return backend.asarray(data)
+    return data
 
 
 def _outputs(model: Any) -> int | None:

@@ -200,7 +200,9 @@ class Model:
         with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"):
             for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
                 if shuffle:
-                    order = self.backend.asarray(host_random().permutation(len(X)))
+                    order = host_random().permutation(len(X))
+                    if self.backend.is_array(X):
+                        order = self.backend.asarray(order)
                     X_epoch, y_epoch = X[order], y[order]
                 else:
                     X_epoch, y_epoch = X, y
@@ -245,6 +247,7 @@ class Model:
         return history
 
     def _train_step(self, batch_X: Any, batch_y: Any, epoch: int, step: int) -> None:
+        batch_y = self.backend.asarray(batch_y)  # a no-op unless the data stays on the host
         output = self.forward(batch_X, training=True)
         data_loss = float(self.loss.calculate(output, batch_y))
         if not numpy.isfinite(data_loss):
@@ -298,9 +301,9 @@ class Model:
         self.accuracy.new_pass()
         for start in range(0, len(X), batch_size):
             output = self._forward_inference(X[start:start + batch_size], batch_size)
-            self.loss.calculate(output, y[start:start + batch_size])
-            self.accuracy.calculate(self._output_layer_predictions(output),
-                                    y[start:start + batch_size])
+            batch_y = self.backend.asarray(y[start:start + batch_size])
+            self.loss.calculate(output, batch_y)
+            self.accuracy.calculate(self._output_layer_predictions(output), batch_y)
         return self.loss.calculate_accumulated(), self.accuracy.calculate_accumulated()
 
     def predict(self, X: Any, *, batch_size: int | None = None) -> numpy.ndarray:

@@ -370,3 +370,18 @@ def test_out_of_memory_names_the_step_suggests_a_batch_size_and_keeps_parameters
     for (w1, b1), (w2, b2) in zip(saved["before_failure"], model.get_parameters()):
         assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
     assert isinstance(gn.DeviceOutOfMemoryError("x"), MemoryError)
+
+
+def test_data_the_device_should_not_hold_moves_one_batch_at_a_time(backend, spiral, monkeypatch):
+    X, y, X_val, y_val = spiral
+    results = []
+    for holds in (True, False):
+        monkeypatch.setattr(type(backend), "holds", lambda self, nbytes, holds=holds: holds)
+        gn.seed(3)
+        model = _classifier(backend, dropout=0.1)
+        history = model.train(X, y, epochs=3, batch_size=64, validation_data=(X_val, y_val),
+                              verbose=False)
+        results.append((history["loss"], model.evaluate(X_val, y_val), model.predict(X_val)))
+    (loss_on, evaluated_on, predicted_on), (loss_off, evaluated_off, predicted_off) = results
+    assert loss_on == loss_off and evaluated_on == evaluated_off
+    np.testing.assert_array_equal(predicted_on, predicted_off)

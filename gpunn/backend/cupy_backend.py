@@ -95,6 +95,13 @@ class CupyBackend(NumpyBackend):
             return self.xp.asnumpy(array)
         return numpy.asarray(array)
 
+    def holds(self, nbytes: int) -> bool:
+        # A quarter of the free memory at most, leaving the rest for activations and gradients;
+        # larger data stays on the host and moves over a batch at a time.
+        with self._cuda_device:
+            free, _ = self.xp.cuda.runtime.memGetInfo()
+        return nbytes <= free // 4
+
     def seed(self, seed: int) -> None:
         with self._cuda_device:
             self.random = self.xp.random.default_rng(seed)

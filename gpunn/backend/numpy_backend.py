@@ -52,6 +52,10 @@ class NumpyBackend:
         """Whether ``data`` already lives on this device as an array."""
         return isinstance(data, self.xp.ndarray)
 
+    def holds(self, nbytes: int) -> bool:
+        """Whether a data set of ``nbytes`` should live on this device (host memory: always)."""
+        return True
+
     def seed(self, seed: int) -> None:
         """Reseed this device's random generator (dropout masks)."""
         self.random = self.xp.random.default_rng(seed)
