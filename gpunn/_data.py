@@ -51,7 +51,9 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
                                    f"before training.")
     if y_name is None:
         return X, None
-    y = _array(y, y_name)
+    # Labels go where X went (the model's device, or the host for data kept there), so the
+    # two can be indexed together: CuPy refuses a NumPy array indexed by a device array.
+    y = backend.asarray(_array(y, y_name))
     if y.ndim == 0 or len(y) != len(X):
         raise InvalidArgumentError(f"{y_name} has {0 if y.ndim == 0 else len(y)} labels but "
                                    f"{x_name} has {len(X)} samples.")
@@ -63,7 +65,7 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
     if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
         raise InvalidArgumentError(f"{y_name} must have shape ({len(X)}, {outputs}) to match "
                                    f"the model's {outputs} outputs; received {tuple(y.shape)}.")
-    y = backend.asarray(y, dtype=model.dtype)
+    y = y.astype(model.dtype, copy=False)
     if not bool(backend.xp.isfinite(y).all()):
         raise InvalidArgumentError(f"{y_name} contains NaN or inf.")
     return X, y
@@ -91,7 +93,7 @@ def _class_labels(backend: Any, y: Any, name: str, classes: int | None, dtype: s
         if classes is not None and y.shape[1] != classes:
             raise InvalidArgumentError(f"{name} is one-hot with {y.shape[1]} columns but the "
                                        f"model has {classes} outputs.")
-        return backend.asarray(y, dtype=dtype)
+        return y.astype(dtype, copy=False)
     if y.ndim != 1:
         raise InvalidArgumentError(f"{name} must be class indices (1-D) or one-hot (2-D); "
                                    f"received shape {tuple(y.shape)}.")

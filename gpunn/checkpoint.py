@@ -68,7 +68,8 @@ class Snapshot:
                    optimizer.iterations, optimizer.current_learning_rate, backend.random_state())
 
     def restore(self, model: Model) -> None:
-        model.parameters[...] = self.parameters
+        with model.backend.activate():
+            model.parameters[...] = self.parameters
         model.optimizer.state.update(self.state)
         model.optimizer.iterations = self.iterations
         model.optimizer.current_learning_rate = self.learning_rate

@@ -63,9 +63,10 @@ class Dense(Layer):
         self.bias_regularizer_l2 = _checks.number("bias_regularizer_l2", bias_regularizer_l2)
         # Drawn on the host from gpunn's seeded generator, so CPU and GPU start identically.
         weights = 0.01 * host_random().standard_normal((self.n_inputs, self.n_neurons))
-        self.weights = self.backend.asarray(weights, dtype=self.dtype)
-        self.biases = self.backend.xp.zeros((1, self.n_neurons), dtype=self.dtype)
-        self._allocate_gradients()
+        with self.backend.activate():
+            self.weights = self.backend.asarray(weights, dtype=self.dtype)
+            self.biases = self.backend.xp.zeros((1, self.n_neurons), dtype=self.dtype)
+            self._allocate_gradients()
         # The model turns this off for its first layer, whose input gradient nobody uses: that
         # skips the largest matrix product of the backward pass.
         self.compute_dinputs = True
@@ -88,9 +89,10 @@ class Dense(Layer):
     def to(self, backend: DeviceLike, dtype: str | None = None) -> Dense:
         source = self.backend
         super().to(backend, dtype)
-        self.weights = self.backend.asarray(source.to_numpy(self.weights), dtype=self.dtype)
-        self.biases = self.backend.asarray(source.to_numpy(self.biases), dtype=self.dtype)
-        self._allocate_gradients()
+        with self.backend.activate():
+            self.weights = self.backend.asarray(source.to_numpy(self.weights), dtype=self.dtype)
+            self.biases = self.backend.asarray(source.to_numpy(self.biases), dtype=self.dtype)
+            self._allocate_gradients()
         return self
 
     def forward(self, inputs: Any, training: bool = False, fused_relu: Any = None) -> None:

@@ -8,6 +8,7 @@ call, before anything is changed.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 from typing import Any
@@ -29,6 +30,16 @@ from gpunn.errors import (
 from gpunn.layers import Dense, Layer
 from gpunn.losses import CategoricalCrossentropy, Loss, SoftmaxCategoricalCrossentropy
 from gpunn.optimizers import Optimizer
+
+
+def _on_device(method: Any) -> Any:
+    """Run a Model method with the model's device current: CuPy allocates, computes and draws
+    random numbers on the current device, which for cuda:N (N >= 1) is not the model's."""
+    @functools.wraps(method)
+    def wrapper(self: Model, *args: Any, **kwargs: Any) -> Any:
+        with self.backend.activate():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class History(dict):
@@ -94,6 +105,7 @@ class Model:
         self.accuracy = accuracy or self.accuracy
         self.finalized = False
 
+    @_on_device
     def finalize(self) -> None:
         """Check the architecture, move everything to the model's device and dtype, and pack
         the parameters into one flat array."""
@@ -110,6 +122,10 @@ class Model:
     def to(self, target: DeviceLike) -> Model:
         """Move the model (parameters and optimizer state) to ``target``; returns the model."""
         self.backend = _device(target)
+        with self.backend.activate():
+            return self._move()
+
+    def _move(self) -> Model:
         for layer in self.layers:
             layer.to(self.backend, self.dtype)
             if isinstance(layer, Dense):
@@ -144,6 +160,7 @@ class Model:
 
     # ---- forward and backward -------------------------------------------------------------
 
+    @_on_device
     def forward(self, X: Any, training: bool) -> Any:
         """Run every layer; a Dense followed by ReLU runs as one fused kernel."""
         layers, i = self.layers, 0
@@ -159,6 +176,7 @@ class Model:
             i += 1
         return X
 
+    @_on_device
     def backward(self, output: Any, y: Any) -> None:
         """Gradients of the loss for every layer, last to first."""
         layers = self.layers
@@ -174,6 +192,7 @@ class Model:
 
     # ---- training, evaluation, prediction -----------------------------------------------------
 
+    @_on_device
     def train(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
               shuffle: bool = True, print_every: int = 1, validation_data: tuple | None = None,
               verbose: bool = True, on_epoch_end: Any = None, on_batch_end: Any = None,
@@ -215,7 +234,9 @@ class Model:
                     try:
                         self._train_step(X_epoch[start:start + batch_size],
                                          y_epoch[start:start + batch_size], epoch, step)
-                    except self.backend.out_of_memory_errors as error:
+                    except Exception as error:
+                        if not self.backend.is_out_of_memory(error):
+                            raise
                         raise self._out_of_memory(error, batch_size, f"epoch {epoch}, step "
                                                   f"{step + 1}") from error
                     if verbose and (step % print_every == 0 or step == steps - 1):
@@ -286,6 +307,7 @@ class Model:
                 "accuracy": self.accuracy.calculate_accumulated(),
                 "learning_rate": self.optimizer.current_learning_rate}
 
+    @_on_device
     def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None,
                  verbose: bool = False) -> tuple[float, float]:
         """The data loss and accuracy on (X, y), without training."""
@@ -306,6 +328,7 @@ class Model:
             self.accuracy.calculate(self._output_layer_predictions(output), batch_y)
         return self.loss.calculate_accumulated(), self.accuracy.calculate_accumulated()
 
+    @_on_device
     def predict(self, X: Any, *, batch_size: int | None = None) -> numpy.ndarray:
         """The outputs of the last layer for X, as a NumPy array whatever the device."""
         self._require_ready(training=False)
@@ -321,7 +344,9 @@ class Model:
     def _forward_inference(self, X: Any, batch_size: int) -> Any:
         try:
             return self.forward(X, training=False)
-        except self.backend.out_of_memory_errors as error:
+        except Exception as error:
+            if not self.backend.is_out_of_memory(error):
+                raise
             raise self._out_of_memory(error, batch_size, "inference") from error
 
     def _output_layer_predictions(self, output: Any) -> Any:
@@ -340,11 +365,13 @@ class Model:
 
     # ---- parameters -----------------------------------------------------------------------
 
+    @_on_device
     def get_parameters(self) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
         """(weights, biases) of every trainable layer, as NumPy copies."""
         return [(self.backend.to_numpy(layer.weights).copy(),
                  self.backend.to_numpy(layer.biases).copy()) for layer in self.trainable_layers]
 
+    @_on_device
     def set_parameters(self, parameters: list) -> None:
         """Set every trainable layer's (weights, biases); checks all shapes before changing
         anything."""
@@ -408,7 +435,8 @@ class Model:
         $GPUNN_DEVICE, else auto)."""
         header, arrays = io.read(path, "model", "checkpoint")
         model = io.build_model(header, cls, device)
-        io.restore_arrays(model, arrays, path)
+        with model.backend.activate():
+            io.restore_arrays(model, arrays, path)
         return model
 
 

@@ -2,6 +2,8 @@
 
 ``pytest`` runs every device test on the CPU and, when CUDA answers, on the GPU too;
 ``pytest --device cuda`` (or cpu, cuda:N, auto) runs them on that device alone.
+``pytest --cupy-double`` runs the suite as on a machine with two GPUs that are simulated by the
+strict CuPy double in tests/cupy_double (devices cuda-sim:0 and cuda-sim:1): not a GPU result.
 """
 
 from __future__ import annotations
@@ -10,16 +12,42 @@ import datetime
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import pytest
 
 import gpunn
 
+TESTS = Path(__file__).resolve().parent
+CUPY_DOUBLE = TESTS / "cupy_double"
+
 
 def pytest_addoption(parser):
     parser.addoption("--device", default="all",
                      help="all (cpu, plus cuda when present; default), cpu, cuda, cuda:N or auto")
+    parser.addoption("--cupy-double", action="store_true",
+                     help="import tests/cupy_double as cupy: CUDA on simulated devices "
+                     "(cuda-sim:N), strict as CuPy, not a GPU")
+
+
+def install_cupy_double() -> None:
+    """Make ``import cupy`` find the double, here and in subprocesses the tests start."""
+    if "cupy" in sys.modules and not hasattr(sys.modules["cupy"], "_sim"):
+        raise pytest.UsageError("--cupy-double: the real cupy is already imported")
+    sys.path.insert(0, str(CUPY_DOUBLE))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(CUPY_DOUBLE), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def simulated() -> bool:
+    """Whether ``cupy`` is the double (devices cuda-sim:N), not the real CuPy."""
+    return hasattr(sys.modules.get("cupy"), "_sim")
+
+
+def device_id(name: str) -> str:
+    """A device's name in test ids and reports: cuda-sim:N on the double."""
+    return name.replace("cuda:", "cuda-sim:") if simulated() else name
 
 
 def _devices(config) -> list[str]:
@@ -35,16 +63,32 @@ def _devices(config) -> list[str]:
 
 
 def pytest_configure(config):
+    if config.getoption("--cupy-double"):
+        install_cupy_double()
     config.gpunn_devices = _devices(config)
 
 
 def pytest_report_header(config):
-    return f"gpunn devices: {', '.join(config.gpunn_devices)}"
+    names = ", ".join(map(device_id, config.gpunn_devices))
+    if simulated():
+        return (f"gpunn devices: {names} (CUDA simulated by the CuPy double in "
+                f"{CUPY_DOUBLE}; not a GPU)")
+    return f"gpunn devices: {names}"
 
 
 def pytest_generate_tests(metafunc):
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", metafunc.config.gpunn_devices, indirect=True)
+        metafunc.parametrize("backend", metafunc.config.gpunn_devices, indirect=True,
+                             ids=[device_id(name) for name in metafunc.config.gpunn_devices])
+
+
+@pytest.fixture
+def second_cuda_device():
+    """A second CUDA device (cuda:1) for the multi-device tests; on the double, cuda-sim:1."""
+    try:
+        return gpunn.device("cuda:1")
+    except gpunn.DeviceUnavailableError as error:
+        require(False, f"no second CUDA device: {error}")
 
 
 @pytest.fixture
@@ -69,6 +113,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     cuda = [name for name in config.gpunn_devices if name.startswith("cuda")]
     if not cuda:
         return
+    if simulated():
+        _report_simulated(terminalreporter)
+        return
     import cupy
 
     backend = gpunn.device(cuda[0])
@@ -91,3 +138,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     path = folder / f"pytest-{name}-{stamp}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     terminalreporter.write_line(f"gpunn: recorded this CUDA run in {path}")
+
+
+def _report_simulated(terminalreporter) -> None:
+    """The count of tests that ran on simulated devices, said as such; nothing is recorded
+    under benchmarks/results, which holds real GPU results only."""
+    counts = {key: sum(1 for report in terminalreporter.stats.get(key, [])
+                       if "cuda-sim" in report.nodeid or "cuda-sim" in str(report.keywords))
+              for key in ("passed", "failed", "skipped")}
+    total = {key: len(terminalreporter.stats.get(key, [])) for key in ("passed", "failed")}
+    terminalreporter.write_line(
+        f"gpunn: CuPy double (simulated devices cuda-sim:0, cuda-sim:1; NOT a GPU): "
+        f"{counts['passed']} device tests passed on cuda-sim, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped; the whole session, run with cupy = the double: "
+        f"{total['passed']} passed, {total['failed']} failed")

@@ -56,10 +56,27 @@ def check_layer_gradients(backend, layer, inputs, *, rtol=1e-5, atol=1e-8):
         np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol, err_msg=name)
 
 
-def assert_same(backend, result, expected) -> None:
-    """A device result equals NumPy's exactly (NaN matches NaN)."""
+def flush_subnormals(array: np.ndarray) -> np.ndarray:
+    """A float32 array as CUDA's flush-to-zero sees it (CuPy compiles with -ftz=true):
+    subnormals become zero. Other dtypes are returned as they are."""
+    if array.dtype != np.float32:
+        return array
+    return np.where(np.abs(array) < np.finfo(np.float32).tiny, np.float32(0), array)
+
+
+def flushes(backend, dtype) -> bool:
+    """Whether kernels on ``backend`` flush ``dtype`` subnormals: float32 on CUDA."""
+    return backend.device != "cpu" and np.dtype(dtype) == np.float32
+
+
+def assert_same(backend, result, expected, *, ftz: bool = False) -> None:
+    """A device result equals NumPy's exactly (NaN matches NaN); with ``ftz`` (float32 on
+    CUDA), after flushing subnormals to zero on both sides (compute ``expected`` from flushed
+    inputs too)."""
     result = to_host(backend, result)
     assert result.dtype == expected.dtype, (result.dtype, expected.dtype)
+    if ftz:
+        result, expected = flush_subnormals(result), flush_subnormals(expected)
     np.testing.assert_array_equal(result, expected)
 
 

@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import require
+from helpers import flush_subnormals
 from kernel_host import HostKernels, build, compiler
 
 from gpunn.backend import kernels, nvrtc
@@ -74,16 +75,27 @@ def _random(shape, dtype, seed=0):
 GEOMETRIES = [{}, {"grid": 1, "block": 32}, {"grid": 3, "block": 7}]  # full cover; grid < data
 
 
+def assert_twin(result, twin, *inputs):
+    """The kernel's result equals its NumPy twin's on the same inputs; for float32, as CUDA
+    computes it under CuPy's -ftz=true: subnormal inputs and results count as zero."""
+    if result.dtype == np.float32:
+        with np.errstate(invalid="ignore", over="ignore"):
+            expected = twin(*(flush_subnormals(x) for x in inputs))
+        np.testing.assert_array_equal(flush_subnormals(result), flush_subnormals(expected))
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.testing.assert_array_equal(result, twin(*inputs))
+
+
 @pytest.mark.compiler
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_host_relu_matches_numpy(host, dtype, size, geometry):
     x = _random(size, dtype)
-    np.testing.assert_array_equal(host.relu(x, **geometry), reference.relu(x))
+    assert_twin(host.relu(x, **geometry), reference.relu, x)
     dy = _random(size, dtype, seed=1)
-    np.testing.assert_array_equal(host.relu_backward(dy, x, **geometry),
-                                  reference.relu_backward(dy, x))
+    assert_twin(host.relu_backward(dy, x, **geometry), reference.relu_backward, dy, x)
 
 
 @pytest.mark.compiler
@@ -92,10 +104,8 @@ def test_host_relu_matches_numpy(host, dtype, size, geometry):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_host_bias_ops_match_numpy(host, dtype, shape, geometry):
     x, biases = _random(shape, dtype), _random((1, shape[1]), dtype, seed=2)
-    np.testing.assert_array_equal(host.bias_add(x, biases, **geometry),
-                                  reference.bias_add(x, biases))
-    np.testing.assert_array_equal(host.bias_relu(x, biases, **geometry),
-                                  reference.bias_relu(x, biases))
+    assert_twin(host.bias_add(x, biases, **geometry), reference.bias_add, x, biases)
+    assert_twin(host.bias_relu(x, biases, **geometry), reference.bias_relu, x, biases)
 
 
 @pytest.mark.compiler
@@ -104,20 +114,36 @@ def test_host_kernels_on_special_values(host, dtype):
     specials = _specials(dtype)
     x = np.array(np.meshgrid(specials, specials)).reshape(2, -1)  # every pair of specials
     a, b = x[0].copy(), x[1].copy()
-    np.testing.assert_array_equal(host.relu(a), reference.relu(a))
-    np.testing.assert_array_equal(host.relu_backward(b, a), reference.relu_backward(b, a))
+    assert_twin(host.relu(a), reference.relu, a)
+    assert_twin(host.relu_backward(b, a), reference.relu_backward, b, a)
     rows = a.reshape(len(specials), len(specials))
     bias = specials.reshape(1, -1)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf and max + max, on purpose
-        np.testing.assert_array_equal(host.bias_add(rows, bias), reference.bias_add(rows, bias))
-        np.testing.assert_array_equal(host.bias_relu(rows, bias), reference.bias_relu(rows, bias))
+    # inf + -inf and max + max, on purpose
+    assert_twin(host.bias_add(rows, bias), reference.bias_add, rows, bias)
+    assert_twin(host.bias_relu(rows, bias), reference.bias_relu, rows, bias)
 
 
 @pytest.mark.compiler
-def test_host_relu_backward_masks_exactly_where_input_is_not_positive(host):
-    x = np.array([-1.0, -0.0, 0.0, np.nan, 1e-45, 2.0], dtype=np.float32)
+@pytest.mark.parametrize("dtype, subnormal_passes", [(np.float32, False), (np.float64, True)])
+def test_host_relu_backward_masks_exactly_where_input_is_not_positive(host, dtype,
+                                                                       subnormal_passes):
+    # A positive subnormal input is zero under float32 flush-to-zero, so its gradient is
+    # masked as on a GPU; float64 keeps it.
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.array([-1.0, -0.0, 0.0, np.nan, tiny, 2.0], dtype=dtype)
     dy = np.full_like(x, 5.0)
-    np.testing.assert_array_equal(host.relu_backward(dy, x), [0, 0, 0, 5, 5, 5])
+    np.testing.assert_array_equal(host.relu_backward(dy, x),
+                                  [0, 0, 0, 5, 5 if subnormal_passes else 0, 5])
+
+
+@pytest.mark.compiler
+def test_host_float32_kernels_flush_subnormals_as_cuda_does(host):
+    # The host run must predict the GPU: without FTZ this sum would be a subnormal.
+    tiny = np.finfo(np.float32).tiny
+    x = np.array([[tiny * 1.5]], dtype=np.float32)  # both inputs normal, the sum subnormal
+    b = np.array([[-tiny]], dtype=np.float32)
+    assert host.bias_add(x, b)[0, 0] == 0.0
+    assert host.bias_add(x.astype(np.float64), b.astype(np.float64))[0, 0] == np.float32(tiny) / 2
 
 
 @pytest.mark.compiler

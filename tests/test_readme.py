@@ -8,7 +8,7 @@ What does not, and what is checked instead:
 - ``pip install -e ...``: installing needs a fresh environment and the network. We build the
   wheel with hatchling, the backend pip calls, and check what pip would install: the
   ``gpunn`` console script and the extras the README names (dev, plot, cuda12).
-- ``pytest``: this is the test suite itself; we check that it collects.
+- ``pytest`` and ``pytest --cupy-double``: the test suite itself; we check that it collects.
 - the GPU lines: without a working CUDA device they must fail with the one-line error saying
   what to install; with one they run.
 - ``python -m benchmarks``: takes minutes; we run its ``--help``.
@@ -35,13 +35,14 @@ SHELL = [line.strip() for language, text in BLOCKS if language in ("", "sh", "ba
          for line in text.splitlines() if line.strip()]
 COMMANDS = [part.strip() for line in SHELL for part in line.split("&&")]
 PYTHON = [text for language, text in BLOCKS if language == "python"]
-QUICKSTART = ['pip install -e . && gpunn train', 'pip install -e ".[dev]" && pytest']
+QUICKSTART = ['pip install -e . && gpunn train',
+              'pip install -e ".[dev]" && pytest && pytest --cupy-double']
 GPU = {'gpunn train --device cuda', 'pytest --device cuda'}
 
 
 def _special(command: str) -> bool:
-    return (command.startswith("pip install") or command in GPU or command == "pytest"
-            or command == "python -m benchmarks")
+    return (command.startswith("pip install") or command in GPU
+            or command in ("pytest", "pytest --cupy-double") or command == "python -m benchmarks")
 
 
 def _shell(command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -89,9 +90,10 @@ def test_every_gpunn_and_python_command_runs(tmp_path):
     assert (tmp_path / "predictions.npz").is_file()
 
 
-def test_the_pytest_of_the_quickstart_collects(tmp_path):
-    assert "pytest" in COMMANDS
-    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+@pytest.mark.parametrize("options", [[], ["--cupy-double"]])
+def test_the_pytest_of_the_quickstart_collects(tmp_path, options):
+    assert " ".join(["pytest", *options]) in COMMANDS
+    result = subprocess.run([sys.executable, "-m", "pytest", *options, "--collect-only", "-q",
                              "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "tests collected" in result.stdout, result.stdout

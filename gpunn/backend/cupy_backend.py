@@ -34,15 +34,29 @@ def import_cupy() -> Any:
     return cupy
 
 
+def driver_version(cupy: Any) -> int:
+    """The CUDA version the NVIDIA driver supports (e.g. 12080), or 0 when there is no driver."""
+    try:
+        return int(cupy.cuda.runtime.driverGetVersion())
+    except Exception:  # CUDARuntimeError, or a broken install
+        return 0
+
+
 def count_devices(cupy: Any) -> int:
     """How many CUDA devices answer, or DeviceUnavailableError saying why none do."""
     try:
         return int(cupy.cuda.runtime.getDeviceCount())
     except Exception as error:  # CuPy raises CUDARuntimeError; a broken install raises others
         text = str(error)
-        if "InsufficientDriver" in text:
-            reason = ("the NVIDIA driver is too old for this CuPy build. Update the driver, or "
-                      "install the CuPy build for an older CUDA.")
+        if "InsufficientDriver" in text and driver_version(cupy) == 0:
+            # Without libcuda the runtime reports an "insufficient" driver of version 0.
+            reason = ("no NVIDIA driver found. Install the NVIDIA driver for your GPU "
+                      "(nvidia-smi must work), or use --device cpu.")
+        elif "InsufficientDriver" in text:
+            version = driver_version(cupy)
+            reason = (f"the NVIDIA driver is too old for this CuPy build (the driver supports "
+                      f"CUDA {version // 1000}.{version % 1000 // 10}). Update the driver, or "
+                      f"install the CuPy build for an older CUDA.")
         elif "NoDevice" in text:
             reason = "no CUDA device was found."
         else:
@@ -76,6 +90,30 @@ class CupyBackend(NumpyBackend):
         self.max_blocks = sms * 32  # enough blocks to fill the device; the loop covers the rest
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._ones_cache = {}
+        self._functions: dict[tuple[str, str], Any] = {}  # (kernel, dtype) -> loaded kernel
+        self._check_kernels()
+
+    def _check_kernels(self) -> None:
+        """Compile and load the kernels now, so a CuPy that cannot (no CUDA headers or NVRTC
+        library: a plain CuPy wheel on a machine with only the driver) fails at device choice
+        with the fix, not in the middle of the first epoch."""
+        try:
+            for kernel in kernels.KERNELS:
+                for dtype in kernels.DTYPES:
+                    self._function(kernel, dtype)
+        except Exception as error:  # CompileException, RuntimeError, OSError, ImportError, ...
+            raise DeviceUnavailableError(
+                f"{self.device} cannot run gpunn's CUDA kernels: CuPy failed to compile or load "
+                f"them ({type(error).__name__}: {' '.join(str(error).split())[:300]}). CuPy "
+                f"needs the CUDA headers and NVRTC; install them from wheels with "
+                f"pip install 'gpunn[cuda12]' (or 'gpunn[cuda13]'), which brings CuPy's ctk "
+                f"extra, or install the CUDA toolkit.") from error
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        # cuBLAS allocates its workspace outside CuPy's pool and reports a failure as
+        # CUBLASError CUBLAS_STATUS_ALLOC_FAILED (status 3) instead of OutOfMemoryError.
+        return super().is_out_of_memory(error) or (
+            type(error).__name__ == "CUBLASError" and getattr(error, "status", None) == 3)
 
     def __repr__(self) -> str:
         return f"<gpunn backend {self.device}>"
@@ -165,14 +203,20 @@ class CupyBackend(NumpyBackend):
             function((grid,), (BLOCK,), args)
 
     def _function(self, kernel: str, dtype: str) -> Any:
-        filename = kernels.KERNELS[kernel]
-        module = _modules.get(filename)
-        if module is None:
-            module = self.xp.RawModule(
-                code=kernels.read_source(filename),
-                options=kernels.NVRTC_OPTIONS,
-                name_expressions=kernels.name_expressions(filename),
-            )
-            _modules[filename] = module
-        with self._cuda_device:
-            return module.get_function(kernels.name_expression(kernel, dtype))
+        """The loaded kernel for this backend's device: looked up once (CuPy makes a new
+        kernel object on every get_function)."""
+        function = self._functions.get((kernel, dtype))
+        if function is None:
+            filename = kernels.KERNELS[kernel]
+            module = _modules.get(filename)
+            if module is None:
+                module = self.xp.RawModule(
+                    code=kernels.read_source(filename),
+                    options=kernels.NVRTC_OPTIONS,
+                    name_expressions=kernels.name_expressions(filename),
+                )
+                _modules[filename] = module
+            with self._cuda_device:
+                function = module.get_function(kernels.name_expression(kernel, dtype))
+            self._functions[(kernel, dtype)] = function
+        return function

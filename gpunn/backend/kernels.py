@@ -20,8 +20,12 @@ KERNELS = {
 }
 # NumPy dtype name -> C++ type name.
 DTYPES = {"float32": "float", "float64": "double"}
-# NVRTC options, the same for CuPy at run time and for the compile check in the tests.
+# NVRTC options gpunn gives CuPy at run time.
 NVRTC_OPTIONS = ("--std=c++14",)
+# What CuPy adds to every compile (cupy/cuda/compiler.py): float32 subnormals flush to zero, in
+# inputs and results. So on CUDA a float32 kernel equals its NumPy twin on values with
+# subnormals taken as zero; float64 is exact. The compile checks add it too.
+CUPY_OPTIONS = ("-ftz=true",)
 
 
 def kernel_dir() -> Path:

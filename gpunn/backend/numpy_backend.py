@@ -45,8 +45,14 @@ class NumpyBackend:
         return self.xp.asarray(data, dtype=dtype)
 
     def to_numpy(self, array: Any) -> numpy.ndarray:
-        """A host NumPy array with the values of ``array``."""
+        """A host NumPy array with the values of ``array`` (a copy if it is on a GPU)."""
+        if hasattr(array, "__cuda_array_interface__"):  # CuPy refuses numpy.asarray
+            return array.get()
         return numpy.asarray(array)
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        """Whether ``error`` means this device ran out of memory."""
+        return isinstance(error, self.out_of_memory_errors)
 
     def is_array(self, data: Any) -> bool:
         """Whether ``data`` already lives on this device as an array."""
@@ -86,7 +92,8 @@ class NumpyBackend:
     def _ones(self, n: int, dtype: Any) -> Any:
         key = (n, dtype)  # a dtype object hashes fast; its .name is a slow property
         if key not in self._ones_cache:
-            self._ones_cache[key] = self.xp.ones(n, dtype=dtype)
+            with self.activate():  # made once, on this backend's device whatever is current
+                self._ones_cache[key] = self.xp.ones(n, dtype=dtype)
         return self._ones_cache[key]
 
     # ---- the kernel-backed ops ---------------------------------------------------------------

@@ -35,18 +35,26 @@ def load() -> tuple[Any, str]:
 
 
 def compile_file(nvrtc: Any, filename: str, architecture: str) -> Compiled:
-    """Compile every template instance of one kernel file to a cubin for ``architecture``."""
+    """Compile every template instance of one kernel file to a cubin for ``architecture``,
+    with the options CuPy compiles it with."""
+    return compile_source(nvrtc, kernels.read_source(filename), filename,
+                          kernels.name_expressions(filename), architecture,
+                          kernels.NVRTC_OPTIONS + kernels.CUPY_OPTIONS)
+
+
+def compile_source(nvrtc: Any, source: str, filename: str, names: list[str], architecture: str,
+                   options: tuple[str, ...]) -> Compiled:
+    """Compile ``source`` with NVRTC and ``options`` for ``architecture``, instantiating
+    ``names`` (name expressions such as ``relu<float>``)."""
     ok = nvrtc.nvrtcResult.NVRTC_SUCCESS
-    error, program = nvrtc.nvrtcCreateProgram(kernels.read_source(filename).encode(),
-                                              filename.encode(), 0, [], [])
+    error, program = nvrtc.nvrtcCreateProgram(source.encode(), filename.encode(), 0, [], [])
     if error != ok:
         return Compiled(False, f"nvrtcCreateProgram failed: {error}")
     try:
-        names = kernels.name_expressions(filename)
         for name in names:
             nvrtc.nvrtcAddNameExpression(program, name.encode())
         options = [f"--gpu-architecture={architecture}".encode(),
-                   *(option.encode() for option in kernels.NVRTC_OPTIONS)]
+                   *(option.encode() for option in options)]
         (error,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
         _, size = nvrtc.nvrtcGetProgramLogSize(program)
         log = b" " * size

@@ -1,10 +1,19 @@
-"""Compile kernels/*.cu as C++ with the host shim and call the kernels through ctypes."""
+"""Compile kernels/*.cu as C++ with the host shim and launch any kernel instance through ctypes.
+
+The kernel signatures are read from the .cu sources and every instance listed in
+``gpunn.backend.kernels`` gets a C entry point, so a new kernel needs no code here. The kernel
+tests and the CuPy double (tests/cupy_double) both launch kernels through this module.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import os
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +21,37 @@ import numpy as np
 from gpunn.backend import kernels
 
 HERE = Path(__file__).resolve().parent
-CTYPES = {"float32": "float", "float64": "double"}
+# C scalar type -> (NumPy dtype of the same width and kind, ctypes type)
+SCALARS = {
+    "float": (np.dtype(np.float32), ctypes.c_float),
+    "double": (np.dtype(np.float64), ctypes.c_double),
+    "int": (np.dtype(np.int32), ctypes.c_int),
+    "unsigned": (np.dtype(np.uint32), ctypes.c_uint),
+    "unsigned int": (np.dtype(np.uint32), ctypes.c_uint),
+    "long long": (np.dtype(np.int64), ctypes.c_longlong),
+    "unsigned long long": (np.dtype(np.uint64), ctypes.c_ulonglong),
+    "bool": (np.dtype(np.bool_), ctypes.c_bool),
+}
+_KERNEL = re.compile(r"(?:template\s*<\s*typename\s+(\w+)\s*>\s*)?__global__\s+void\s+(\w+)\s*"
+                     r"\(([^)]*)\)", re.S)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One kernel parameter with the template argument substituted: ``const float*`` etc."""
+
+    name: str
+    base: str  # the C scalar type, e.g. "float" or "long long"
+    pointer: bool
+    const: bool
+
+    @property
+    def dtype(self) -> np.dtype:
+        return SCALARS[self.base][0]
+
+    @property
+    def c_type(self) -> str:
+        return f"{'const ' if self.const else ''}{self.base}{'*' if self.pointer else ''}"
 
 
 def compiler() -> str | None:
@@ -20,30 +59,109 @@ def compiler() -> str | None:
     return shutil.which("g++") or shutil.which("c++")
 
 
-def build(out_dir: Path) -> ctypes.CDLL:
-    """Compile the kernels and their host launchers into a shared library; raises with the
-    compiler's log on failure."""
-    library = out_dir / "gpunn_kernels_host.so"
-    command = [compiler(), "-std=c++14", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
-               "-shared", "-fPIC", "-include", str(HERE / "shim.h"),
-               "-I", str(kernels.kernel_dir()), str(HERE / "launch.cpp"), "-o", str(library)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"host compile failed: {' '.join(command)}\n{result.stderr}")
-    return ctypes.CDLL(str(library))
+def signatures(source: str) -> dict[str, tuple[str | None, list[str]]]:
+    """Kernel name -> (template parameter or None, parameter declarations) in a .cu source."""
+    found = {}
+    for template, name, params in _KERNEL.findall(source):
+        declarations = [" ".join(p.split()) for p in params.split(",") if p.strip()]
+        found[name] = (template or None, declarations)
+    return found
+
+
+def parameters(source: str, expression: str) -> list[Param]:
+    """The parameters of one instance such as ``relu<float>``, template argument substituted."""
+    match = re.fullmatch(r"(\w+)(?:<(.+)>)?", expression.replace(" ", ""))
+    name, argument = match.group(1), match.group(2)
+    template, declarations = signatures(source)[name]
+    result = []
+    for declaration in declarations:
+        if template is not None:
+            declaration = re.sub(rf"\b{template}\b", argument, declaration)
+        declaration = declaration.replace("__restrict__", " ")
+        pointer = "*" in declaration
+        words = declaration.replace("*", " ").split()
+        const = "const" in words
+        words = [word for word in words if word != "const"]
+        base, param_name = " ".join(words[:-1]), words[-1]
+        if base not in SCALARS:
+            raise ValueError(f"kernel {expression}: parameter type {base!r} is not one the host "
+                             f"shim knows ({', '.join(SCALARS)})")
+        result.append(Param(param_name, base, pointer, const))
+    return result
+
+
+class HostModule:
+    """Every kernel instance of some kernel files, compiled for the host."""
+
+    def __init__(self, library: ctypes.CDLL, params: dict[str, list[Param]]) -> None:
+        self.library = library
+        self.params = params
+        self._entries = {name: getattr(library, f"gpunn_host_{i}")
+                         for i, name in enumerate(params)}
+
+    def launch(self, expression: str, grid: int, block: int, values: list, *, ftz: bool) -> None:
+        """Run ``expression`` over ``grid`` blocks of ``block`` threads. ``values``: one per
+        parameter, an address (int) for pointers and a number for scalars; the caller checks
+        them. ``ftz``: run with float32 flush-to-zero, as CuPy's -ftz=true does on a GPU."""
+        params = self.params[expression]
+        if len(values) != len(params):
+            raise TypeError(f"{expression} takes {len(params)} arguments; received {len(values)}")
+        cells = [ctypes.c_void_p(value) if param.pointer else SCALARS[param.base][1](value)
+                 for param, value in zip(params, values)]
+        pointers = (ctypes.c_void_p * max(len(cells), 1))(
+            *[ctypes.cast(ctypes.pointer(cell), ctypes.c_void_p) for cell in cells])
+        self._entries[expression](ctypes.c_uint(grid), ctypes.c_uint(block), ctypes.c_int(ftz),
+                                  pointers)
+
+
+def build(out_dir: Path, *, code: str | None = None,
+          expressions: list[str] | None = None) -> HostModule:
+    """Compile CUDA source (default: every file in kernels/) with an entry point per instance
+    (default: ``kernels.name_expressions`` of every file); raises with the compiler's log on
+    failure. Builds are cached in ``out_dir`` by the hash of what they compile."""
+    if code is None:
+        code = "".join(f'#include "{filename}"\n' for filename in kernels.source_files())
+        source = "".join(kernels.read_source(filename) for filename in kernels.source_files())
+        expressions = expressions or [name for filename in kernels.source_files()
+                                      for name in kernels.name_expressions(filename)]
+    else:
+        source = code
+    params = {expression: parameters(source, expression) for expression in expressions}
+    lines = ['#include "shim.h"', code]
+    for index, (expression, param_list) in enumerate(params.items()):
+        arguments = ", ".join(f"*({param.c_type}*)a[{i}]" for i, param in enumerate(param_list))
+        lines.append(f'extern "C" void gpunn_host_{index}(unsigned grid, unsigned block, '
+                     f"int ftz, void** a) {{ gpunn_host_launch(grid, block, ftz != 0, [&] {{ "
+                     f"{expression}({arguments}); }}); }}")
+    text = "\n".join(lines) + "\n"
+    digest = hashlib.sha256((text + source + (HERE / "shim.h").read_text()).encode())
+    library = Path(out_dir) / f"gpunn_kernels_host_{digest.hexdigest()[:16]}.so"
+    if not library.is_file():
+        entry = library.with_suffix(f".{os.getpid()}.cpp")
+        entry.write_text(text)
+        partial = library.with_suffix(f".{os.getpid()}.so")
+        command = [compiler(), "-std=c++14", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
+                   "-shared", "-fPIC", "-I", str(HERE), "-I", str(kernels.kernel_dir()),
+                   str(entry), "-o", str(partial)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        entry.unlink()
+        if result.returncode != 0:
+            raise RuntimeError(f"host compile failed: {' '.join(command)}\n{result.stderr}")
+        os.replace(partial, library)  # processes building the same library never clash
+    return HostModule(ctypes.CDLL(str(library)), params)
 
 
 class HostKernels:
-    """Runs the kernels on the host with a chosen grid and block size."""
+    """The elementwise kernels on NumPy arrays with a chosen grid and block size, compiled as
+    CuPy compiles them: float32 instances flush subnormals to zero (-ftz=true)."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
-        self.library = library
+    def __init__(self, module: HostModule) -> None:
+        self.module = module
 
     def _call(self, kernel, dtype, grid, block, arrays, *sizes):
-        function = getattr(self.library, f"{kernel}_{CTYPES[dtype.name]}")
-        pointers = [ctypes.c_void_p(a.ctypes.data) for a in arrays]
-        function(ctypes.c_uint(grid), ctypes.c_uint(block), *pointers,
-                 *[ctypes.c_longlong(s) for s in sizes])
+        self.module.launch(kernels.name_expression(kernel, dtype.name), grid, block,
+                           [a.ctypes.data for a in arrays] + list(sizes),
+                           ftz=dtype == np.float32)
 
     @staticmethod
     def _geometry(n, grid, block):

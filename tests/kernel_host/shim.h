@@ -1,7 +1,16 @@
 // Just enough of CUDA to compile kernels/*.cu as plain C++ and run them on the host.
 // A launch walks every block and every thread of the grid in turn; the kernels are grid-stride
 // loops with no shared memory or barriers, so running threads one after another is exact.
+//
+// Flush-to-zero: CuPy compiles every kernel with -ftz=true, so on a GPU float32 arithmetic and
+// comparisons treat subnormal inputs as zero and flush subnormal results to zero; float64 is
+// exact. A launch with ftz set runs with the host FPU in the same mode (x86 MXCSR FTZ and DAZ,
+// AArch64 FPCR.FZ), and the launcher sets it for float32 instances only.
 #pragma once
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -15,8 +24,28 @@ static dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __forceinline__ inline
 // __restrict__ is a g++ keyword already.
 
+struct gpunn_flush_to_zero {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned saved;
+    explicit gpunn_flush_to_zero(bool on) : saved(_mm_getcsr()) {
+        if (on) _mm_setcsr(saved | 0x8040u);  // FTZ (bit 15) and DAZ (bit 6)
+    }
+    ~gpunn_flush_to_zero() { _mm_setcsr(saved); }
+#elif defined(__aarch64__)
+    unsigned long saved;
+    explicit gpunn_flush_to_zero(bool on) {
+        __asm__ volatile("mrs %0, fpcr" : "=r"(saved));
+        if (on) __asm__ volatile("msr fpcr, %0" : : "r"(saved | (1ul << 24)));  // FZ
+    }
+    ~gpunn_flush_to_zero() { __asm__ volatile("msr fpcr, %0" : : "r"(saved)); }
+#else
+#error "the host kernel shim needs x86 or AArch64 to model CUDA's flush-to-zero"
+#endif
+};
+
 template <typename Kernel>
-void gpunn_host_launch(unsigned grid, unsigned block, Kernel kernel) {
+void gpunn_host_launch(unsigned grid, unsigned block, bool ftz, Kernel kernel) {
+    gpunn_flush_to_zero mode(ftz);
     gridDim.x = grid;
     blockDim.x = block;
     for (unsigned b = 0; b < grid; ++b) {

@@ -1,0 +1,528 @@
+"""The double's device array and the machinery every function goes through.
+
+A device array is a type of its own that wraps a NumPy array (its "device memory") and the
+simulated device it lives on. Every operation first checks its arguments the way CuPy does:
+NumPy arrays are refused (``TypeError: Unsupported type``), arrays on a device other than the
+current one are refused (``ValueError``, no peer access), implicit conversion to NumPy is
+refused, and keyword arguments must be ones the real CuPy function takes (cupy_api.json).
+Each operation counts one kernel launch; each copy to the host counts one synchronisation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import numbers
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from cupy import _sim
+
+API = json.loads((Path(__file__).resolve().parent.parent / "cupy_api.json").read_text())
+_UNSUPPORTED_KINDS = "OSUMmV"  # object, strings, datetimes, void: CuPy has no such arrays
+
+
+# ---- the API list ------------------------------------------------------------------------------
+
+def api_entry(namespace: str, name: str) -> dict:
+    """The real CuPy's entry for ``namespace.name``; the double exposes nothing else."""
+    entry = API["namespaces"].get(namespace, {}).get(name)
+    if entry is None:
+        raise AttributeError(f"the CuPy double would expose {namespace}.{name}, which CuPy "
+                             f"{API['cupy_version']} does not have")
+    return entry
+
+
+def check_call(namespace: str, name: str, args: tuple, kwargs: dict) -> None:
+    """TypeError for keyword arguments (or too many positional ones) the real CuPy refuses."""
+    entry = api_entry(namespace, name)
+    if entry.get("kind") == "ufunc":
+        params = [f"x{i}" for i in range(entry["nin"])] + list(entry["call_keywords"])
+        keywords, var_positional = entry["call_keywords"], False
+    else:
+        params = entry.get("params")
+        if params is None:
+            return
+        keywords = [p for p in params if p not in entry.get("posonly", [])]
+        var_positional = entry.get("var_positional")
+    if not entry.get("var_keyword"):
+        for key in kwargs:
+            if key not in keywords:
+                raise TypeError(f"{namespace}.{name}() got an unexpected keyword argument "
+                                f"{key!r} (CuPy {API['cupy_version']} takes: "
+                                f"{', '.join(keywords) or 'none'})")
+    positional = [p for p in params if p not in entry.get("kwonly", [])]
+    if not var_positional and len(args) > len(positional):
+        raise TypeError(f"{namespace}.{name}() takes at most {len(positional)} positional "
+                        f"arguments; received {len(args)}")
+
+
+_PYTHON_INTERNALS = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
+                     "__slots__", "__annotations__", "__firstlineno__", "__static_attributes__",
+                     "__array_priority__"}
+
+
+def verify_namespace(namespace: str, names: dict) -> None:
+    """Fail at import when the double exposes a name the real CuPy lacks: every public name of
+    a module, and every member (dunders included) of the classes it defines."""
+    for name, value in names.items():
+        if name.startswith("_"):
+            continue
+        api_entry(namespace, name)
+        if isinstance(value, type) and value.__module__.startswith("cupy"):
+            verify_class(f"{namespace}.{name}", value)
+
+
+def verify_class(namespace: str, cls: type) -> None:
+    """Every attribute a double class defines exists on the real CuPy class."""
+    for name in vars(cls):
+        if name in _PYTHON_INTERNALS or (name.startswith("_") and not name.startswith("__")):
+            continue
+        api_entry(namespace, name)
+
+
+# ---- device checks and conversion --------------------------------------------------------------
+
+def _device_error(array_device: int) -> ValueError:
+    return ValueError(
+        f"The device where the array resides ({array_device}) is different from the current "
+        f"device ({_sim.current()}). Peer access is unavailable between these devices. "
+        f"[CuPy double: cuda-sim:{array_device} vs cuda-sim:{_sim.current()}]")
+
+
+def unwrap(value: Any, *, host_ok: bool = False) -> Any:
+    """An argument as NumPy sees it: device arrays (on the current device) unwrapped; NumPy
+    arrays refused unless ``host_ok`` (functions that copy host data in); containers walked."""
+    if isinstance(value, ndarray):
+        if value._device != _sim.current():
+            raise _device_error(value._device)
+        return value._a
+    if isinstance(value, numpy.ndarray):
+        if host_ok:
+            return value
+        raise TypeError(f"Unsupported type {type(value)}")
+    if isinstance(value, (tuple, list)):
+        items = [unwrap(item, host_ok=host_ok) for item in value]
+        return type(value)(items) if isinstance(value, tuple) else items
+    return value
+
+
+def fresh(result: Any, device: int | None = None) -> Any:
+    """Wrap what NumPy computed as a new device array (accounted against the capacity)."""
+    device = _sim.current() if device is None else device
+    if isinstance(result, tuple):
+        return tuple(fresh(item, device) for item in result)
+    if isinstance(result, (numpy.ndarray, numpy.generic)):
+        result = numpy.asarray(result)
+        if result.base is not None:  # NumPy may hand back a view of a temporary: own it
+            result = result.copy()
+        _sim.allocate(result, device)
+        return ndarray._wrap(result, device)
+    return result
+
+
+def wrap_result(result: Any, inputs: list, device: int | None = None) -> Any:
+    """Wrap a NumPy result: a view of an input stays a view (no new memory), else fresh."""
+    if isinstance(result, numpy.ndarray):
+        for source in inputs:
+            if isinstance(source, ndarray) and result is source._a:
+                return source
+        for source in inputs:
+            if isinstance(source, ndarray) and numpy.may_share_memory(result, source._a):
+                return ndarray._wrap(result, source._device)
+    return fresh(result, device)
+
+
+def run(function: Any, args: tuple, kwargs: dict, *, host_ok: bool = False) -> Any:
+    """Call a NumPy function on unwrapped arguments, as one kernel launch, without warnings
+    (CuPy never emits floating-point warnings)."""
+    raw_args = unwrap(args, host_ok=host_ok)
+    raw_kwargs = {key: unwrap(value, host_ok=host_ok) for key, value in kwargs.items()}
+    out = kwargs.get("out")
+    _sim.launch()
+    with numpy.errstate(all="ignore"):
+        result = function(*raw_args, **raw_kwargs)
+    if out is not None and isinstance(out, ndarray):
+        return out
+    return wrap_result(result, [*args, *kwargs.values()])
+
+
+def cupy_function(name: str, numpy_function: Any = None, *, host_ok: bool = False,
+                  namespace: str = "cupy") -> Any:
+    """``cupy.<name>``: NumPy's function of that name behind CuPy's checks."""
+    target = numpy_function or getattr(numpy, name)
+
+    @functools.wraps(target)
+    def function(*args: Any, **kwargs: Any) -> Any:
+        check_call(namespace, name, args, kwargs)
+        return run(target, args, kwargs, host_ok=host_ok)
+
+    function.__module__ = namespace
+    function.__qualname__ = function.__name__ = name
+    return function
+
+
+class ufunc:
+    """A CuPy universal function: NumPy's ufunc of the same name behind CuPy's checks."""
+
+    def __init__(self, name: str) -> None:
+        api_entry("cupy", name)
+        self._numpy = getattr(numpy, name)
+        self.__name__ = name
+        self.nin, self.nout = self._numpy.nin, self._numpy.nout
+
+    def __repr__(self) -> str:
+        return f"<ufunc '{self.__name__}'>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        check_call("cupy", self.__name__, args, kwargs)
+        for value in args:
+            if isinstance(value, (list, tuple)):
+                raise TypeError(f"Unsupported type {type(value)}")
+        return run(self._numpy, args, kwargs)
+
+
+# ---- the array ---------------------------------------------------------------------------------
+
+class Flags:
+    """``ndarray.flags``: c_contiguous, f_contiguous, owndata."""
+
+    def __init__(self, array: numpy.ndarray) -> None:
+        self.c_contiguous = bool(array.flags.c_contiguous)
+        self.f_contiguous = bool(array.flags.f_contiguous)
+        self.owndata = bool(array.flags.owndata)
+
+    def __getitem__(self, name: str) -> bool:
+        return {"C_CONTIGUOUS": self.c_contiguous, "F_CONTIGUOUS": self.f_contiguous,
+                "OWNDATA": self.owndata}[name]
+
+
+_COMPARISONS = {"less", "less_equal", "greater", "greater_equal", "equal", "not_equal"}
+
+
+def _binary(name: str, *, reflected: bool = False) -> Any:
+    def method(self: ndarray, other: Any) -> Any:
+        if name in _COMPARISONS and isinstance(other, numpy.ndarray) and other.ndim == 0:
+            other = other.item()  # CuPy's __richcmp__ takes a 0-d host array as a scalar
+        operation = getattr(__import__("cupy"), name)
+        return operation(other, self) if reflected else operation(self, other)
+    return method
+
+
+def _inplace(name: str) -> Any:
+    def method(self: ndarray, other: Any) -> Any:
+        getattr(__import__("cupy"), name)(self, other, out=self)
+        return self
+    return method
+
+
+def _unary(name: str) -> Any:
+    def method(self: ndarray) -> Any:
+        return getattr(__import__("cupy"), name)(self)
+    return method
+
+
+def _sync(array: ndarray, reason: str) -> numpy.ndarray:
+    """Copy to the host: one device-to-host synchronisation."""
+    _sim.sync(reason)
+    return array._a
+
+
+class ndarray:
+    """A device array on a simulated device (``cuda-sim:N``); not a NumPy array."""
+
+    __slots__ = ("_a", "_device", "__weakref__")
+    __array_priority__ = 100
+
+    def __init__(self, shape: Any, dtype: Any = float, memptr: Any = None, strides: Any = None,
+                 order: str = "C") -> None:
+        if memptr is not None or strides is not None:
+            raise NotImplementedError("the CuPy double does not model memptr= or strides=")
+        self._a = numpy.empty(shape, dtype=dtype, order=order)
+        self._device = _sim.current()
+        _sim.allocate(self._a, self._device)
+
+    @classmethod
+    def _wrap(cls, array: numpy.ndarray, device: int) -> ndarray:
+        if array.dtype.kind in _UNSUPPORTED_KINDS:
+            raise ValueError(f"Unsupported dtype {array.dtype}")
+        self = object.__new__(cls)
+        self._a, self._device = array, device
+        return self
+
+    # ---- what a device array refuses ------------------------------------------------------------
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use "
+                        "`.get()` to construct a NumPy array explicitly.")
+
+    def __array_ufunc__(self, ufunc_: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        cupy = __import__("cupy")
+        if method != "__call__" or not isinstance(getattr(cupy, ufunc_.__name__, None), ufunc):
+            return NotImplemented
+        return getattr(cupy, ufunc_.__name__)(*inputs, **kwargs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        cupy = __import__("cupy")
+        module = cupy
+        for part in func.__module__.split(".")[1:]:
+            module = getattr(module, part, None)
+        target = getattr(module, func.__name__, None) if module is not None else None
+        if target is None or target is func:
+            return NotImplemented
+        return target(*args, **kwargs)
+
+    # ---- metadata (no device work) --------------------------------------------------------------
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    size = property(lambda self: self._a.size)
+    ndim = property(lambda self: self._a.ndim)
+    nbytes = property(lambda self: self._a.nbytes)
+    itemsize = property(lambda self: self._a.itemsize)
+    strides = property(lambda self: self._a.strides)
+    flags = property(lambda self: Flags(self._a))
+
+    @property
+    def device(self) -> Any:
+        from cupy.cuda import Device
+
+        return Device(self._device)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self._a.shape, "typestr": self._a.dtype.str,
+                "data": (self._a.ctypes.data, False), "version": 3,
+                "strides": None if self._a.flags.c_contiguous else self._a.strides}
+
+    def __len__(self) -> int:
+        if self._a.ndim == 0:
+            raise TypeError("len() of unsized object")
+        return len(self._a)
+
+    def __iter__(self) -> Any:
+        if self._a.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(len(self._a)))
+
+    def __repr__(self) -> str:
+        return repr(_sync(self, "repr"))
+
+    def __str__(self) -> str:
+        return str(_sync(self, "str"))
+
+    def __format__(self, spec: str) -> str:
+        return format(_sync(self, "format")[()] if self._a.ndim == 0 else self._a, spec)
+
+    # ---- device to host: each a synchronisation -------------------------------------------------
+
+    def get(self, stream: Any = None, order: str = "C", out: Any = None,
+            blocking: bool = True) -> numpy.ndarray:
+        data = _sync(self, "get")
+        if out is not None:
+            numpy.copyto(out, data)
+            return out
+        return numpy.array(data, order=order, copy=True)
+
+    def item(self, *args: Any) -> Any:
+        return _sync(self, "item").item(*args)
+
+    def tolist(self) -> Any:
+        return _sync(self, "tolist").tolist()
+
+    def __float__(self) -> float:
+        return float(_sync(self, "float")[()] if self._a.size == 1 else self._a)
+
+    def __int__(self) -> int:
+        return int(_sync(self, "int").reshape(-1)[0] if self._a.size == 1 else self._a)
+
+    def __complex__(self) -> complex:
+        return complex(_sync(self, "complex").reshape(-1)[0])
+
+    def __bool__(self) -> bool:
+        return bool(_sync(self, "bool"))
+
+    # ---- views and copies -----------------------------------------------------------------------
+
+    def _view(self, array: numpy.ndarray) -> ndarray:
+        return wrap_result(array, [self])
+
+    def reshape(self, *shape: Any, order: str = "C") -> ndarray:
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return self._copy_if_needed(lambda a: a.reshape(shape, order=order))
+
+    def ravel(self, order: str = "C") -> ndarray:
+        return self._copy_if_needed(lambda a: a.ravel(order=order))
+
+    def _copy_if_needed(self, make: Any) -> ndarray:
+        self._check_device()
+        result = make(self._a)
+        if not numpy.may_share_memory(result, self._a):
+            _sim.launch()
+        return self._view(result)
+
+    def transpose(self, *axes: Any) -> ndarray:
+        return self._view(self._a.transpose(*axes))
+
+    T = property(lambda self: self._view(self._a.T))
+
+    def squeeze(self, axis: Any = None) -> ndarray:
+        return self._view(self._a.squeeze(axis))
+
+    def view(self, dtype: Any = None, array_class: Any = None) -> ndarray:
+        return self._view(self._a.view() if dtype is None else self._a.view(dtype))
+
+    def copy(self, order: str = "C") -> ndarray:
+        if self._device != _sim.current():  # CuPy copies to the current device
+            if not self._a.flags.c_contiguous:
+                raise NotImplementedError("CuPy cannot copy non-contiguous array between "
+                                          "devices.")
+            _sim.launch()
+            return fresh(self._a.copy(order=order))
+        return run(lambda a: a.copy(order=order), (self,), {})
+
+    def astype(self, dtype: Any, order: str = "K", casting: Any = None, subok: Any = None,
+               copy: bool = True) -> ndarray:
+        self._check_device()
+        if not copy and numpy.dtype(dtype) == self.dtype:
+            return self
+        kwargs = {} if casting is None else {"casting": casting}
+        return run(lambda a: a.astype(dtype, order=order, copy=True, **kwargs), (self,), {})
+
+    def fill(self, value: Any) -> None:
+        run(lambda a: a.fill(unwrap(value)), (self,), {})
+
+    def _check_device(self) -> None:
+        if self._device != _sim.current():
+            raise _device_error(self._device)
+
+    # ---- indexing -------------------------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        raw = _index(key)
+        if _is_scalar_index(raw):  # CuPy returns a 0-d array view, not a host scalar
+            raw = (*(raw if isinstance(raw, tuple) else (raw,)), Ellipsis)
+        self._check_device()
+        result = self._a[raw]
+        if not numpy.may_share_memory(result, self._a):
+            _sim.launch()
+        return wrap_result(result, [self])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raw = _index(key)
+        self._check_device()
+        if isinstance(value, (numpy.ndarray, list)) and numpy.ndim(value) > 0:
+            if _is_basic_index(raw):
+                raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+            _sim.counters["h2d"] += 1  # an advanced index copies host values to the device
+        else:
+            value = unwrap(value)
+        _sim.launch()
+        with numpy.errstate(all="ignore"):
+            self._a[raw] = value
+
+    # ---- reductions and other methods -----------------------------------------------------------
+
+    def sum(self, axis: Any = None, dtype: Any = None, out: Any = None,
+            keepdims: bool = False) -> Any:
+        return run(numpy.sum, (self,), _given(axis=axis, dtype=dtype, out=out,
+                                              keepdims=keepdims))
+
+    def mean(self, axis: Any = None, dtype: Any = None, out: Any = None,
+             keepdims: bool = False) -> Any:
+        return run(numpy.mean, (self,), _given(axis=axis, dtype=dtype, out=out,
+                                               keepdims=keepdims))
+
+    def std(self, axis: Any = None, dtype: Any = None, out: Any = None, ddof: int = 0,
+            keepdims: bool = False) -> Any:
+        return run(numpy.std, (self,), _given(axis=axis, dtype=dtype, out=out, ddof=ddof,
+                                              keepdims=keepdims))
+
+    def var(self, axis: Any = None, dtype: Any = None, out: Any = None, ddof: int = 0,
+            keepdims: bool = False) -> Any:
+        return run(numpy.var, (self,), _given(axis=axis, dtype=dtype, out=out, ddof=ddof,
+                                              keepdims=keepdims))
+
+    def max(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        return run(numpy.max, (self,), _given(axis=axis, out=out, keepdims=keepdims))
+
+    def min(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        return run(numpy.min, (self,), _given(axis=axis, out=out, keepdims=keepdims))
+
+    def argmax(self, axis: Any = None, out: Any = None, dtype: Any = None,
+               keepdims: bool = False) -> Any:
+        result = run(numpy.argmax, (self,), _given(axis=axis, out=out, keepdims=keepdims))
+        return result if dtype is None else result.astype(dtype, copy=False)
+
+    def argmin(self, axis: Any = None, out: Any = None, dtype: Any = None,
+               keepdims: bool = False) -> Any:
+        result = run(numpy.argmin, (self,), _given(axis=axis, out=out, keepdims=keepdims))
+        return result if dtype is None else result.astype(dtype, copy=False)
+
+    def all(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        return run(numpy.all, (self,), _given(axis=axis, out=out, keepdims=keepdims))
+
+    def any(self, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+        return run(numpy.any, (self,), _given(axis=axis, out=out, keepdims=keepdims))
+
+    def clip(self, min: Any = None, max: Any = None, out: Any = None) -> Any:
+        return __import__("cupy").clip(self, min, max, out=out)
+
+    def dot(self, b: Any, out: Any = None) -> Any:
+        return __import__("cupy").dot(self, b, out=out)
+
+    # ---- operators ------------------------------------------------------------------------------
+
+    __add__, __radd__, __iadd__ = _binary("add"), _binary("add", reflected=True), _inplace("add")
+    __sub__, __rsub__ = _binary("subtract"), _binary("subtract", reflected=True)
+    __isub__ = _inplace("subtract")
+    __mul__, __rmul__ = _binary("multiply"), _binary("multiply", reflected=True)
+    __imul__ = _inplace("multiply")
+    __truediv__, __rtruediv__ = _binary("true_divide"), _binary("true_divide", reflected=True)
+    __itruediv__ = _inplace("true_divide")
+    __floordiv__ = _binary("floor_divide")
+    __mod__ = _binary("remainder")
+    __pow__, __rpow__ = _binary("power"), _binary("power", reflected=True)
+    __matmul__, __rmatmul__ = _binary("matmul"), _binary("matmul", reflected=True)
+    __and__, __or__, __xor__ = _binary("bitwise_and"), _binary("bitwise_or"), _binary(
+        "bitwise_xor")
+    __iand__, __ior__ = _inplace("bitwise_and"), _inplace("bitwise_or")
+    __lt__, __le__ = _binary("less"), _binary("less_equal")
+    __gt__, __ge__ = _binary("greater"), _binary("greater_equal")
+    __eq__, __ne__ = _binary("equal"), _binary("not_equal")
+    __neg__, __pos__, __abs__ = _unary("negative"), _unary("positive"), _unary("absolute")
+    __invert__ = _unary("invert")
+    __hash__ = None
+
+
+def _given(**kwargs: Any) -> dict:
+    """Keyword arguments left at their defaults are not passed on to NumPy."""
+    defaults = {"axis": None, "dtype": None, "out": None, "keepdims": False, "ddof": 0}
+    return {key: value for key, value in kwargs.items() if value is not defaults.get(key, ...)}
+
+
+def _index(key: Any) -> Any:
+    """An index as NumPy sees it: device arrays unwrapped (current device only); host integer
+    and boolean arrays are copied to the device first, as CuPy does."""
+    if isinstance(key, tuple):
+        return tuple(_index(item) for item in key)
+    if isinstance(key, numpy.ndarray):
+        _sim.counters["h2d"] += 1
+        return key
+    if isinstance(key, list):
+        return numpy.asarray(key)
+    return unwrap(key)
+
+
+def _is_basic_index(key: Any) -> bool:
+    items = key if isinstance(key, tuple) else (key,)
+    return all(isinstance(item, (numbers.Integral, slice)) or item is Ellipsis or item is None
+               for item in items)
+
+
+def _is_scalar_index(key: Any) -> bool:
+    items = key if isinstance(key, tuple) else (key,)
+    return all(isinstance(item, numbers.Integral) and not isinstance(item, bool)
+               for item in items)

@@ -1,0 +1,64 @@
+"""``cupy.random`` of the double: generators bound to the device current at their creation.
+
+The draws come from NumPy's PCG64, not CuPy's XORWOW, so seeded values differ from a GPU's;
+what the double checks is where the draws happen and where the results live.
+"""
+
+from typing import Any as _Any
+
+import numpy as _numpy
+
+from cupy import _core, _sim
+
+
+class Generator:
+    """Random draws on one device: the one current when the generator was made."""
+
+    def __init__(self, bit_generator: _Any) -> None:
+        self.bit_generator = bit_generator
+        self._numpy = _numpy.random.Generator(_numpy.random.PCG64(bit_generator._seed))
+        self._device = _sim.current()
+
+    def _draw(self, make: _Any, out: _Any) -> _Any:
+        if _sim.current() != self._device:
+            raise RuntimeError(f"This Generator state is allocated in a different device "
+                               f"[CuPy double: cuda-sim:{self._device}, current cuda-sim:"
+                               f"{_sim.current()}]")
+        _sim.launch()
+        values = make()
+        if out is not None:
+            out[...] = _core.fresh(values)
+            return out
+        return _core.fresh(values)
+
+    def random(self, size: _Any = None, dtype: _Any = _numpy.float64, out: _Any = None) -> _Any:
+        # CuPy draws float64 for float64 and float32 (then cast) for anything else.
+        if _numpy.dtype(dtype) == _numpy.float64:
+            return self._draw(lambda: self._numpy.random(size), out)
+        return self._draw(lambda: self._numpy.random(size, dtype=_numpy.float32).astype(dtype),
+                          out)
+
+    def standard_normal(self, size: _Any = None, dtype: _Any = _numpy.float64,
+                        out: _Any = None) -> _Any:
+        if _numpy.dtype(dtype) not in (_numpy.float32, _numpy.float64):
+            raise TypeError(f"Unsupported dtype {_numpy.dtype(dtype).name} for standard_normal")
+        return self._draw(lambda: self._numpy.standard_normal(size, dtype=dtype), out)
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: _Any = None,
+                dtype: _Any = _numpy.float64) -> _Any:
+        return self._draw(lambda: self._numpy.uniform(low, high, size).astype(dtype), None)
+
+
+class XORWOW:
+    """CuPy's default bit generator; here it only carries the seed to NumPy's PCG64."""
+
+    def __init__(self, seed: _Any = None, *, size: int = 10**5) -> None:
+        self._seed = seed
+
+
+def default_rng(seed: _Any = None) -> Generator:
+    """A generator on the current device."""
+    return Generator(XORWOW(seed))
+
+
+_core.verify_namespace("cupy.random", globals())
