@@ -40,6 +40,13 @@ def install_cupy_double() -> None:
         [str(CUPY_DOUBLE), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
+def pytest_ignore_collect(collection_path, config):
+    """The double's own tests run in the --cupy-double session, where ``cupy`` is the double."""
+    if collection_path.name == "test_cupy_double.py":
+        return not config.getoption("--cupy-double")
+    return None
+
+
 def simulated() -> bool:
     """Whether ``cupy`` is the double (devices cuda-sim:N), not the real CuPy."""
     return hasattr(sys.modules.get("cupy"), "_sim")

@@ -154,7 +154,8 @@ def _clean(text):
 
 
 def _exc_text(exc):
-    msg = ' '.join(str(exc).split())
+    # Only the first clause: the rest lists the folders searched, which differ per environment.
+    msg = ' '.join(str(exc).split()).split(', ')[0].split(' listdir(')[0]
     return _clean(f'{type(exc).__name__}: {msg}')
 
 

@@ -61,6 +61,7 @@ def _cublas(name: str) -> _Any:
         return product(*args, **kwargs)
 
     function.__name__ = function.__qualname__ = name
+    function.checked_at_call = True
     return function
 
 
@@ -78,6 +79,7 @@ def _made(name: str) -> _Any:
         return _fresh(numpy_function(*_unwrap(args), **_unwrap(kwargs)))
 
     function.__name__ = function.__qualname__ = name
+    function.checked_at_call = True
     return function
 
 

@@ -10,7 +10,6 @@ Each operation counts one kernel launch; each copy to the host counts one synchr
 
 from __future__ import annotations
 
-import functools
 import json
 import numbers
 from pathlib import Path
@@ -154,13 +153,14 @@ def cupy_function(name: str, numpy_function: Any = None, *, host_ok: bool = Fals
     """``cupy.<name>``: NumPy's function of that name behind CuPy's checks."""
     target = numpy_function or getattr(numpy, name)
 
-    @functools.wraps(target)
     def function(*args: Any, **kwargs: Any) -> Any:
         check_call(namespace, name, args, kwargs)
         return run(target, args, kwargs, host_ok=host_ok)
 
     function.__module__ = namespace
     function.__qualname__ = function.__name__ = name
+    function.__doc__ = f"cupy.{name}: NumPy's {name} behind CuPy's checks (cupy_api.json)."
+    function.checked_at_call = True  # its keywords are checked against the list when called
     return function
 
 
@@ -326,8 +326,8 @@ class ndarray:
             return out
         return numpy.array(data, order=order, copy=True)
 
-    def item(self, *args: Any) -> Any:
-        return _sync(self, "item").item(*args)
+    def item(self) -> Any:
+        return _sync(self, "item").item()
 
     def tolist(self) -> Any:
         return _sync(self, "tolist").tolist()
@@ -371,7 +371,7 @@ class ndarray:
     def squeeze(self, axis: Any = None) -> ndarray:
         return self._view(self._a.squeeze(axis))
 
-    def view(self, dtype: Any = None, array_class: Any = None) -> ndarray:
+    def view(self, dtype: Any = None, type: Any = None) -> ndarray:  # noqa: A002 (CuPy's name)
         return self._view(self._a.view() if dtype is None else self._a.view(dtype))
 
     def copy(self, order: str = "C") -> ndarray:
