@@ -548,6 +548,8 @@ def _cuda_version(getter: Any) -> str:
         version = int(getter())
     except Exception as error:  # CuPy raises CUDARuntimeError, or others when CUDA is broken
         return f"not found ({error})"
+    if version == 0:  # what CUDA reports for the driver when there is none
+        return "not found (no NVIDIA driver)"
     return f"{version // 1000}.{version % 1000 // 10}"
 
 

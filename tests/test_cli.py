@@ -53,6 +53,30 @@ def _assert_same_model(first, second):
 
 # ---- gpunn train -------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("argv", [[], ["--batch-size", "32", "--epochs", "30",
+                                        "--dropout", "0.1"]], ids=["default", "minibatch"])
+def test_gpunn_train_on_cuda_learns_what_the_cpu_learns(tmp_path, capsys, argv):
+    # The GPU path, end to end through the command line (on the CuPy double: cuda-sim:0).
+    if not cuda_available():
+        pytest.skip("no CUDA device: runs with pytest --cupy-double or on a GPU")
+    histories = {}
+    for device in ("cpu", "cuda"):
+        status, stdout, err = _gpunn(capsys, "train", "--device", device, *argv, "--out",
+                                     tmp_path / device)
+        assert status == 0 and err == "", err
+        assert f"on {gn.device(device).device}: loss" in stdout
+        histories[device] = checkpoint.load(tmp_path / device / "checkpoint.npz",
+                                            device="cpu").history
+    cpu, cuda = histories["cpu"], histories["cuda"]
+    print(f"final accuracy cpu {cpu['accuracy'][-1]:.4f} cuda {cuda['accuracy'][-1]:.4f}; "
+          f"loss cpu {cpu['loss'][-1]:.6f} cuda {cuda['loss'][-1]:.6f}")
+    if "--dropout" in argv:  # masks come from each device's own generator
+        assert abs(cpu["accuracy"][-1] - cuda["accuracy"][-1]) < 0.05
+    else:  # the same float32 math, up to summation order
+        assert cpu["accuracy"][-1] == pytest.approx(cuda["accuracy"][-1], abs=0.01)
+        assert cpu["loss"][-1] == pytest.approx(cuda["loss"][-1], rel=0.02)
+
+
 def test_default_train_reaches_the_promised_accuracy(tmp_path, capsys):
     out = tmp_path / "run"
     status, stdout, err = _gpunn(capsys, "train", "--out", out)

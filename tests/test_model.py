@@ -385,3 +385,66 @@ def test_data_the_device_should_not_hold_moves_one_batch_at_a_time(backend, spir
     (loss_on, evaluated_on, predicted_on), (loss_off, evaluated_off, predicted_off) = results
     assert loss_on == loss_off and evaluated_on == evaluated_off
     np.testing.assert_array_equal(predicted_on, predicted_off)
+
+
+@pytest.mark.parametrize("holds", [True, False], ids=["data-on-device", "data-on-host"])
+@pytest.mark.parametrize("labels", ["indices", "float-indices", "one-hot", "regression"])
+def test_labels_and_targets_go_where_the_data_goes(backend, spiral, monkeypatch, holds, labels):
+    # On CUDA, X indexed by a device permutation met y still in host memory: CuPy refuses that
+    # (every shuffled CUDA training with class labels failed in its first epoch).
+    monkeypatch.setattr(type(backend), "holds", lambda self, nbytes: holds)
+    X, y, X_val, y_val = spiral
+    targets = {"indices": lambda v: v, "float-indices": lambda v: v.astype(np.float32),
+               "one-hot": lambda v: np.eye(3, dtype=np.float32)[v],
+               "regression": lambda v: (v.astype(np.float32) / 2).reshape(-1, 1)}[labels]
+    if labels == "regression":
+        model = gn.Model(device=backend)
+        model.add(gn.Dense(2, 16))
+        model.add(gn.ReLU())
+        model.add(gn.Dense(16, 1))
+        model.add(gn.Linear())
+        model.set(loss=gn.MeanSquaredError(), optimizer=gn.Adam(learning_rate=0.01),
+                  accuracy=gn.RegressionAccuracy())
+        model.finalize()
+    else:
+        model = _classifier(backend, dropout=0.1)
+    history = model.train(X, targets(y), epochs=2, batch_size=64, shuffle=True,
+                          validation_data=(X_val, targets(y_val)), verbose=False)
+    assert len(history["val_loss"]) == 2 and np.isfinite(history["loss"][-1])
+    loss, _ = model.evaluate(X_val, targets(y_val), batch_size=100)
+    assert np.isfinite(loss) and model.predict(X_val, batch_size=50).shape[0] == len(X_val)
+
+
+def test_a_model_on_a_second_device_stays_there_whatever_device_is_current(
+        second_cuda_device, spiral, tmp_path):
+    # CuPy allocates, computes and draws random numbers on the *current* device; a model on
+    # cuda:1 must do all of that on cuda:1 while cuda:0 is current.
+    cupy = second_cuda_device.xp
+    X, y, X_val, y_val = spiral
+    runs = []
+    for device in ("cuda:0", "cuda:1"):
+        assert cupy.cuda.runtime.getDevice() == 0
+        gn.seed(11)
+        model = _classifier(device, dropout=0.2)
+        history = model.train(X, y, epochs=3, batch_size=64, validation_data=(X_val, y_val),
+                              verbose=False)
+        runs.append((history, model.evaluate(X_val, y_val), model.predict(X_val),
+                     model.get_parameters()))
+        assert cupy.cuda.runtime.getDevice() == 0
+    history, evaluated, predicted, parameters = runs[1]
+    assert history == runs[0][0] and evaluated == runs[0][1]
+    np.testing.assert_array_equal(predicted, runs[0][2])
+    arrays = [model.parameters, model.gradients, *model.optimizer.state.values(),
+              *(getattr(layer, name) for layer in model.trainable_layers
+                for name in ("weights", "biases", "dweights", "dbiases"))]
+    assert {array.device.id for array in arrays} == {1}
+
+    model.set_parameters(parameters)
+    model.save(tmp_path / "model.npz")
+    loaded = gn.Model.load(tmp_path / "model.npz", device="cuda:1")
+    assert loaded.parameters.device.id == 1
+    np.testing.assert_array_equal(loaded.predict(X_val), predicted)
+    moved = loaded.to("cuda:0").to("cuda:1")
+    assert {a.device.id for a in moved.optimizer.state.values()} == {1}
+    moved.train(X, y, epochs=1, batch_size=64, verbose=False)
+    assert cupy.cuda.runtime.getDevice() == 0
