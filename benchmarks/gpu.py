@@ -37,11 +37,15 @@ COLUMNS = 128
 
 
 def cuda_backend() -> tuple[Any, str | None]:
-    """(gpunn's CUDA backend, None), or (None, why there is none)."""
+    """(gpunn's CUDA backend, None), or (None, why there is none). The CuPy double
+    (tests/cupy_double) is no GPU: timings taken on it would be meaningless."""
     try:
-        return gpunn.device("cuda"), None
+        backend = gpunn.device("cuda")
     except gpunn.DeviceUnavailableError as error:
         return None, str(error)
+    if hasattr(backend.xp, "_sim"):
+        return None, "cupy is the CuPy double (simulated devices): it has no GPU to time"
+    return backend, None
 
 
 def gpu_name(backend: Any) -> str:

@@ -64,3 +64,15 @@ def test_without_torch_gpunn_is_reported_alone(tmp_path):
     assert set(record["spiral"]["cpu"]["trainers"]) == {"gpunn"}
     assert "mlp" not in record and "sgemm" not in record
     assert "PyTorch left out (--no-torch)" in stdout
+
+
+def test_the_gpu_check_refuses_without_a_real_gpu():
+    from helpers import cuda_available
+
+    if cuda_available() and not hasattr(sys.modules.get("cupy"), "_sim"):
+        pytest.skip("a real GPU is here: python -m benchmarks.gpu_check is for running, not "
+                    "for a smoke test")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "gpu_check needs a real NVIDIA GPU" in done.stderr
+    assert not list((ROOT / "benchmarks" / "results").glob("gpu-check-*sim*"))
