@@ -215,3 +215,19 @@ def test_small_batch_reductions_match_numpy(backend, shape, dtype):
         np.testing.assert_array_equal(backend.to_numpy(backend.row_max(device_x)),
                                       x.max(axis=1, keepdims=True))
     assert backend.column_sums(device_x).dtype == dtype
+
+
+def test_kernel_ops_run_on_their_own_device_whatever_is_current(second_cuda_device):
+    # cuda:0 current, a cuda:1 backend: the output, the copies and the launch are on cuda:1.
+    x = np.array([[-1.0, 2.0], [3.0, -4.0]], dtype=np.float32)
+    b = np.array([[0.5, -0.5]], dtype=np.float32)
+    device_x, device_b = second_cuda_device.asarray(x), second_cuda_device.asarray(b)
+    assert second_cuda_device.xp.cuda.runtime.getDevice() == 0
+    results = {"relu": (second_cuda_device.relu(device_x), _relu(x)),
+               "relu_backward": (second_cuda_device.relu_backward(device_x, device_x),
+                                 _relu_backward(x, x)),
+               "bias_relu": (second_cuda_device.bias_relu(device_x[::1, ::-1], device_b),
+                             _relu(x[:, ::-1] + b))}
+    for name, (result, expected) in results.items():
+        assert result.device.id == 1, name
+        assert_same(second_cuda_device, result, expected)

@@ -146,21 +146,27 @@ class CupyBackend(NumpyBackend):
 
     # ---- kernel-backed ops -----------------------------------------------------------------
 
+    # Each runs wholly on this backend's device (copies, the output and the launch), whatever
+    # device is current; the generic ops above run on the current one, which the model sets.
+
     def relu(self, x: Any, out: Any = None) -> Any:
-        if not self._has_kernel(x):
-            return super().relu(x, out=out)
-        x, out = self._contiguous(x), self._output(x, out)
-        self._launch("relu", x.dtype, x.size, (x, out, numpy.int64(x.size)))
-        return out
+        with self._cuda_device:
+            if not self._has_kernel(x):
+                return super().relu(x, out=out)
+            x, out = self._contiguous(x), self._output(x, out)
+            self._launch("relu", x.dtype, x.size, (x, out, numpy.int64(x.size)))
+            return out
 
     def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
-        if not self._has_kernel(dvalues) or inputs.dtype != dvalues.dtype:
-            return super().relu_backward(dvalues, inputs, out=out)
-        dvalues, inputs = self._contiguous(dvalues), self._contiguous(inputs)
-        out = self._output(dvalues, out)
-        n = dvalues.size
-        self._launch("relu_backward", dvalues.dtype, n, (dvalues, inputs, out, numpy.int64(n)))
-        return out
+        with self._cuda_device:
+            if not self._has_kernel(dvalues) or inputs.dtype != dvalues.dtype:
+                return super().relu_backward(dvalues, inputs, out=out)
+            dvalues, inputs = self._contiguous(dvalues), self._contiguous(inputs)
+            out = self._output(dvalues, out)
+            n = dvalues.size
+            self._launch("relu_backward", dvalues.dtype, n,
+                         (dvalues, inputs, out, numpy.int64(n)))
+            return out
 
     def bias_add(self, x: Any, biases: Any, out: Any = None) -> Any:
         return self._bias_op("bias_add", x, biases, out)
@@ -172,13 +178,15 @@ class CupyBackend(NumpyBackend):
 
     def _bias_op(self, kernel: str, x: Any, biases: Any, out: Any) -> Any:
         _check_bias(x, biases)
-        if not self._has_kernel(x) or biases.dtype != x.dtype:
-            return getattr(super(), kernel)(x, biases, out=out)
-        x, biases = self._contiguous(x), self._contiguous(biases)
-        out = self._output(x, out)
-        n, cols = x.size, x.shape[1]
-        self._launch(kernel, x.dtype, n, (x, biases, out, numpy.int64(n), numpy.int64(cols)))
-        return out
+        with self._cuda_device:
+            if not self._has_kernel(x) or biases.dtype != x.dtype:
+                return getattr(super(), kernel)(x, biases, out=out)
+            x, biases = self._contiguous(x), self._contiguous(biases)
+            out = self._output(x, out)
+            n, cols = x.size, x.shape[1]
+            self._launch(kernel, x.dtype, n,
+                         (x, biases, out, numpy.int64(n), numpy.int64(cols)))
+            return out
 
     def _has_kernel(self, x: Any) -> bool:
         return x.dtype.name in kernels.DTYPES
@@ -199,8 +207,7 @@ class CupyBackend(NumpyBackend):
             return
         function = self._function(kernel, numpy.dtype(dtype).name)
         grid = min((n + BLOCK - 1) // BLOCK, self.max_blocks)
-        with self._cuda_device:
-            function((grid,), (BLOCK,), args)
+        function((grid,), (BLOCK,), args)  # the callers made this backend's device current
 
     def _function(self, kernel: str, dtype: str) -> Any:
         """The loaded kernel for this backend's device: looked up once (CuPy makes a new

@@ -357,10 +357,11 @@ class ndarray:
         return self._copy_if_needed(lambda a: a.ravel(order=order))
 
     def _copy_if_needed(self, make: Any) -> ndarray:
-        self._check_device()
         result = make(self._a)
-        if not numpy.may_share_memory(result, self._a):
+        if not numpy.may_share_memory(result, self._a):  # a copy kernel, on the current device
+            self._check_device()
             _sim.launch()
+            return fresh(result)
         return self._view(result)
 
     def transpose(self, *axes: Any) -> ndarray:
@@ -404,7 +405,8 @@ class ndarray:
         raw = _index(key)
         if _is_scalar_index(raw):  # CuPy returns a 0-d array view, not a host scalar
             raw = (*(raw if isinstance(raw, tuple) else (raw,)), Ellipsis)
-        self._check_device()
+        if not _is_basic_index(raw):  # a gather kernel; a view needs no device work
+            self._check_device()
         result = self._a[raw]
         if not numpy.may_share_memory(result, self._a):
             _sim.launch()
@@ -518,8 +520,8 @@ def _index(key: Any) -> Any:
 
 def _is_basic_index(key: Any) -> bool:
     items = key if isinstance(key, tuple) else (key,)
-    return all(isinstance(item, (numbers.Integral, slice)) or item is Ellipsis or item is None
-               for item in items)
+    return all((isinstance(item, (numbers.Integral, slice)) and not isinstance(item, bool))
+               or item is Ellipsis or item is None for item in items)
 
 
 def _is_scalar_index(key: Any) -> bool:
