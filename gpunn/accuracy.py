@@ -10,6 +10,8 @@ from gpunn.backend import device
 class Accuracy:
     """Shared by all accuracies: the mean of ``compare`` over a batch and over an epoch."""
 
+    label = "acc"  # the name logs and plots give it
+
     def __init__(self) -> None:
         self.backend = device()  # the model moves it to its own device
         self.new_pass()
@@ -61,6 +63,11 @@ class RegressionAccuracy(Accuracy):
     def __init__(self) -> None:
         super().__init__()
         self.precision: float | None = None
+
+    @property
+    def label(self) -> str:
+        """What the number means, for logs and plots: ``acc(±0.0028)``."""
+        return "acc" if self.precision is None else f"acc(±{self.precision:.2g})"
 
     def init(self, y: Any, reinit: bool = False) -> None:
         if self.precision is None or reinit:

@@ -28,7 +28,8 @@ from gpunn import backend, checkpoint, datasets, io, plots, progress
 from gpunn.backend import kernels, nvrtc
 from gpunn.errors import FileFormatError, GpunnError
 
-DEFAULT_OUT = "runs/latest"
+RUNS = Path("runs")  # each default run gets runs/<date-time>/
+LATEST = RUNS / "latest"  # a link to the newest complete one
 CHECKPOINT_SECONDS = 2.0  # checkpoint.npz is rewritten at most this often (see train --help)
 ACTIVATIONS = {"relu": gn.ReLU, "tanh": gn.Tanh, "sigmoid": gn.Sigmoid, "leaky_relu": gn.LeakyReLU}
 OPTIMIZERS = {"sgd": gn.SGD, "adagrad": gn.Adagrad, "rmsprop": gn.RMSprop, "adam": gn.Adam}
@@ -68,7 +69,8 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status. Example: ``main(["train", "--quiet"])``."""
-    args = None
+    args, stdout = None, sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)
     try:
         args = _parser().parse_args(argv)
         if args.command is None:
@@ -86,6 +88,44 @@ def main(argv: list[str] | None = None) -> int:
         if args is not None and args.debug:
             raise
         return _fail(error, 1)
+    finally:
+        sys.stdout = stdout
+
+
+class _ReaderMayLeave:
+    """Standard output whose reader may go away (``gpunn train | head -2``): from then on what
+    gpunn prints is dropped, so training goes on and saves everything, and the exit is quiet,
+    as with other Unix tools, instead of an error in the middle of a run."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self.reader_left = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.reader_left:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_left:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def _left(self) -> None:
+        self.reader_left = True
+        try:  # what is still buffered would fail again when Python exits: send it nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _fail(error: Exception, status: int) -> int:
@@ -124,8 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     option("--seed", type=_integer(0), help="seeds the data, initial weights, shuffling and "
            "dropout (default 0)")
     option("--dtype", choices=["float32", "float64"], help="default float32")
-    option("--out", default=DEFAULT_OUT, metavar="DIR", help=f"default {DEFAULT_OUT}")
-    option("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
+    option("--data-dir", metavar="DIR", help="where the fashion-mnist or mnist files are "
+           "(default: $GPUNN_DATA/<name>, else ~/.cache/gpunn/<name>; downloaded if missing)")
+    option("--out", metavar="DIR", help=f"the run's folder, which must not hold another run "
+           f"(default: a new {RUNS}/<date-time>, and {LATEST} then points at the newest "
+           f"complete one)")
+    option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
+           f"DIR: {LATEST})")
     option("--quiet", action="store_true", help="print nothing but errors")
     train.set_defaults(run=_train)
 
@@ -137,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=_integer(0), default=0,
                           help="the seed the model was trained with (default 0)")
     evaluate.add_argument("--batch-size", type=_batch_size, default="full")
+    evaluate.add_argument("--data-dir", metavar="DIR", help="as for train")
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser("predict", parents=[device, debug],
@@ -156,7 +202,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_HELP = f"""\
-Train a network and write into --out (default {DEFAULT_OUT}):
+Train a network and write into a new folder, runs/<date-time> (or --out DIR); when the run is
+complete, {LATEST} points at it. A previous run's files are never replaced or deleted:
   model.npz       the trained model (gpunn.Model.load reads it)
   metrics.csv     one row per epoch: epoch, loss, data_loss, regularization_loss,
                   accuracy, learning_rate, val_loss, val_accuracy
@@ -240,28 +287,31 @@ def _dataset(text: str) -> str:
 # ---- gpunn train -------------------------------------------------------------------------------
 
 def _train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
     if args.device is None and os.environ.get(backend.ENV_VAR):
         _environment_device()
     device = gn.device(args.device)  # fails here, before any data is read
     if args.resume:
+        out, previous = _resumed_folder(args), None
         saved = _checkpoint(out, device)
         settings = _resumed_settings(args, saved.settings, saved.epoch, out)
         model, history, done = saved.model, saved.history, saved.epoch
-        X, y, X_val, y_val = datasets.load(settings["dataset"], seed=settings["seed"])
+        X, y, X_val, y_val = _load(settings, args)
     else:
         settings = _settings(args)
-        X, y, X_val, y_val = datasets.load(settings["dataset"], seed=settings["seed"])
+        X, y, X_val, y_val = _load(settings, args)
         gn.seed(settings["seed"])
         model = _build(settings, X, y, X_val, y_val, device)
         history, done = {}, 0
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in ("model.npz", "training.png"):  # never leave a previous run's files
-            (out / stale).unlink(missing_ok=True)
+        out, previous = _new_folder(args)
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
+    model.accuracy.init(y)  # the regression accuracy's precision, shown before training
     if not args.quiet:
         print(_describe(settings, model, X, X_val, done), flush=True)
+        where = f"writing to {out}"
+        if previous is not None:
+            where += f" (the previous complete run stays in {previous}, which {LATEST} points at)"
+        print(where, flush=True)
     display = progress.choose(args.quiet, model, done + 1, last, steps, len(X), batch_size)
     run = _Run(model, settings, out, history, done, last, display)
     started = time.perf_counter()
@@ -284,12 +334,69 @@ def _train(args: argparse.Namespace) -> int:
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=y,
                               title=f"gpunn train --dataset {settings['dataset']}")
         written.append("training.png")
+    linked = _point_latest(out) if args.out is None else None  # only folders gpunn named
     if not args.quiet:
         print(_summary(run.history, done, last, seconds, model.device))
         if reason is not None:
             print(f"training.png skipped: {reason}")
         print(f"wrote {', '.join(str(out / name) for name in written)}")
+        if linked:
+            print(linked)
     return 0
+
+
+def _new_folder(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(the new run's folder, the previous complete run or None). A folder that holds another
+    run is refused: a finished model is never replaced by one that may not finish."""
+    if args.out is not None:
+        out = Path(args.out)
+        held = [name for name in ("model.npz", "checkpoint.npz") if (out / name).exists()]
+        if held:
+            raise UsageError(f"{out} already holds a run ({', '.join(held)}), and gpunn never "
+                             f"replaces one. Continue it with gpunn train --out "
+                             f"{shlex.quote(str(out))} --resume, give another --out, or leave "
+                             f"--out out for a new folder under {RUNS}/.")
+        out.mkdir(parents=True, exist_ok=True)
+        return out, None
+    previous = LATEST.resolve() if LATEST.exists() else None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        out = RUNS / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            out.mkdir()
+        except FileExistsError:  # two runs started in the same second
+            continue
+        return out, previous and Path(os.path.relpath(previous))
+    raise GpunnError(f"could not make a new run folder in {RUNS}/ (1000 named {stamp}-*)")
+
+
+def _resumed_folder(args: argparse.Namespace) -> Path:
+    out = Path(args.out) if args.out is not None else LATEST
+    return Path(os.path.relpath(out.resolve())) if out.is_symlink() else out
+
+
+def _point_latest(out: Path) -> str | None:
+    """Point runs/latest at ``out``, a complete run in runs/; returns what to tell the user."""
+    note = ""
+    if LATEST.exists() and not LATEST.is_symlink():  # a folder an older gpunn wrote: keep it
+        modified = time.localtime(LATEST.stat().st_mtime)
+        kept = RUNS / f"latest-{time.strftime('%Y%m%d-%H%M%S', modified)}"
+        LATEST.rename(kept)
+        note = f" (the folder that was there is now {kept})"
+    link = RUNS / f".latest-{os.getpid()}"
+    try:
+        link.unlink(missing_ok=True)
+        os.symlink(out.name, link, target_is_directory=True)
+        os.replace(link, LATEST)  # atomic: a reader sees the old link or the new one
+    except OSError as error:
+        return f"{LATEST} was not updated ({error}); the run is in {out}"
+    return f"{LATEST} -> {out}{note}"
+
+
+def _load(settings: dict[str, Any], args: argparse.Namespace) -> tuple:
+    return datasets.load(settings["dataset"], seed=settings["seed"],
+                         data_dir=getattr(args, "data_dir", None))
 
 
 def _environment_device() -> None:
@@ -397,10 +504,15 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
     if done:
         start = (f"already at epoch {done} of {settings['epochs']}" if done >= settings["epochs"]
                  else f"resuming at epoch {done + 1} of {settings['epochs']}")
-    return (f"{settings['dataset']}: {len(X)} training and {len(X_val)} validation samples, "
+    text = (f"{settings['dataset']}: {len(X)} training and {len(X_val)} validation samples, "
             f"{task}; network {'-'.join(map(str, widths))} ({settings['activation']}), "
             f"{settings['optimizer']} lr {settings['lr']:g}; {start}, batch {batch}; "
             f"device {model.device}")
+    if isinstance(model.accuracy, gn.RegressionAccuracy):
+        text += (f"\n{model.accuracy.label} is the book's regression accuracy: the share of "
+                 f"predictions within ±{model.accuracy.precision:.2g} (std(y) / 250) of the "
+                 f"target; the loss (mean squared error) is the measure to watch")
+    return text
 
 
 def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
@@ -408,8 +520,8 @@ def _summary(history: dict[str, list[float]], done: int, last: int, seconds: flo
     final = {key: values[-1] for key, values in history.items() if values}
     ran = f"trained epochs {done + 1}-{last} in {seconds:.1f} s" if last > done else \
         f"already trained {last} epochs"
-    return (f"{ran} on {device}: loss {final['loss']:.4f}, accuracy {final['accuracy']:.4f}; "
-            f"validation loss {final['val_loss']:.4f}, accuracy {final['val_accuracy']:.4f}")
+    return (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
+            f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
 
 
 class _Run:
@@ -476,7 +588,7 @@ def _batch(value: int | str) -> int | None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     model = gn.Model.load(args.model, device=args.device)
-    _, _, X_val, y_val = datasets.load(args.dataset, seed=args.seed)
+    _, _, X_val, y_val = datasets.load(args.dataset, seed=args.seed, data_dir=args.data_dir)
     loss, accuracy = model.evaluate(X_val, y_val, batch_size=_batch(args.batch_size))
     print(f"{args.dataset} validation split, {len(X_val)} samples: loss {loss:.4f}, "
           f"accuracy {accuracy:.4f}")

@@ -141,8 +141,10 @@ def _idx_dataset(name: str, path: PathLike | None, download: bool) -> Split:
     directory = data_dir(name, path)
     found = {stem: _find(directory, stem) for stem in IDX_FILES}
     missing = [stem + ".gz" for stem, file in found.items() if file is None]
-    how = (f"put {', '.join(missing)} (gzipped or not) from {mirror} in {directory}, or pass "
-           f"path= (or set {DATA_ENV_VAR}) to where they are.")
+    how = (f"put {', '.join(missing)} (gzipped or not) from {mirror} in {directory}, or point "
+           f"gpunn at the folder that has them: gpunn train --dataset {name} --data-dir DIR, "
+           f"gpunn.datasets.{name.replace('-', '_')}(path=DIR), or {DATA_ENV_VAR}=DIR with a "
+           f"{name} folder in it.")
     if missing and not download:
         raise GpunnError(f"{title} is missing from {directory} and download=False: {how}")
     for filename in missing:
@@ -321,9 +323,11 @@ def _checked(path: Path, X: numpy.ndarray, y: numpy.ndarray) -> Pair:
 
 # ---- one entry point for the command line ----------------------------------------------------
 
-def load(name_or_path: PathLike, *, seed: int | None = None) -> Split:
+def load(name_or_path: PathLike, *, seed: int | None = None,
+         data_dir: PathLike | None = None) -> Split:
     """(X, y, X_val, y_val) for a name in NAMES or a .npz/.csv path (whose last 20% after a
-    seeded shuffle is held out). Example: ``X, y, X_val, y_val = load("spiral")``."""
+    seeded shuffle is held out); ``data_dir``: where (fashion-)mnist's files are. Example:
+    ``X, y, X_val, y_val = load("spiral")``."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InvalidTypeError(f"dataset must be a name or a path; received {name_or_path!r}.")
     text = os.fspath(name_or_path)
@@ -337,7 +341,7 @@ def load(name_or_path: PathLike, *, seed: int | None = None) -> Split:
     if key == "sine":
         return (*sine_data(), *sine_data())  # deterministic, as in the book's regression chapter
     if key in ("fashion-mnist", "mnist"):
-        return fashion_mnist() if key == "fashion-mnist" else mnist()
+        return (fashion_mnist if key == "fashion-mnist" else mnist)(data_dir)
     suffix = Path(text).suffix.lower()
     if suffix not in (".npz", ".csv"):
         raise InvalidArgumentError(f"Unknown dataset {text!r}: expected one of "

@@ -199,6 +199,10 @@ class Model:
               initial_epoch: int = 0) -> History:
         """Train for ``epochs`` passes over (X, y) and return the per-epoch history.
 
+        With ``verbose``, an epoch's lines (``epoch: E``, its step lines and its ``training,
+        ...`` summary) are printed for the first epoch, every ``print_every``-th epoch and the
+        last one; within those, a step line every ``print_every`` steps and for the last step.
+        So ``print_every=100`` prints about one epoch in a hundred, as the book's examples do.
         ``on_batch_end(epoch, step, steps)`` is called after each step and
         ``on_epoch_end(epoch, logs)`` after each epoch (the CLI draws progress and checkpoints
         there); epochs are numbered from ``initial_epoch + 1`` (for resumed runs).
@@ -227,7 +231,9 @@ class Model:
                     X_epoch, y_epoch = X, y
                 self.loss.new_pass()
                 self.accuracy.new_pass()
-                if verbose:
+                shown = verbose and (epoch % print_every == 0 or epoch == initial_epoch + 1
+                                     or epoch == initial_epoch + epochs)
+                if shown:
                     print(f"epoch: {epoch}")
                 for step in range(steps):
                     start = step * batch_size
@@ -239,7 +245,7 @@ class Model:
                             raise
                         raise self._out_of_memory(error, batch_size, f"epoch {epoch}, step "
                                                   f"{step + 1}") from error
-                    if verbose and (step % print_every == 0 or step == steps - 1):
+                    if shown and (step % print_every == 0 or step == steps - 1):
                         self._print_step(step)
                     if on_batch_end is not None:
                         on_batch_end(epoch, step, steps)
@@ -261,7 +267,7 @@ class Model:
                                                                             batch_size)
                 for key, value in logs.items():
                     history.setdefault(key, []).append(value)
-                if verbose:
+                if shown:
                     print(_format_logs("training", logs))
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, logs)
@@ -295,8 +301,8 @@ class Model:
         regularization = self.loss.regularization_loss()
         accuracy = float(self.accuracy.compare(self._output_layer_predictions(output),
                                                batch_y).mean())
-        print(f"step: {step}, acc: {accuracy:.3f}, loss: {data_loss + regularization:.3f} "
-              f"(data_loss: {data_loss:.3f}, reg_loss: {regularization:.3f}), "
+        print(f"step: {step}, acc: {accuracy:.3f}, loss: {data_loss + regularization:.4g} "
+              f"(data_loss: {data_loss:.4g}, reg_loss: {regularization:.4g}), "
               f"lr: {self.optimizer.current_learning_rate}")
 
     def _epoch_logs(self) -> dict[str, float]:
@@ -445,12 +451,13 @@ def _device(spec: DeviceLike):
 
 
 def _format_logs(prefix: str, logs: dict[str, float]) -> str:
-    text = f"{prefix}, acc: {logs['accuracy']:.3f}, loss: {logs['loss']:.3f}"
+    # Losses with four significant digits: a regression's 3.2e-05 must not print as 0.000.
+    text = f"{prefix}, acc: {logs['accuracy']:.3f}, loss: {logs['loss']:.4g}"
     if "data_loss" in logs:
-        text += (f" (data_loss: {logs['data_loss']:.3f}, "
-                 f"reg_loss: {logs['regularization_loss']:.3f}), lr: {logs['learning_rate']}")
+        text += (f" (data_loss: {logs['data_loss']:.4g}, "
+                 f"reg_loss: {logs['regularization_loss']:.4g}), lr: {logs['learning_rate']}")
     if "val_loss" in logs:
-        text += f"; validation, acc: {logs['val_accuracy']:.3f}, loss: {logs['val_loss']:.3f}"
+        text += f"; validation, acc: {logs['val_accuracy']:.3f}, loss: {logs['val_loss']:.4g}"
     return text
 
 

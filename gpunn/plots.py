@@ -46,7 +46,10 @@ def training_figure(path: str | os.PathLike, history: dict[str, list[float]], *,
     if title:
         figure.suptitle(title)
     _curves(axes[0], history, "loss", "loss", log=True)
-    _curves(axes[1], history, "accuracy", "accuracy", log=False)
+    accuracy = getattr(model, "accuracy", None)
+    precision = getattr(accuracy, "precision", None)
+    _curves(axes[1], history, "accuracy", "accuracy" if precision is None else
+            f"accuracy: share within ±{precision:.2g} of the target", log=False)
     axes[1].set_ylim(-0.02, 1.02)
     if draw_data:
         if X.shape[1] == 2:

@@ -4,27 +4,56 @@ with --quiet. Each gets the training loop's batch_end and epoch_end calls."""
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 from typing import Any
 
+MIN_BAR = 10  # columns the bar itself keeps, however narrow the terminal
+
 
 def choose(quiet: bool, model: Any, first: int, last: int, steps: int, samples: int,
-              batch_size: int | None) -> Progress:
+           batch_size: int | None) -> Progress:
     if quiet:
         return Progress()
+    label = getattr(model.accuracy, "label", "acc")
     if not sys.stdout.isatty():
-        return Lines(first, last, samples)
+        return Lines(first, last, samples, label)
     if steps >= 10 and last - first < 100:
-        return BatchBars(model, last, samples, batch_size)
-    return EpochBar(first, last, samples)
+        return BatchBars(model, last, samples, batch_size, label)
+    return EpochBar(first, last, samples, label)
 
 
-def logs_text(logs: dict[str, float]) -> str:
-    text = f"loss {logs['loss']:.4f}, acc {logs['accuracy']:.4f}"
+def logs_text(logs: dict[str, float], label: str = "acc") -> str:
+    """Losses to four significant digits (a regression's 3.2e-05 stays readable); ``label``
+    names the accuracy (``acc(±0.0028)`` for the book's regression accuracy)."""
+    text = f"loss {logs['loss']:.4g}, {label} {logs['accuracy']:.4f}"
     if "val_loss" in logs:
-        text += f", val_loss {logs['val_loss']:.4f}, val_acc {logs['val_accuracy']:.4f}"
+        text += f", val_loss {logs['val_loss']:.4g}, val_{label} {logs['val_accuracy']:.4f}"
     return text
+
+
+def compact_text(logs: dict[str, float], label: str = "acc") -> str:
+    """``logs_text`` in fewer columns, for a bar: ``loss 0.1488 acc 0.953 | val 0.3049 0.877``."""
+    text = f"loss {logs['loss']:.4g} {label} {logs['accuracy']:.3f}"
+    if "val_loss" in logs:
+        text += f" | val {logs['val_loss']:.4g} {logs['val_accuracy']:.3f}"
+    return text
+
+
+def fit_postfix(columns: int, around: str, postfix: str, extras: list[str]) -> str:
+    """The text after a bar, fitted so the line takes at most ``columns``: the bar keeps
+    MIN_BAR columns and the metrics stay whole; ``extras`` (rates) are added, in order, while
+    they fit. ``around`` is the widest text around the bar (percentage, counts, description)."""
+    width = len(around) + MIN_BAR + 1
+    for extra in extras:
+        if width + len(postfix) + len(extra) + 2 <= columns:
+            postfix += ", " + extra
+    return postfix[:max(columns - width, 0)]
+
+
+def _columns() -> int:
+    return shutil.get_terminal_size().columns
 
 
 class Progress:
@@ -45,27 +74,32 @@ class Progress:
 class Lines(Progress):
     """Plain lines for logs and pipes: every epoch of ten or fewer, else about ten lines."""
 
-    def __init__(self, first: int, last: int, samples: int) -> None:
-        self.first, self.last, self.samples = first, last, samples
+    def __init__(self, first: int, last: int, samples: int, label: str = "acc") -> None:
+        self.first, self.last, self.samples, self.label = first, last, samples, label
         self.every = max(1, math.ceil((last - first + 1) / 10))
         self.started = time.perf_counter()
 
     def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if (epoch - self.first + 1) % self.every == 0 or epoch == self.last:
             rate = (epoch - self.first + 1) * self.samples / (time.perf_counter() - self.started)
-            print(f"epoch {epoch}/{self.last}: {logs_text(logs)}, lr "
+            print(f"epoch {epoch}/{self.last}: {logs_text(logs, self.label)}, lr "
                   f"{logs['learning_rate']:.3g}, {rate:,.0f} samples/s", flush=True)
 
 
 class EpochBar(Progress):
-    """One bar over all epochs, for many short ones (a bar per epoch would flood the screen)."""
+    """One bar over all epochs, for many short ones (a bar per epoch would flood the screen).
+    The line fits the terminal: the metrics, validation included, always show."""
 
-    def __init__(self, first: int, last: int, samples: int) -> None:
+    FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"  # tqdm adds ", "
+
+    def __init__(self, first: int, last: int, samples: int, label: str = "acc") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=last, initial=first - 1, unit="epoch", desc="training",
-                        file=sys.stdout, dynamic_ncols=True)
-        self.first, self.samples = first, samples
+        self.columns = _columns()
+        self.around = f"100%|| {last}/{last}, "
+        self.bar = tqdm(total=last, initial=first - 1, unit="epoch", file=sys.stdout,
+                        ncols=self.columns, bar_format=self.FORMAT)
+        self.first, self.samples, self.label = first, samples, label
         self.started = self.shown = time.perf_counter()
         self.epoch, self.logs = first - 1, None
 
@@ -78,8 +112,11 @@ class EpochBar(Progress):
             self._show(now)
 
     def _show(self, now: float) -> None:
-        rate = (self.epoch - self.first + 1) * self.samples / (now - self.started)
-        self.bar.set_postfix_str(f"{logs_text(self.logs)}, {rate:,.0f} samples/s",
+        seconds, done = now - self.started, self.epoch - self.first + 1
+        extras = [f"{done / seconds:,.0f} epoch/s",
+                  f"{done * self.samples / seconds:,.0f} samples/s"] if seconds > 0 else []
+        self.bar.set_postfix_str(fit_postfix(self.columns, self.around,
+                                             compact_text(self.logs, self.label), extras),
                                  refresh=False)
 
     def close(self) -> None:
@@ -89,13 +126,17 @@ class EpochBar(Progress):
 
 
 class BatchBars(Progress):
-    """A bar per epoch over its samples, with the running loss and accuracy."""
+    """A bar per epoch over its samples, with the running loss and accuracy, fitted to the
+    terminal like EpochBar's."""
 
     per_batch = True
+    FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
 
-    def __init__(self, model: Any, last: int, samples: int, batch_size: int) -> None:
+    def __init__(self, model: Any, last: int, samples: int, batch_size: int,
+                 label: str = "acc") -> None:
         self.model, self.last, self.samples, self.batch_size = model, last, samples, batch_size
-        self.bar = None
+        self.label, self.columns, self.bar = label, _columns(), None
+        self.around = f"epoch {last}/{last} 100%|| 999.9k/999.9k, "
 
     def batch_end(self, epoch: int, step: int, steps: int) -> None:
         from tqdm import tqdm
@@ -104,19 +145,25 @@ class BatchBars(Progress):
             self.close()
             self.bar = tqdm(total=self.samples, unit="sample", unit_scale=True,
                             desc=f"epoch {epoch}/{self.last}", file=sys.stdout,
-                            dynamic_ncols=True)
-            self.shown = time.perf_counter()
+                            ncols=self.columns, bar_format=self.FORMAT)
+            self.started = self.shown = time.perf_counter()
         self.bar.update(min(self.batch_size, self.samples - step * self.batch_size))
         now = time.perf_counter()
         if now - self.shown >= 0.2:  # reading the running loss syncs a GPU; not every step
             self.shown = now
-            self.bar.set_postfix_str(f"loss {self.model.loss.calculate_accumulated():.4f}, "
-                                     f"acc {self.model.accuracy.calculate_accumulated():.4f}",
-                                     refresh=False)
+            running = (f"loss {self.model.loss.calculate_accumulated():.4g} {self.label} "
+                       f"{self.model.accuracy.calculate_accumulated():.3f}")
+            self._postfix(running, now)
+
+    def _postfix(self, text: str, now: float) -> None:
+        seconds = now - self.started
+        extras = [f"{self.bar.n / seconds:,.0f} samples/s"] if seconds > 0 else []
+        self.bar.set_postfix_str(fit_postfix(self.columns, self.around, text, extras),
+                                 refresh=False)
 
     def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(logs_text(logs), refresh=False)
+            self._postfix(compact_text(logs, self.label), time.perf_counter())
         self.close()
 
     def close(self) -> None:

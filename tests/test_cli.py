@@ -85,7 +85,7 @@ def test_default_train_reaches_the_promised_accuracy(tmp_path, capsys):
     assert saved.epoch == 1000 and saved.settings["hidden"] == [64, 64]
     assert saved.history["accuracy"][-1] > 0.9
     assert f"accuracy {saved.history['accuracy'][-1]:.4f}" in stdout
-    assert f"validation loss {saved.history['val_loss'][-1]:.4f}" in stdout
+    assert f"validation loss {saved.history['val_loss'][-1]:.4g}" in stdout
     assert str(out / "model.npz") in stdout and str(out / "training.png") in stdout
     model = gn.Model.load(out / "model.npz", device="cpu")
     X, y, _, _ = gn.datasets.load("spiral", seed=0)
@@ -119,19 +119,73 @@ def test_without_matplotlib_the_plot_is_skipped_with_one_line(tmp_path, capsys, 
     assert not (tmp_path / "training.png").exists() and (tmp_path / "model.npz").exists()
 
 
+def test_a_new_run_never_touches_the_previous_one(tmp_path, capsys, monkeypatch):
+    # A new run once deleted the previous model.npz and training.png within seconds, and a
+    # failed or interrupted run then left nothing of either.
+    monkeypatch.chdir(tmp_path)
+    assert _gpunn(capsys, "train", "--device", "cpu", "--epochs", "5", "--quiet")[0] == 0
+    first = (tmp_path / "runs" / "latest").resolve()
+    files = {path.name: path.read_bytes() for path in first.iterdir()}
+    assert {"model.npz", "training.png", "metrics.csv", "checkpoint.npz"} <= set(files)
+
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gn.Model, "save", disk_full)
+    status, stdout, err = _gpunn(capsys, "train", "--device", "cpu", "--epochs", "5")
+    assert status == 1 and "No space left on device" in err
+    relative = first.relative_to(tmp_path)
+    assert f"the previous complete run stays in {relative}, which runs/latest points at" in stdout
+    assert (tmp_path / "runs" / "latest").resolve() == first  # still the complete run
+    assert {path.name: path.read_bytes() for path in first.iterdir()} == files
+    assert len(list((tmp_path / "runs").iterdir())) == 3  # first, the failed one, latest
+
+
+def test_an_explicit_out_holding_a_run_is_refused_untouched(tmp_path, capsys):
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", tmp_path)[0] == 0
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    status, _, err = _gpunn(capsys, "train", *QUICK, "--out", tmp_path)
+    assert status == 2 and "already holds a run" in _one_error_line(err) and "--resume" in err
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_a_reader_that_leaves_does_not_stop_training(tmp_path):
+    # `gpunn train | head -2` failed with "[Errno 32] Broken pipe" after one epoch.
+    process = subprocess.Popen([sys.executable, "-m", "gpunn", "train", "--device", "cpu",
+                                "--out", str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines = [process.stdout.readline() for _ in range(2)]
+    process.stdout.close()  # as head does after two lines
+    status = process.wait(timeout=120)
+    with process.stderr:
+        err = process.stderr.read()
+    assert lines[0].startswith("spiral:") and (status, err) == (0, "")
+    assert checkpoint.load(tmp_path / "checkpoint.npz", device="cpu").epoch == 1000
+    assert (tmp_path / "model.npz").is_file()
+
+
 def test_quiet_prints_nothing(tmp_path, capsys):
     assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", tmp_path) == (0, "", "")
 
 
-@pytest.mark.parametrize("options, shown", [
-    (["--batch-size", "10", "--epochs", "2"], ["epoch 2/2", "sample/s", "val_acc"]),
-    (["--epochs", "50"], ["50/50", "epoch/s", "samples/s"]),
+@pytest.mark.parametrize("columns", [80, 200])
+@pytest.mark.parametrize("options, shown, wide", [
+    (["--batch-size", "10", "--epochs", "2"], ["epoch 2/2", "| val "], ["samples/s"]),
+    (["--epochs", "300"], ["300/300", "| val "], ["epoch/s", "samples/s"]),
 ])
-def test_terminal_progress_bars(tmp_path, capsys, monkeypatch, options, shown):
+def test_terminal_progress_bars_fit_the_terminal(tmp_path, capsys, monkeypatch, columns,
+                                                  options, shown, wide):
+    # In 80 columns the bar once shrank to one character and the line was cut before the
+    # validation numbers.
+    monkeypatch.setenv("COLUMNS", str(columns))
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", *options, "--out", tmp_path)
     assert status == 0
-    for text in shown:
+    bars = [line for line in stdout.replace("\r", "\n").splitlines() if "%|" in line]
+    final = [line for line in bars if "| val " in line]
+    assert final and all(len(line) <= columns for line in bars), max(bars, key=len)
+    assert all(line.count("█") + line.count(" ") >= 10 for line in final)  # a real bar
+    for text in shown + (wide if columns >= 200 else []):
         assert text in stdout
 
 
@@ -144,6 +198,20 @@ def test_regression_on_sine(tmp_path, capsys):
     assert isinstance(model.loss, gn.MeanSquaredError)
     assert isinstance(model.accuracy, gn.RegressionAccuracy)
     assert isinstance(model.layers[1], gn.Tanh)  # the sine preset
+
+
+def test_regression_logs_show_small_losses_and_say_what_accuracy_means(tmp_path, capsys):
+    # From about epoch 1000 the sine's loss printed as 0.0000 and "acc" was unexplained.
+    status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--dataset", "sine",
+                               "--out", tmp_path)
+    assert status == 0
+    saved = checkpoint.load(tmp_path / "checkpoint.npz", device="cpu")
+    final = saved.history["loss"][-1]
+    assert final < 1e-3 and f"loss {final:.4g}" in stdout and "loss 0.0000" not in stdout
+    precision = gn.Model.load(tmp_path / "model.npz", device="cpu").accuracy.precision
+    assert f"acc(±{precision:.2g}) is the book's regression accuracy" in stdout
+    assert f"within ±{precision:.2g} (std(y) / 250) of the target" in stdout
+    assert f"acc(±{precision:.2g}) " in stdout.splitlines()[-3]  # the progress lines use it
 
 
 def test_own_data_files_classify_whole_labels_and_regress_the_rest(tmp_path, capsys):

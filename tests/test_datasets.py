@@ -205,6 +205,22 @@ def test_offline_download_says_which_files_go_where(tmp_path, monkeypatch, failu
     assert str(tmp_path / "fashion-mnist") in message
     assert all(stem + ".gz" in message for stem in STEMS)
     assert list((tmp_path / "fashion-mnist").iterdir()) == []  # no temporary file left behind
+    # the way out names what a command-line user can type, not only Python's path=
+    assert "gpunn train --dataset fashion-mnist --data-dir DIR" in message
+
+
+def test_the_command_line_reads_images_from_data_dir(tmp_path, monkeypatch, capsys):
+    from gpunn import cli
+
+    write_idx_set(tmp_path / "files", n_train=20, n_test=10)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
+    status = cli.main(["train", "--dataset", "fashion-mnist", "--data-dir",
+                       str(tmp_path / "files"), "--epochs", "1", "--device", "cpu", "--out",
+                       str(tmp_path / "run"), "--quiet"])
+    assert (status, capsys.readouterr().err) == (0, "")
+    status = cli.main(["evaluate", str(tmp_path / "run" / "model.npz"), "--dataset",
+                       "fashion-mnist", "--data-dir", str(tmp_path / "files"), "--device", "cpu"])
+    assert status == 0 and "10 samples" in capsys.readouterr().out
 
 
 def test_missing_files_without_download_say_where(tmp_path):

@@ -54,6 +54,17 @@ def test_the_issue_example_trains(backend, spiral, capsys):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_print_every_counts_epochs_too(spiral, capsys):
+    # print_every=2500 once printed three lines for every one of thousands of epochs.
+    X, y, *_ = spiral
+    _classifier("cpu").train(X, y, epochs=10, print_every=4, verbose=True)
+    printed = capsys.readouterr().out
+    shown = [line for line in printed.splitlines() if line.startswith("epoch: ")]
+    assert shown == ["epoch: 1", "epoch: 4", "epoch: 8", "epoch: 10"]
+    assert printed.count("training, acc:") == 4 and printed.count("step: 0,") == 4
+    assert "e-" in printed or "loss: 1.0" in printed  # losses in significant digits
+
+
 def test_verbose_false_prints_nothing(backend, spiral, capsys):
     X, y, *_ = spiral
     _classifier(backend).train(X, y, epochs=3, batch_size=64, verbose=False)
