@@ -35,22 +35,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 STEP = """
-import time, numpy, gpunn as gn
+import time, numpy
+from benchmarks.mlp import SIZES
+from benchmarks.trainers import GpunnTrainer
 rng = numpy.random.default_rng(0)
-X = rng.standard_normal((128 * {steps}, 784)).astype(numpy.float32)
-y = rng.integers(0, 10, 128 * {steps})
-model = gn.Model(device="cuda:0")
-for i, o in ((784, 128), (128, 128)):
-    model.add(gn.Dense(i, o)); model.add(gn.ReLU())
-model.add(gn.Dense(128, 10)); model.add(gn.Softmax())
-model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
-          accuracy=gn.CategoricalAccuracy())
-model.finalize()
-model.train(X, y, epochs=1, batch_size=128, verbose=False)
-model.backend.synchronize()
+X = rng.standard_normal((128 * {steps}, SIZES[0])).astype(numpy.float32)
+y = rng.integers(0, SIZES[-1], len(X))
+trainer = GpunnTrainer(SIZES, X, y, device="cuda:0", learning_rate=0.001, decay=0.0, seed=0,
+                       shuffle=False)
+trainer.epoch(len(X), 128)
 start = time.perf_counter()
-model.train(X, y, epochs=1, batch_size=128, verbose=False)
-model.backend.synchronize()
+trainer.epoch(len(X), 128)
 print((time.perf_counter() - start) / {steps})
 """
 

@@ -4,8 +4,9 @@ Kernel launches and device-to-host synchronisations per training step of the 784
 MLP (ReLU, softmax cross-entropy, Adam, float32), counted by the strict CuPy double
 (tests/cupy_double) on its simulated device cuda-sim:0. Counts, not timings: the double is not
 a GPU. A step is the difference between an epoch of 2N steps and one of N steps, so what
-happens once per call or per epoch (checks, epoch metrics) cancels out; a first epoch before
-counting fills the caches and the optimizer state.
+happens once per call or per epoch (checks, epoch metrics) cancels out; an epoch before
+counting fills the caches and the optimizer state. The model is benchmarks/mlp.py's, trained by
+benchmarks/trainers.py as the benchmark trains it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy
 
-import gpunn as gn
+from benchmarks.mlp import SIZES as MLP
+from benchmarks.trainers import GpunnTrainer
 
 COUNTED = ("launch", "raw_launch", "sync", "h2d")
 
@@ -37,22 +39,15 @@ def mlp_step_counts(batch_size: int = 128, steps: int = 8) -> dict[str, float]:
     """{launch, raw_launch, sync, h2d} per training step on cuda-sim:0."""
     sim = counters()
     rng = numpy.random.default_rng(0)
+    X = rng.standard_normal((2 * steps * batch_size, 784)).astype(numpy.float32)
+    y = rng.integers(0, 10, len(X))
+    trainer = GpunnTrainer(MLP, X, y, device="cuda:0", learning_rate=0.001, decay=0.0, seed=0,
+                           shuffle=False)
     totals = []
     for n in (steps, 2 * steps):
-        X = rng.standard_normal((n * batch_size, 784)).astype(numpy.float32)
-        y = rng.integers(0, 10, n * batch_size)
-        model = gn.Model(device="cuda:0")
-        for inputs, outputs in ((784, 128), (128, 128)):
-            model.add(gn.Dense(inputs, outputs))
-            model.add(gn.ReLU())
-        model.add(gn.Dense(128, 10))
-        model.add(gn.Softmax())
-        model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
-                  accuracy=gn.CategoricalAccuracy())
-        model.finalize()
-        model.train(X, y, epochs=1, batch_size=batch_size, verbose=False)  # caches, state
+        trainer.epoch(n * batch_size, batch_size)  # fills the caches and the optimizer state
         sim.reset_counters()
-        model.train(X, y, epochs=1, batch_size=batch_size, verbose=False)
+        trainer.epoch(n * batch_size, batch_size)
         totals.append(dict(sim.counters))
     return {key: (totals[1].get(key, 0) - totals[0].get(key, 0)) / steps for key in COUNTED}
 
