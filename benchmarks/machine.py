@@ -23,6 +23,11 @@ import gpunn
 ENVIRONMENT = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                "MKL_NUM_THREADS", "MKL_ENABLE_INSTRUCTIONS", "GPUNN_DEVICE", "CUPY_TF32",
                "CUDA_VISIBLE_DEVICES")
+# Those of them that change the speed measured, not just the thread count (which --threads
+# pins): when set, they go into the results' name, as the committed
+# cpu-amd-epyc-2c-openblas-coretype-haswell.* shows.
+NAMED_ENVIRONMENT = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUCTIONS",
+                     "CUPY_TF32")
 
 
 def cpu_model() -> str:
@@ -59,9 +64,27 @@ def slug(text: str) -> str:
 
 
 def result_name(gpu: str | None = None) -> str:
-    """The results' base name: ``cpu-<cpu model>-<cores>c``, or ``cuda-<gpu>-...`` with a GPU."""
+    """The machine's part of the results' name: ``cpu-<cpu model>-<cores>c``, or
+    ``cuda-<gpu>-...`` with a GPU."""
     machine = f"{slug(cpu_model())}-{cores()}c"
     return f"cuda-{slug(gpu)}-{machine}" if gpu else f"cpu-{machine}"
+
+
+def environment_settings(environment: dict[str, str | None]) -> list[str]:
+    """The variables of ``NAMED_ENVIRONMENT`` that are set, as name parts, such as
+    ``openblas-coretype-haswell`` for OPENBLAS_CORETYPE=Haswell."""
+    return [_part(f"{name} {environment[name]}") for name in NAMED_ENVIRONMENT
+            if environment.get(name)]
+
+
+def stamp(date: str) -> str:
+    """An ISO date such as 2026-11-25T15:30:12+00:00 as a name part: 20261125T1530 (UTC)."""
+    parsed = datetime.datetime.fromisoformat(date).astimezone(datetime.timezone.utc)
+    return parsed.strftime("%Y%m%dT%H%M")
+
+
+def _part(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def blas() -> dict[str, Any]:

@@ -57,7 +57,12 @@ def _setup(record: dict[str, Any]) -> str:
             f"gpunn {versions['gpunn']}. Environment: {environment}. Load average "
             f"{_load(machine.get('load_average_start'))} at start, "
             f"{_load(machine.get('load_average_end'))} at end. Medians of {config['repeats']} "
-            f"repeats, (min–max) in brackets.{quick}")
+            f"repeats, (min–max) in brackets.{_wall(record)}{quick}")
+
+
+def _wall(record: dict[str, Any]) -> str:
+    seconds = record.get("wall_seconds")  # absent from results written before it was kept
+    return "" if seconds is None else f" The whole run took {seconds:.0f} s."
 
 
 def _load(load: list[float] | None) -> str:

@@ -2,7 +2,10 @@
 
 The command line: runs the parts asked for (sgemm, mlp, spiral, kernels) with both sides'
 threads pinned, prints a Markdown table, and writes <name>.json, <name>.md and <name>.png
-to the output folder. ``--quick`` shrinks every size for a smoke run (numbers meaningless).
+to the output folder: benchmarks/results/ by default, runs/benchmarks/ for ``--quick`` (which
+shrinks every size for a smoke run whose numbers mean nothing). The name says the machine, what
+differs from a default run and the date (cpu-amd-epyc-2c-openblas-coretype-haswell-
+20261125T1530); a file that exists is never overwritten: the new one gets a suffix (-2, -3).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,11 @@ from benchmarks import gpu, machine, mlp, report, sgemm, spiral, timing
 
 PARTS = ("sgemm", "mlp", "spiral", "kernels")
 RESULTS = Path(__file__).resolve().parent / "results"
+# Quick runs go here, relative to the current folder (runs/ is ignored by git), so that a smoke
+# run never lands beside the committed results.
+QUICK_OUT = Path("runs") / "benchmarks"
+DEFAULT_BATCH_SIZES = "32,128,1024"
+DEFAULT_SAMPLES = 60_000
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -31,20 +40,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="timed repeats per measurement (default 7; 1 with --quick)")
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
                         help="all: the CPU, plus the GPU part when CUDA works (default)")
-    parser.add_argument("--out", type=Path, default=RESULTS,
-                        help=f"folder for the JSON, Markdown and PNG (default {RESULTS})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"folder for the JSON, Markdown and PNG (default {RESULTS}; "
+                             f"with --quick, {QUICK_OUT} in the current folder)")
     parser.add_argument("--name", default=None,
-                        help="base name of the result files (default: from the machine, "
-                             "such as cpu-amd-epyc-2c)")
+                        help="base name of the result files (default: the machine, the "
+                             "settings that differ from a default run and the date, such as "
+                             "cpu-amd-epyc-2c-openblas-coretype-haswell-20261125T1530); an "
+                             "existing file is never overwritten: -2, -3 ... is added")
     parser.add_argument("--only", action="append", choices=PARTS,
                         help="run only this part (repeatable); mlp also measures sgemm")
     parser.add_argument("--threads", type=int, default=machine.cores(),
                         help="BLAS threads for NumPy and torch.set_num_threads "
                              "(default: the cores this process may use)")
     parser.add_argument("--samples", type=int, default=None,
-                        help="MLP training samples (default 60000; 512 with --quick)")
-    parser.add_argument("--batch-sizes", default="32,128,1024",
-                        help="MLP batch sizes, comma-separated (default 32,128,1024)")
+                        help=f"MLP training samples (default {DEFAULT_SAMPLES}; 512 with "
+                             f"--quick)")
+    parser.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES,
+                        help=f"MLP batch sizes, comma-separated (default {DEFAULT_BATCH_SIZES})")
     parser.add_argument("--shuffle", action="store_true",
                         help="shuffle each MLP epoch, on both sides (default: the same "
                              "batches in the same order for both)")
@@ -57,7 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.repeats is None:
         args.repeats = 1 if args.quick else 7
     if args.samples is None:
-        args.samples = 512 if args.quick else 60_000
+        args.samples = 512 if args.quick else DEFAULT_SAMPLES
     try:
         args.batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     except ValueError:
@@ -86,6 +99,7 @@ def load_torch(disabled: bool) -> tuple[Any, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = parse(argv)
     torch, torch_reason = load_torch(args.no_torch)
     sizes = _sizes(args.quick)
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             record["skipped"]["cpu"] = "--device cuda"
         _cuda(args, torch, sizes, record)
     record["machine"]["load_average_end"] = machine.load_average()
+    # How long a run takes depends on the cores, the BLAS and the load: each result says it.
+    record["wall_seconds"] = round(time.monotonic() - started, 1)
     return _write(args, record)
 
 
@@ -204,21 +220,72 @@ def _cuda(args: argparse.Namespace, torch: Any, sizes: dict[str, int],
 
 
 def _write(args: argparse.Namespace, record: dict[str, Any]) -> int:
-    name = args.name or machine.result_name(record["machine"].get("gpu"))
+    folder = output_folder(args)
+    if args.quick and args.out is None:
+        print(f"quick run: the results go to {folder}/, never to {RESULTS}/ (a smoke run's "
+              f"numbers mean nothing); --out chooses another folder")
+    asked = args.name or result_name(args, record)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = free_name(folder, asked)
+    if name != asked:
+        print(f"{folder / asked}.* exists already; writing {name}.* beside it")
     record["name"] = name
     table = report.markdown(record)
     print()
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    paths = {suffix: args.out / f"{name}.{suffix}" for suffix in ("json", "md", "png")}
-    paths["md"].write_text(table + "\n", encoding="utf-8")
-    with open(paths["json"], "w", encoding="utf-8") as file:
+    paths = {suffix: folder / f"{name}.{suffix}" for suffix in ("json", "md", "png")}
+    with open(paths["md"], "x", encoding="utf-8") as file:  # "x": never overwrite
+        file.write(table + "\n")
+    with open(paths["json"], "x", encoding="utf-8") as file:
         json.dump(record, file, indent=1, default=_plain)
         file.write("\n")
     chart = report.chart(record, paths["png"])
     written = [paths["json"], paths["md"]] + ([chart] if chart else [])
     print("wrote " + ", ".join(os.fspath(path) for path in written))
     return 0
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    """``--out`` when given; else runs/benchmarks for a quick run, benchmarks/results for a
+    measurement."""
+    if args.out is not None:
+        return args.out
+    return QUICK_OUT if args.quick else RESULTS
+
+
+def result_name(args: argparse.Namespace, record: dict[str, Any]) -> str:
+    """The machine, then what differs from ``python -m benchmarks`` (the BLAS variables set,
+    the options that change what is measured), then the date: the committed results keep their
+    names, and two runs never share one."""
+    differs = machine.environment_settings(record["machine"]["environment"])
+    if args.quick:
+        differs.append("quick")
+    if args.only:
+        differs.append("only-" + "-".join(sorted(set(args.only))))
+    if args.no_torch:
+        differs.append("no-torch")
+    if args.torch_adam != "default":
+        differs.append(f"torch-{args.torch_adam}-adam")
+    if args.shuffle:
+        differs.append("shuffle")
+    if args.threads != machine.cores():
+        differs.append(f"{args.threads}-threads")
+    if not args.quick and args.samples != DEFAULT_SAMPLES:
+        differs.append(f"{args.samples}-samples")
+    if args.batch_sizes != [int(size) for size in DEFAULT_BATCH_SIZES.split(",")]:
+        differs.append("batch-" + "-".join(map(str, args.batch_sizes)))
+    base = machine.result_name(record["machine"].get("gpu"))
+    return "-".join([base, *differs, machine.stamp(record["machine"]["date"])])
+
+
+def free_name(folder: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3`` ... : the first whose .json, .md and .png are all
+    absent from ``folder``."""
+    candidate, number = name, 1
+    while any((folder / f"{candidate}.{suffix}").exists() for suffix in ("json", "md", "png")):
+        number += 1
+        candidate = f"{name}-{number}"
+    return candidate
 
 
 def _plain(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy
@@ -10,7 +11,7 @@ from gpunn import _checks
 from gpunn.backend import device
 from gpunn.errors import InvalidArgumentError, InvalidTypeError
 from gpunn.layers import Dense
-from gpunn.losses import CategoricalCrossentropy
+from gpunn.losses import BinaryCrossentropy, CategoricalCrossentropy
 
 
 def pair(data: Any) -> tuple[Any, Any]:
@@ -65,6 +66,8 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
     if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
         raise InvalidArgumentError(f"{y_name} must have shape ({len(X)}, {outputs}) to match "
                                    f"the model's {outputs} outputs; received {tuple(y.shape)}.")
+    if isinstance(model.loss, BinaryCrossentropy):
+        _binary_targets(y, y_name)
     y = y.astype(model.dtype, copy=False)
     if not bool(backend.xp.isfinite(y).all()):
         raise InvalidArgumentError(f"{y_name} contains NaN or inf.")
@@ -105,3 +108,19 @@ def _class_labels(backend: Any, y: Any, name: str, classes: int | None, dtype: s
         raise InvalidArgumentError(f"{name} holds class indices from {low} to {high}; the model "
                                    f"has {classes} outputs, so they must be in 0..{classes - 1}.")
     return y.astype(xp.int64, copy=False)
+
+
+def _binary_targets(y: Any, name: str) -> None:
+    """Refuse binary cross-entropy targets outside [0, 1]: log(1 - p) and log(p) would then be
+    weighted by negative amounts, and training would push the outputs away from every target
+    without a word. NaN propagates through min and max, so two reductions check everything."""
+    low, high = float(y.min()), float(y.max())
+    if 0.0 <= low and high <= 1.0:
+        return
+    received = ("NaN" if math.isnan(low) or math.isnan(high)
+                else f"values from {low:g} to {high:g}")
+    raise InvalidArgumentError(f"{name} must hold targets in [0, 1] for BinaryCrossentropy (0/1 "
+                               f"labels or probabilities); received {received}. Map the "
+                               f"classes to 0 and 1 first (e.g. y = (y == positive_class)), or "
+                               f"use CategoricalCrossentropy with a Softmax output for more "
+                               f"than two classes.")

@@ -20,6 +20,9 @@ from gpunn.errors import FileFormatError, GpunnError
 FORMAT = "gpunn"
 VERSION = 1
 HEADER = "__gpunn__"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first entry, or an empty zip
+NPY_MAGIC = b"\x93NUMPY"
+PICKLE_MAGIC = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or later
 LAYERS = {cls.__name__: cls for cls in (
     layers.Dense, layers.Dropout, activations.ReLU, activations.LeakyReLU, activations.Softmax,
     activations.Sigmoid, activations.Tanh, activations.Linear)}
@@ -83,37 +86,67 @@ def model_arrays(model: Any) -> dict[str, numpy.ndarray]:
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read_arrays(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
+def read_arrays(path: str | os.PathLike, *, what: str = "a readable .npz file",
+                remedy: str = "write it with numpy.savez(path, name=array, ...)"
+                ) -> dict[str, numpy.ndarray]:
     """Every array of an .npz archive, read without pickle; FileFormatError for anything that
-    is not a readable archive (truncated, corrupted, pickled, a forged shape)."""
+    is not a readable archive (junk, truncated, corrupted, pickled, a forged shape), saying
+    ``path`` is not ``what`` and why, then ``remedy``. No message suggests loading unsafely."""
     path = Path(path)
     if not path.is_file():
         raise GpunnError(f"No such file: {path}")
     try:
         with open(path, "rb") as file:
-            archive = numpy.load(file, allow_pickle=False)
-            if not isinstance(archive, numpy.lib.npyio.NpzFile):
-                raise FileFormatError(f"{path} holds a single array, not an .npz archive.")
-            with archive:
+            start = file.read(len(NPY_MAGIC))
+            # Checked here, not left to numpy.load: for anything but a zip or .npy, NumPy
+            # assumes a pickle and says how to load it unsafely.
+            if not start.startswith(ZIP_MAGIC):
+                raise FileFormatError(f"{path} is not {what}: {_not_a_zip(start)}; {remedy}.")
+            file.seek(0)
+            with numpy.load(file, allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
     except FileFormatError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
             KeyError, RuntimeError, MemoryError) as error:  # MemoryError: a forged array shape
-        if "Object arrays cannot be loaded" in str(error):
-            raise FileFormatError(f"{path} holds a pickled object array, which gpunn does not "
-                                  f"load (a pickle can run code); save numeric arrays.") from error
-        raise FileFormatError(f"{path} is not a readable .npz archive: {error}") from error
+        raise FileFormatError(f"{path} is not {what}: {_damaged(error)}; {remedy}.") from error
     for name, value in arrays.items():
         if not isinstance(value, numpy.ndarray):  # a member not stored as .npy comes as bytes
-            raise FileFormatError(f"{path}: entry {name!r} is not a NumPy array.")
+            raise FileFormatError(f"{path} is not {what}: its entry {name!r} is not a NumPy "
+                                  f"array; {remedy}.")
     return arrays
+
+
+def _not_a_zip(start: bytes) -> str:
+    """Why a file that does not begin like a zip archive is refused."""
+    if not start:
+        return "it is empty (0 bytes), not an .npz (zip) archive"
+    if start.startswith(NPY_MAGIC):
+        return "it holds a single array (.npy), not an .npz (zip) archive"
+    if start.startswith(PICKLE_MAGIC):
+        return ("it looks like a Python pickle, not an .npz (zip) archive; gpunn never loads "
+                "pickles (loading one can run any code)")
+    return f"it is not an .npz (zip) archive (it begins with {start!r})"
+
+
+def _damaged(error: BaseException) -> str:
+    """Why a zip archive could not be read, without NumPy's advice to load it unsafely."""
+    text = " ".join(str(error).split())
+    if "Object arrays cannot be loaded" in text:
+        return ("it holds a pickled object array, which gpunn never loads (loading one can run "
+                "any code); save numeric arrays")
+    if "max_header_size" in text or "allow_pickle" in text:
+        return "an array header is damaged or larger than NumPy reads safely"
+    if isinstance(error, MemoryError):
+        return "an array claims a shape too large for memory (damaged or forged)"
+    return f"it is a damaged or truncated .npz (zip) archive ({text or type(error).__name__})"
 
 
 def read(path: str | os.PathLike, *kinds: str) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
     """The header and arrays of a gpunn file of one of ``kinds``; FileFormatError for anything
     else."""
-    arrays = read_arrays(path)
+    arrays = read_arrays(path, what="a gpunn file", remedy=f"give a {' or '.join(kinds)} file "
+                         f"written by gpunn (Model.save, checkpoint.save or gpunn train)")
     if HEADER not in arrays:
         raise FileFormatError(f"{path} is not a gpunn file (it has no {HEADER} entry).")
     try:

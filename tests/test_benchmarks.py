@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,8 @@ def test_quick_run_prints_the_table_and_writes_the_results(tmp_path):
     assert "| batch | gpunn samples/s | PyTorch samples/s |" in stdout
     assert "## Spiral 2-64-3" in stdout
     assert (tmp_path / "smoke.md").read_text().startswith("# gpunn vs PyTorch")
+    assert record["wall_seconds"] > 0
+    assert f"The whole run took {record['wall_seconds']:.0f} s." in stdout
     assert (tmp_path / "smoke.png").exists() == MATPLOTLIB
 
 
@@ -64,6 +67,79 @@ def test_without_torch_gpunn_is_reported_alone(tmp_path):
     assert set(record["spiral"]["cpu"]["trainers"]) == {"gpunn"}
     assert "mlp" not in record and "sgemm" not in record
     assert "PyTorch left out (--no-torch)" in stdout
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {os.fspath(path.relative_to(folder)): (path.stat().st_mtime_ns, path.stat().st_size)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_quick_run_without_out_leaves_the_committed_results_alone(tmp_path):
+    results = ROOT / "benchmarks" / "results"
+    before = _files(results)
+    # Run from tmp_path, so the quick run's own folder (runs/benchmarks in the current folder)
+    # lands there, not in the source tree.
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.fspath(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    command = [sys.executable, "-W", "error", "-m", "benchmarks", "--quick", "--device", "cpu",
+               "--threads", "1", "--only", "spiral", "--no-torch"]
+    done = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _files(results) == before
+    written = sorted((tmp_path / "runs" / "benchmarks").glob("*.json"))
+    assert len(written) == 1, done.stdout
+    assert "-quick-only-spiral-no-torch-" in written[0].name
+    assert f"quick run: the results go to {Path('runs', 'benchmarks')}/, never to " \
+           f"{results}/" in done.stdout
+
+
+def test_result_names_say_the_machine_what_differs_and_the_date(monkeypatch):
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+    from benchmarks import machine, run
+
+    base = machine.result_name()
+    unset = dict.fromkeys(machine.ENVIRONMENT)
+
+    def name(argv, date="2026-11-25T15:30:12+00:00", **environment):
+        record = {"machine": {"date": date, "environment": {**unset, **environment}}}
+        return run.result_name(run.parse(argv), record)
+
+    assert name([]) == f"{base}-20261125T1530"
+    assert name([], date="2026-11-25T16:30:59+01:00") == f"{base}-20261125T1530"
+    assert name(["--device", "cpu"], OPENBLAS_CORETYPE="Haswell") == \
+        f"{base}-openblas-coretype-haswell-20261125T1530"
+    assert name([], OPENBLAS_CORETYPE="Haswell", OPENBLAS_L2_SIZE="512",
+                OPENBLAS_NUM_THREADS="2") == \
+        f"{base}-openblas-coretype-haswell-openblas-l2-size-512-20261125T1530"
+    assert name(["--torch-adam", "fused", "--only", "spiral", "--only", "mlp"]) == \
+        f"{base}-only-mlp-spiral-torch-fused-adam-20261125T1530"
+    assert name(["--quick", "--no-torch", "--threads", str(machine.cores() + 1)]) == \
+        f"{base}-quick-no-torch-{machine.cores() + 1}-threads-20261125T1530"
+    assert name(["--samples", "1000", "--batch-sizes", "64", "--shuffle"]) == \
+        f"{base}-shuffle-1000-samples-batch-64-20261125T1530"
+
+
+def test_an_existing_result_is_never_overwritten(tmp_path, monkeypatch):
+    # The same --out and --name twice: the first run's files stay as they were.
+    _run(tmp_path, "--no-torch", "--only", "spiral")
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    stdout, _ = _run(tmp_path, "--no-torch", "--only", "spiral")
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()
+            if path.name in before} == before
+    assert (tmp_path / "smoke-2.json").exists() and (tmp_path / "smoke-2.md").exists()
+    assert "smoke.* exists already; writing smoke-2.* beside it" in stdout
+
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+    from benchmarks import run
+
+    folder = tmp_path / "names"
+    folder.mkdir()
+    assert run.free_name(folder, "smoke") == "smoke"
+    (folder / "smoke.png").write_bytes(b"")  # any one of the three files takes the name
+    assert run.free_name(folder, "smoke") == "smoke-2"
+    (folder / "smoke-2.md").write_text("")
+    assert run.free_name(folder, "smoke") == "smoke-3"
 
 
 def test_the_gpu_check_refuses_without_a_real_gpu():

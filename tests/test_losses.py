@@ -102,3 +102,75 @@ def test_regularization_loss_sums_every_layer(backend):
     loss.remember_trainable_layers([dense, dense])
     one = 0.5 * 6 + 0.25 * 14 + 1.0 * 1.5 + 2.0 * 1.25
     assert loss.regularization_loss() == pytest.approx(2 * one)
+
+
+# ---- binary cross-entropy targets --------------------------------------------------------------
+
+def _binary_model(backend):
+    model = gpunn.Model(device=backend)
+    model.add(gpunn.Dense(2, 4))
+    model.add(gpunn.ReLU())
+    model.add(gpunn.Dense(4, 1))
+    model.add(gpunn.Sigmoid())
+    model.set(loss=gpunn.BinaryCrossentropy(), optimizer=gpunn.Adam(learning_rate=0.01),
+              accuracy=gpunn.CategoricalAccuracy(binary=True))
+    model.finalize()
+    return model
+
+
+def _training_state(model):
+    optimizer = model.optimizer
+    return (model.backend.to_numpy(model.parameters).copy(),
+            {name: model.backend.to_numpy(array).copy()
+             for name, array in optimizer.saved_state().items()},
+            optimizer.iterations, optimizer.current_learning_rate)
+
+
+BAD_TARGETS = {
+    "classes-0-1-2": (np.array([0, 1, 2, 1, 0, 2]), "values from 0 to 2"),
+    "minus-1-and-1": (np.array([-1.0, 1.0, -1.0, 1.0, 1.0, -1.0]), "values from -1 to 1"),
+    "above-1": (np.array([0.0, 0.5, 1.5, 1.0, 0.0, 0.25]), "values from 0 to 1.5"),
+    "nan": (np.array([0.0, 1.0, np.nan, 1.0, 0.0, 1.0]), "NaN"),
+    "inf": (np.array([0.0, 1.0, np.inf, 1.0, 0.0, 1.0]), "values from 0 to inf"),
+}
+
+
+@pytest.mark.parametrize("where", ["host", "device"])
+@pytest.mark.parametrize("call", ["train", "validation_data", "evaluate"])
+@pytest.mark.parametrize("targets", sorted(BAD_TARGETS))
+def test_binary_crossentropy_refuses_targets_outside_0_1_before_changing_anything(
+        backend, targets, call, where):
+    X = RNG.standard_normal((6, 2))
+    good = np.array([0, 1, 1, 0, 1, 0])
+    model = _binary_model(backend)
+    model.train(X, good, epochs=2, verbose=False)  # optimizer state and iterations to keep
+    before = _training_state(model)
+    bad, received = BAD_TARGETS[targets]
+    if where == "device":
+        X, bad = backend.asarray(X), backend.asarray(bad)
+    name = "y_val" if call == "validation_data" else "y"
+    with pytest.raises(gpunn.InvalidArgumentError,
+                       match=rf"^{name} must hold targets in \[0, 1\] for BinaryCrossentropy .*"
+                             rf"received {received}\. Map the classes to 0 and 1"):
+        if call == "train":
+            model.train(X, bad, epochs=1, verbose=False)
+        elif call == "validation_data":
+            model.train(X, good, epochs=1, verbose=False, validation_data=(X, bad))
+        else:
+            model.evaluate(X, bad)
+    after = _training_state(model)
+    np.testing.assert_array_equal(after[0], before[0])
+    assert after[1].keys() == before[1].keys() and before[1]
+    for key in before[1]:
+        np.testing.assert_array_equal(after[1][key], before[1][key], err_msg=key)
+    assert after[2:] == before[2:]
+
+
+def test_binary_crossentropy_accepts_labels_and_probabilities(backend):
+    X = RNG.standard_normal((6, 2))
+    model = _binary_model(backend)
+    for y in (np.array([0, 1, 1, 0, 1, 0]), np.array([True, False] * 3),
+              np.array([0.0, 0.25, 1.0, 0.5, 1.0, 0.0])):
+        model.train(X, y, epochs=1, verbose=False, validation_data=(X, y))
+        model.evaluate(backend.asarray(X), backend.asarray(y))
+    assert model.optimizer.iterations == 3
