@@ -163,6 +163,16 @@ class Model:
     @_on_device
     def forward(self, X: Any, training: bool) -> Any:
         """Run every layer; a Dense followed by ReLU runs as one fused kernel."""
+        return self._forward(X, training)
+
+    @_on_device
+    def backward(self, output: Any, y: Any) -> None:
+        """Gradients of the loss for every layer, last to first."""
+        self._backward(output, y)
+
+    # train, evaluate and predict make the device current once per call, not once per step.
+
+    def _forward(self, X: Any, training: bool) -> Any:
         layers, i = self.layers, 0
         while i < len(layers):
             layer = layers[i]
@@ -176,9 +186,7 @@ class Model:
             i += 1
         return X
 
-    @_on_device
-    def backward(self, output: Any, y: Any) -> None:
-        """Gradients of the loss for every layer, last to first."""
+    def _backward(self, output: Any, y: Any) -> None:
         layers = self.layers
         if self._combined is not None:
             self._combined.backward(output, y)
@@ -275,14 +283,14 @@ class Model:
 
     def _train_step(self, batch_X: Any, batch_y: Any, epoch: int, step: int) -> None:
         batch_y = self.backend.asarray(batch_y)  # a no-op unless the data stays on the host
-        output = self.forward(batch_X, training=True)
+        output = self._forward(batch_X, training=True)
         data_loss = float(self.loss.calculate(output, batch_y))
         if not numpy.isfinite(data_loss):
             raise TrainingDivergedError(
                 f"The loss became {data_loss} in epoch {epoch}, step {step + 1}; the parameters "
                 f"are those before this step. Lower the learning rate or check the data.")
         self.accuracy.calculate(self._output_layer_predictions(output), batch_y)
-        self.backward(output, batch_y)
+        self._backward(output, batch_y)
         self.optimizer.pre_update_params()
         self.optimizer.update_params(self.parameters, self.gradients)
         self.optimizer.post_update_params()
@@ -349,7 +357,7 @@ class Model:
 
     def _forward_inference(self, X: Any, batch_size: int) -> Any:
         try:
-            return self.forward(X, training=False)
+            return self._forward(X, training=False)
         except Exception as error:
             if not self.backend.is_out_of_memory(error):
                 raise
