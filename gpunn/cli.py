@@ -10,7 +10,6 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import platform
@@ -24,17 +23,13 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import backend, checkpoint, datasets, io, plots, progress
+from gpunn import backend, checkpoint, datasets, io, plots, progress, runs
 from gpunn.backend import kernels, nvrtc
 from gpunn.errors import FileFormatError, GpunnError
 
-RUNS = Path("runs")  # each default run gets runs/<date-time>/
-LATEST = RUNS / "latest"  # a link to the newest complete one
-CHECKPOINT_SECONDS = 2.0  # checkpoint.npz is rewritten at most this often (see train --help)
 ACTIVATIONS = {"relu": gn.ReLU, "tanh": gn.Tanh, "sigmoid": gn.Sigmoid, "leaky_relu": gn.LeakyReLU}
 OPTIMIZERS = {"sgd": gn.SGD, "adagrad": gn.Adagrad, "rmsprop": gn.RMSprop, "adam": gn.Adam}
-METRICS = ("loss", "data_loss", "regularization_loss", "accuracy", "learning_rate", "val_loss",
-           "val_accuracy")
+
 
 # The defaults of `gpunn train` per data set; options given on the command line win. The spiral
 # ones reach a training accuracy of 0.94-0.98 for every seed from 0 to 39 (validation 0.82-0.90)
@@ -70,7 +65,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status. Example: ``main(["train", "--quiet"])``."""
     args, stdout = None, sys.stdout
-    sys.stdout = _ReaderMayLeave(stdout)
+    sys.stdout = progress.ReaderMayLeave(stdout)
     try:
         args = _parser().parse_args(argv)
         if args.command is None:
@@ -90,42 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(error, 1)
     finally:
         sys.stdout = stdout
-
-
-class _ReaderMayLeave:
-    """Standard output whose reader may go away (``gpunn train | head -2``): from then on what
-    gpunn prints is dropped, so training goes on and saves everything, and the exit is quiet,
-    as with other Unix tools, instead of an error in the middle of a run."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream, self.reader_left = stream, False
-
-    def write(self, text: str) -> int:
-        if not self.reader_left:
-            try:
-                return self._stream.write(text)
-            except BrokenPipeError:
-                self._left()
-        return len(text)
-
-    def flush(self) -> None:
-        if not self.reader_left:
-            try:
-                self._stream.flush()
-            except BrokenPipeError:
-                self._left()
-
-    def _left(self) -> None:
-        self.reader_left = True
-        try:  # what is still buffered would fail again when Python exits: send it nowhere
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
-            pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 def _fail(error: Exception, status: int) -> int:
@@ -167,10 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     option("--data-dir", metavar="DIR", help="where the fashion-mnist or mnist files are "
            "(default: $GPUNN_DATA/<name>, else ~/.cache/gpunn/<name>; downloaded if missing)")
     option("--out", metavar="DIR", help=f"the run's folder, which must not hold another run "
-           f"(default: a new {RUNS}/<date-time>, and {LATEST} then points at the newest "
+           f"(default: a new {runs.RUNS}/<date-time>, and {runs.LATEST} then points at the newest "
            f"complete one)")
     option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
-           f"DIR: {LATEST})")
+           f"DIR: {runs.LATEST})")
     option("--quiet", action="store_true", help="print nothing but errors")
     train.set_defaults(run=_train)
 
@@ -203,13 +162,13 @@ def _parser() -> argparse.ArgumentParser:
 
 _TRAIN_HELP = f"""\
 Train a network and write into a new folder, runs/<date-time> (or --out DIR); when the run is
-complete, {LATEST} points at it. A previous run's files are never replaced or deleted:
+complete, {runs.LATEST} points at it. A previous run's files are never replaced or deleted:
   model.npz       the trained model (gpunn.Model.load reads it)
   metrics.csv     one row per epoch: epoch, loss, data_loss, regularization_loss,
                   accuracy, learning_rate, val_loss, val_accuracy
   checkpoint.npz  model, optimizer state, epoch, history and random state; written after
-                  the first epoch, then at most every {CHECKPOINT_SECONDS:g} s (thousands of tiny
-                  epochs are not slowed down by disk writes), after the last epoch, and on
+                  the first epoch, then at most every {runs.CHECKPOINT_SECONDS:g} s (thousands of
+                  tiny epochs are not slowed down by disk writes), after the last epoch, and on
                   Ctrl-C, when it keeps the last complete epoch (exit status 130);
                   --resume continues from it
   training.png    loss and accuracy curves, and the decision regions of 2-D data
@@ -291,7 +250,7 @@ def _train(args: argparse.Namespace) -> int:
         _environment_device()
     device = gn.device(args.device)  # fails here, before any data is read
     if args.resume:
-        out, previous = _resumed_folder(args), None
+        out, previous = runs.resumed_folder(args.out), None
         saved = _checkpoint(out, device)
         settings = _resumed_settings(args, saved.settings, saved.epoch, out)
         model, history, done = saved.model, saved.history, saved.epoch
@@ -302,7 +261,13 @@ def _train(args: argparse.Namespace) -> int:
         gn.seed(settings["seed"])
         model = _build(settings, X, y, X_val, y_val, device)
         history, done = {}, 0
-        out, previous = _new_folder(args)
+        if args.out is not None and runs.held(Path(args.out)):
+            raise UsageError(f"{args.out} already holds a run "
+                             f"({', '.join(runs.held(Path(args.out)))}), and gpunn never "
+                             f"replaces one. Continue it with gpunn train --out "
+                             f"{shlex.quote(args.out)} --resume, give another --out, or leave "
+                             f"--out out for a new folder under {runs.RUNS}/.")
+        out, previous = runs.new_folder(args.out)
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
     model.accuracy.init(y)  # the regression accuracy's precision, shown before training
@@ -310,10 +275,11 @@ def _train(args: argparse.Namespace) -> int:
         print(_describe(settings, model, X, X_val, done), flush=True)
         where = f"writing to {out}"
         if previous is not None:
-            where += f" (the previous complete run stays in {previous}, which {LATEST} points at)"
+            where += (f" (the previous complete run stays in {previous}, which {runs.LATEST} "
+                      f"points at)")
         print(where, flush=True)
     display = progress.choose(args.quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = _Run(model, settings, out, history, done, last, display)
+    run = runs.Run(model, settings, out, history, done, last, display)
     started = time.perf_counter()
     try:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
@@ -334,7 +300,7 @@ def _train(args: argparse.Namespace) -> int:
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=y,
                               title=f"gpunn train --dataset {settings['dataset']}")
         written.append("training.png")
-    linked = _point_latest(out) if args.out is None else None  # only folders gpunn named
+    linked = runs.point_latest(out) if args.out is None else None  # only folders gpunn named
     if not args.quiet:
         print(_summary(run.history, done, last, seconds, model.device))
         if reason is not None:
@@ -343,55 +309,6 @@ def _train(args: argparse.Namespace) -> int:
         if linked:
             print(linked)
     return 0
-
-
-def _new_folder(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    """(the new run's folder, the previous complete run or None). A folder that holds another
-    run is refused: a finished model is never replaced by one that may not finish."""
-    if args.out is not None:
-        out = Path(args.out)
-        held = [name for name in ("model.npz", "checkpoint.npz") if (out / name).exists()]
-        if held:
-            raise UsageError(f"{out} already holds a run ({', '.join(held)}), and gpunn never "
-                             f"replaces one. Continue it with gpunn train --out "
-                             f"{shlex.quote(str(out))} --resume, give another --out, or leave "
-                             f"--out out for a new folder under {RUNS}/.")
-        out.mkdir(parents=True, exist_ok=True)
-        return out, None
-    previous = LATEST.resolve() if LATEST.exists() else None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    RUNS.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, 1000):
-        out = RUNS / (stamp if attempt == 1 else f"{stamp}-{attempt}")
-        try:
-            out.mkdir()
-        except FileExistsError:  # two runs started in the same second
-            continue
-        return out, previous and Path(os.path.relpath(previous))
-    raise GpunnError(f"could not make a new run folder in {RUNS}/ (1000 named {stamp}-*)")
-
-
-def _resumed_folder(args: argparse.Namespace) -> Path:
-    out = Path(args.out) if args.out is not None else LATEST
-    return Path(os.path.relpath(out.resolve())) if out.is_symlink() else out
-
-
-def _point_latest(out: Path) -> str | None:
-    """Point runs/latest at ``out``, a complete run in runs/; returns what to tell the user."""
-    note = ""
-    if LATEST.exists() and not LATEST.is_symlink():  # a folder an older gpunn wrote: keep it
-        modified = time.localtime(LATEST.stat().st_mtime)
-        kept = RUNS / f"latest-{time.strftime('%Y%m%d-%H%M%S', modified)}"
-        LATEST.rename(kept)
-        note = f" (the folder that was there is now {kept})"
-    link = RUNS / f".latest-{os.getpid()}"
-    try:
-        link.unlink(missing_ok=True)
-        os.symlink(out.name, link, target_is_directory=True)
-        os.replace(link, LATEST)  # atomic: a reader sees the old link or the new one
-    except OSError as error:
-        return f"{LATEST} was not updated ({error}); the run is in {out}"
-    return f"{LATEST} -> {out}{note}"
 
 
 def _load(settings: dict[str, Any], args: argparse.Namespace) -> tuple:
@@ -522,62 +439,6 @@ def _summary(history: dict[str, list[float]], done: int, last: int, seconds: flo
         f"already trained {last} epochs"
     return (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
             f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
-
-
-class _Run:
-    """The files of one `gpunn train` as its epochs end: history, metrics.csv, checkpoint.npz."""
-
-    def __init__(self, model: gn.Model, settings: dict[str, Any], out: Path,
-                 history: dict[str, list[float]], done: int, last: int, progress: Any) -> None:
-        self.model, self.settings, self.out, self.last = model, settings, out, last
-        self.history = {key: list(values) for key, values in history.items()}
-        self.epoch = done
-        self.saved_epoch = done if done else None  # the epoch checkpoint.npz holds
-        self.saved_at = -math.inf
-        self.snapshot: checkpoint.Snapshot | None = None
-        self.progress = progress
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-        self.epoch = epoch
-        if epoch == self.last or time.monotonic() - self.saved_at >= CHECKPOINT_SECONDS:
-            self.save_checkpoint()
-        else:
-            self.snapshot = checkpoint.Snapshot.take(self.model, epoch)
-        self.progress.epoch_end(epoch, logs)
-
-    def save_checkpoint(self) -> None:
-        checkpoint.save(self.out / "checkpoint.npz", self.model, epoch=self.epoch,
-                        history=self.history, settings=self.settings)
-        _write_metrics(self.out / "metrics.csv", self.history)
-        self.saved_epoch, self.saved_at, self.snapshot = self.epoch, time.monotonic(), None
-
-    def interrupted(self) -> int:
-        """After Ctrl-C: keep the last complete epoch in checkpoint.npz and say how to go on."""
-        if self.snapshot is not None:
-            self.snapshot.restore(self.model)
-            self.epoch = self.snapshot.epoch
-            self.save_checkpoint()
-        if self.saved_epoch is None:
-            message = "interrupted before the first epoch completed; nothing was saved"
-        else:
-            message = (f"interrupted: {self.out / 'checkpoint.npz'} keeps epoch "
-                       f"{self.saved_epoch} of {self.last}; continue with: gpunn train --out "
-                       f"{shlex.quote(str(self.out))} --resume")
-        print(message, file=sys.stderr)
-        return 130
-
-
-def _write_metrics(path: Path, history: dict[str, list[float]]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["epoch", *METRICS])
-        for index in range(len(history.get("loss", []))):
-            writer.writerow([index + 1, *(repr(history[key][index]) if key in history else ""
-                                          for key in METRICS)])
-    os.replace(temporary, path)  # a reader never sees half a file
 
 
 # ---- gpunn evaluate, predict, info ---------------------------------------------------------------

@@ -4,6 +4,7 @@ with --quiet. Each gets the training loop's batch_end and epoch_end calls."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import sys
 import time
@@ -170,3 +171,39 @@ class BatchBars(Progress):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class ReaderMayLeave:
+    """Standard output whose reader may go away (``gpunn train | head -2``): from then on what
+    gpunn prints is dropped, so training goes on and saves everything, and the exit is quiet,
+    as with other Unix tools, instead of an error in the middle of a run."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream, self.reader_left = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.reader_left:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_left:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def _left(self) -> None:
+        self.reader_left = True
+        try:  # what is still buffered would fail again when Python exits: send it nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -15,7 +15,7 @@ import pytest
 from helpers import cuda_available
 
 import gpunn as gn
-from gpunn import checkpoint, cli, progress
+from gpunn import checkpoint, cli, progress, runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 QUICK = ["--device", "cpu", "--epochs", "10", "--batch-size", "32", "--dropout", "0.1"]
@@ -317,7 +317,7 @@ def test_resume_refuses_options_that_change_the_run(tmp_path, capsys):
 def test_ctrl_c_keeps_the_last_complete_epoch_and_resume_finishes_the_run(tmp_path, capsys,
                                                                          monkeypatch):
     # Only the first epoch reaches the disk on its own, so epoch 5 must come from the snapshot.
-    monkeypatch.setattr(cli, "CHECKPOINT_SECONDS", 1e9)
+    monkeypatch.setattr(runs, "CHECKPOINT_SECONDS", 1e9)
     epoch_end = progress.Lines.epoch_end
 
     def press_ctrl_c_in_epoch_6(self, epoch, logs):

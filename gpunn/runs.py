@@ -1,0 +1,129 @@
+"""A `gpunn train` run's folder and files: where a run goes (runs/<date-time>, with runs/latest
+pointing at the newest complete one), and what it writes as its epochs end (metrics.csv,
+checkpoint.npz). A previous run's files are never replaced or deleted."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gpunn import checkpoint
+from gpunn.errors import GpunnError
+
+RUNS = Path("runs")  # each default run gets runs/<date-time>/
+LATEST = RUNS / "latest"  # a link to the newest complete one
+CHECKPOINT_SECONDS = 2.0  # checkpoint.npz is rewritten at most this often (see train --help)
+METRICS = ("loss", "data_loss", "regularization_loss", "accuracy", "learning_rate", "val_loss",
+           "val_accuracy")
+
+
+def held(out: Path) -> list[str]:
+    """The files of a run that ``out`` already holds (a folder that holds any is not reused)."""
+    return [name for name in ("model.npz", "checkpoint.npz") if (out / name).exists()]
+
+
+def new_folder(out: str | os.PathLike | None) -> tuple[Path, Path | None]:
+    """(the new run's folder, the previous complete run or None): ``out``, which must hold no
+    run (see ``held``), or a new runs/<date-time>."""
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        return out, None
+    previous = LATEST.resolve() if LATEST.exists() else None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        out = RUNS / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            out.mkdir()
+        except FileExistsError:  # two runs started in the same second
+            continue
+        return out, previous and Path(os.path.relpath(previous))
+    raise GpunnError(f"could not make a new run folder in {RUNS}/ (1000 named {stamp}-*)")
+
+
+def resumed_folder(out: str | os.PathLike | None) -> Path:
+    """The folder of the run to continue: ``out``, else the one runs/latest points at."""
+    out = Path(out) if out is not None else LATEST
+    return Path(os.path.relpath(out.resolve())) if out.is_symlink() else out
+
+
+def point_latest(out: Path) -> str | None:
+    """Point runs/latest at ``out``, a complete run in runs/; returns what to tell the user."""
+    note = ""
+    if LATEST.exists() and not LATEST.is_symlink():  # a folder an older gpunn wrote: keep it
+        modified = time.localtime(LATEST.stat().st_mtime)
+        kept = RUNS / f"latest-{time.strftime('%Y%m%d-%H%M%S', modified)}"
+        LATEST.rename(kept)
+        note = f" (the folder that was there is now {kept})"
+    link = RUNS / f".latest-{os.getpid()}"
+    try:
+        link.unlink(missing_ok=True)
+        os.symlink(out.name, link, target_is_directory=True)
+        os.replace(link, LATEST)  # atomic: a reader sees the old link or the new one
+    except OSError as error:
+        return f"{LATEST} was not updated ({error}); the run is in {out}"
+    return f"{LATEST} -> {out}{note}"
+
+
+class Run:
+    """The files of one `gpunn train` as its epochs end: history, metrics.csv, checkpoint.npz."""
+
+    def __init__(self, model: Any, settings: dict[str, Any], out: Path,
+                 history: dict[str, list[float]], done: int, last: int, progress: Any) -> None:
+        self.model, self.settings, self.out, self.last = model, settings, out, last
+        self.history = {key: list(values) for key, values in history.items()}
+        self.epoch = done
+        self.saved_epoch = done if done else None  # the epoch checkpoint.npz holds
+        self.saved_at = -math.inf
+        self.snapshot: checkpoint.Snapshot | None = None
+        self.progress = progress
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+        self.epoch = epoch
+        if epoch == self.last or time.monotonic() - self.saved_at >= CHECKPOINT_SECONDS:
+            self.save_checkpoint()
+        else:
+            self.snapshot = checkpoint.Snapshot.take(self.model, epoch)
+        self.progress.epoch_end(epoch, logs)
+
+    def save_checkpoint(self) -> None:
+        checkpoint.save(self.out / "checkpoint.npz", self.model, epoch=self.epoch,
+                        history=self.history, settings=self.settings)
+        write_metrics(self.out / "metrics.csv", self.history)
+        self.saved_epoch, self.saved_at, self.snapshot = self.epoch, time.monotonic(), None
+
+    def interrupted(self) -> int:
+        """After Ctrl-C: keep the last complete epoch in checkpoint.npz and say how to go on."""
+        if self.snapshot is not None:
+            self.snapshot.restore(self.model)
+            self.epoch = self.snapshot.epoch
+            self.save_checkpoint()
+        if self.saved_epoch is None:
+            message = "interrupted before the first epoch completed; nothing was saved"
+        else:
+            message = (f"interrupted: {self.out / 'checkpoint.npz'} keeps epoch "
+                       f"{self.saved_epoch} of {self.last}; continue with: gpunn train --out "
+                       f"{shlex.quote(str(self.out))} --resume")
+        print(message, file=sys.stderr)
+        return 130
+
+
+def write_metrics(path: Path, history: dict[str, list[float]]) -> None:
+    """metrics.csv: a row per epoch, every metric of ``history``."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", *METRICS])
+        for index in range(len(history.get("loss", []))):
+            writer.writerow([index + 1, *(repr(history[key][index]) if key in history else ""
+                                          for key in METRICS)])
+    os.replace(temporary, path)  # a reader never sees half a file
