@@ -35,7 +35,7 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
     device should not hold them; training then moves one batch at a time): X as (samples,
     features) in the model's dtype; y as class indices or one-hot for categorical losses, else as
     floats shaped like the output."""
-    X = _array(X, x_name)
+    X = _array(X, x_name, model.backend)
     backend = model.backend if model.backend.holds(X.size * 8) else device("cpu")
     if X.ndim != 2:
         raise InvalidArgumentError(f"{x_name} must be 2-D (samples, features); received an "
@@ -54,7 +54,7 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
         return X, None
     # Labels go where X went (the model's device, or the host for data kept there), so the
     # two can be indexed together: CuPy refuses a NumPy array indexed by a device array.
-    y = backend.asarray(_array(y, y_name))
+    y = backend.asarray(_array(y, y_name, model.backend))
     if y.ndim == 0 or len(y) != len(X):
         raise InvalidArgumentError(f"{y_name} has {0 if y.ndim == 0 else len(y)} labels but "
                                    f"{x_name} has {len(X)} samples.")
@@ -74,15 +74,52 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
     return X, y
 
 
-def _array(data: Any, name: str) -> Any:
+def _array(data: Any, name: str, model_backend: Any) -> Any:
     if isinstance(data, (list, tuple)):
         data = numpy.asarray(data)
+    data = _interchange(data, name, model_backend)
     if not hasattr(data, "dtype") or not hasattr(data, "shape"):
-        raise InvalidTypeError(f"{name} must be an array (NumPy, CuPy or a list of numbers); "
-                               f"received {type(data).__name__}.")
+        raise InvalidTypeError(f"{name} must be an array (NumPy, CuPy, a PyTorch tensor or any "
+                               f"array with DLPack, or a list of numbers); received "
+                               f"{type(data).__name__}.")
     if data.dtype.kind not in "biuf":
         raise InvalidTypeError(f"{name} must hold numbers; received dtype {data.dtype}.")
     return data
+
+
+_DLPACK_CPU = (1, 3)  # kDLCPU, kDLCUDAHost (pinned host memory)
+_DLPACK_CUDA = 2  # kDLCUDA
+
+
+def _interchange(data: Any, name: str, model_backend: Any) -> Any:
+    """Arrays of other libraries (PyTorch, JAX, ...) through DLPack, without a copy: host
+    memory as a NumPy view, GPU memory as a CuPy array when it is the model's GPU. Host data
+    goes to a GPU model as NumPy data does (one copy); device data on another device than the
+    model's is refused with how to move it, never copied behind the user's back."""
+    if isinstance(data, numpy.ndarray) or not hasattr(data, "__dlpack_device__"):
+        return data
+    kind, index = (int(value) for value in data.__dlpack_device__())
+    on_model_gpu = kind == _DLPACK_CUDA and model_backend.device == f"cuda:{index}"
+    if model_backend.is_array(data):  # a CuPy array
+        if on_model_gpu:
+            return data
+    elif kind in _DLPACK_CPU or on_model_gpu:
+        xp = numpy if kind in _DLPACK_CPU else model_backend.xp
+        try:
+            with model_backend.activate():
+                return xp.from_dlpack(data)
+        except (BufferError, TypeError, RuntimeError, ValueError) as error:
+            raise InvalidTypeError(
+                f"{name} ({type(data).__name__}) could not be shared through DLPack: {error}. "
+                f"A PyTorch tensor that requires grad needs {name}.detach() first.") from error
+    where = f"cuda:{index}" if kind == _DLPACK_CUDA else f"DLPack device type {kind}"
+    target = model_backend.device
+    raise InvalidArgumentError(
+        f"{name} is on {where} but the model is on {target}; gpunn does not copy between "
+        f"devices unasked. Move the data (PyTorch: {name}.to('{target}'); CuPy: "
+        + (f"{name}.get()" if target == "cpu" else
+           f"cupy.asarray({name}) inside `with cupy.cuda.Device({target.split(':')[-1]})`")
+        + f") or the model: model.to('{where}').")
 
 
 def _outputs(model: Any) -> int | None:

@@ -343,17 +343,21 @@ class Model:
         return self.loss.calculate_accumulated(), self.accuracy.calculate_accumulated()
 
     @_on_device
-    def predict(self, X: Any, *, batch_size: int | None = None) -> numpy.ndarray:
-        """The outputs of the last layer for X, as a NumPy array whatever the device."""
+    def predict(self, X: Any, *, batch_size: int | None = None,
+                as_device_array: bool = False) -> Any:
+        """The outputs of the last layer for X, as a NumPy array whatever the device; with
+        ``as_device_array=True`` as an array on the model's device (CuPy on a GPU), for
+        pipelines that stay there. X may be any array with DLPack (a PyTorch tensor, ...)."""
         self._require_ready(training=False)
         X = _data.prepare(self, X, None, "X", None)[0]
         batch_size = _data.steps(len(X), batch_size)[1]
-        outputs = [self.backend.to_numpy(self._forward_inference(X[start:start + batch_size],
-                                                                 batch_size))
+        outputs = [self._forward_inference(X[start:start + batch_size], batch_size)
                    for start in range(0, len(X), batch_size)]
         if not outputs:
             raise InvalidArgumentError("predict received no samples (X has 0 rows).")
-        return numpy.concatenate(outputs)
+        if as_device_array:
+            return outputs[0] if len(outputs) == 1 else self.backend.xp.concatenate(outputs)
+        return numpy.concatenate([self.backend.to_numpy(output) for output in outputs])
 
     def _forward_inference(self, X: Any, batch_size: int) -> Any:
         try:

@@ -8,8 +8,10 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import require
 
 import gpunn as gn
+from gpunn import _data
 
 
 def _classifier(backend, *, dropout=0.0, optimizer=None, dtype="float32"):
@@ -459,3 +461,88 @@ def test_a_model_on_a_second_device_stays_there_whatever_device_is_current(
     assert {a.device.id for a in moved.optimizer.state.values()} == {1}
     moved.train(X, y, epochs=1, batch_size=64, verbose=False)
     assert cupy.cuda.runtime.getDevice() == 0
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    require(torch is not None, "PyTorch is not installed (the interchange reference; CI installs "
+                               "the CPU build)")
+    return torch
+
+
+def test_pytorch_tensors_train_evaluate_and_predict_like_numpy_arrays(backend, spiral):
+    torch = _torch()
+    X, y, X_val, y_val = spiral
+    results = []
+    for convert in (lambda a: a, torch.from_numpy):
+        gn.seed(5)
+        model = _classifier(backend)
+        history = model.train(convert(X), convert(y.astype(np.int64)), epochs=3, batch_size=64,
+                              validation_data=(convert(X_val), convert(y_val.astype(np.int64))),
+                              verbose=False)
+        results.append((history, model.evaluate(convert(X_val), convert(y_val)),
+                        model.predict(convert(X_val))))
+    assert results[0][:2] == results[1][:2]
+    np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
+def test_host_tensors_are_shared_not_copied_on_the_cpu(spiral):
+    torch = _torch()
+    X, y, *_ = spiral
+    tensor = torch.from_numpy(X)  # float32, the model's dtype
+    prepared, _ = _data.prepare(_classifier("cpu"), tensor, torch.from_numpy(y), "X", "y")
+    assert np.shares_memory(prepared, tensor.numpy())
+
+
+def test_a_tensor_that_requires_grad_says_detach(spiral):
+    torch = _torch()
+    X, *_ = spiral
+    with pytest.raises(gn.InvalidTypeError, match=r"X\.detach\(\)"):
+        _classifier("cpu").predict(torch.from_numpy(X).requires_grad_())
+
+
+class _GpuArray:
+    """Any array that says, through DLPack, that it lives on a CUDA device."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __dlpack_device__(self):
+        return (2, self.index)
+
+    def __dlpack__(self, **kwargs):
+        raise AssertionError("gpunn must not read an array from another device")
+
+
+def test_arrays_on_another_device_are_refused_with_how_to_move_them(backend, spiral):
+    X, *_ = spiral
+    model = _classifier(backend)
+    other = 1 if backend.device == "cuda:0" else 0
+    with pytest.raises(gn.InvalidArgumentError, match=rf"X is on cuda:{other} but the model is "
+                                                      rf"on {backend.device}.*\.to\("):
+        model.predict(_GpuArray(other))
+
+
+def test_a_cupy_array_of_another_gpu_is_refused(second_cuda_device, spiral):
+    X, *_ = spiral
+    model = _classifier("cuda:0")
+    with pytest.raises(gn.InvalidArgumentError, match="X is on cuda:1 but the model is on "
+                                                      "cuda:0"):
+        model.predict(second_cuda_device.asarray(X))
+
+
+def test_predict_can_keep_the_outputs_on_the_device(backend, spiral):
+    X, y, X_val, _ = spiral
+    model = _classifier(backend)
+    model.train(X, y, epochs=2, verbose=False)
+    device_X = backend.asarray(X_val)
+    for batch_size in (None, 64):
+        kept = model.predict(device_X, batch_size=batch_size, as_device_array=True)
+        assert backend.is_array(kept) and kept.shape == (len(X_val), 3)
+        np.testing.assert_array_equal(backend.to_numpy(kept),
+                                      model.predict(X_val, batch_size=batch_size))
+    if backend.device != "cpu":  # data already on the device is used as it is
+        assert _data.prepare(model, device_X, None, "X", None)[0] is device_X

@@ -297,6 +297,11 @@ class ndarray:
                 "data": (self._a.ctypes.data, False), "version": 3,
                 "strides": None if self._a.flags.c_contiguous else self._a.strides}
 
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """(kDLCUDA, device): where DLPack consumers find the array. (No ``__dlpack__``: the
+        double's memory is host memory, which it must not pass off as GPU memory.)"""
+        return (2, self._device)
+
     def __len__(self) -> int:
         if self._a.ndim == 0:
             raise TypeError("len() of unsized object")
