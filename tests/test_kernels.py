@@ -36,6 +36,18 @@ def test_nvrtc_compiles_every_instance(filename, architecture):
     assert sorted(compiled.lowered_names) == sorted(kernels.name_expressions(filename))
 
 
+@pytest.mark.compiler
+def test_reading_the_compile_log_corrupts_nothing():
+    # The log was read into b" " * size; for an empty log that is CPython's shared b" ", which
+    # NVRTC overwrote with NUL: every space encoded afterwards in the process printed as \x00.
+    module, reason = nvrtc.load()
+    require(module is not None, reason)
+    for filename in kernels.source_files():
+        assert nvrtc.compile_file(module, filename, "sm_90").ok
+    space = " "
+    assert list(space.encode()) == [32]  # the shared one-byte object, read byte by byte
+
+
 def test_every_kernel_instance_is_listed():
     # A kernel added to a .cu file but not to kernels.KERNELS would never be compiled or tested.
     for filename in kernels.source_files():

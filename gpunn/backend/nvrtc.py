@@ -57,9 +57,12 @@ def compile_source(nvrtc: Any, source: str, filename: str, names: list[str], arc
                    *(option.encode() for option in options)]
         (error,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
         _, size = nvrtc.nvrtcGetProgramLogSize(program)
-        log = b" " * size
+        # A bytearray, never b" " * size: NVRTC writes into the buffer, and for an empty log
+        # (size 1) b" " * 1 is CPython's shared one-byte b" ", which would become b"\x00" for
+        # the whole process (every " " encoded after that printed as NUL).
+        log = bytearray(size)
         nvrtc.nvrtcGetProgramLog(program, log)
-        log = log.decode(errors="replace").rstrip("\x00 ")
+        log = bytes(log).decode(errors="replace").rstrip("\x00 ")
         if error != ok:
             return Compiled(False, log or str(error))
         _, cubin_size = nvrtc.nvrtcGetCUBINSize(program)
