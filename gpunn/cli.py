@@ -1,10 +1,11 @@
-"""The command line: ``gpunn train``, ``evaluate``, ``predict``, ``info`` (or ``python -m gpunn``).
+"""The command line: ``gpunn train``, ``evaluate``, ``predict``, ``export``, ``info`` (or
+``python -m gpunn``).
 
 ``gpunn train`` with no options trains a small network on the book's spiral data in about a
-second on a laptop CPU, and writes model.npz, metrics.csv, checkpoint.npz and training.png to
-runs/latest. Every error reaches the user as one line, ``gpunn: error: ...``, with exit status
-2 for a bad command line, 1 for anything else and 130 after Ctrl-C; ``--debug`` shows the
-traceback instead.
+second on a laptop CPU, and writes model.npz, metrics.csv, checkpoint.npz and training.png to a
+new runs/<date-time>, which runs/latest then points at. Every error reaches the user as one
+line, ``gpunn: error: ...``, with exit status 2 for a bad command line, 1 for anything else
+and 130 after Ctrl-C; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import backend, checkpoint, datasets, io, plots, progress, runs
+from gpunn import backend, checkpoint, datasets, export, io, plots, progress, runs
 from gpunn.backend import kernels, nvrtc
 from gpunn.errors import FileFormatError, GpunnError
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("choose a command: train, evaluate, predict or info "
+            raise UsageError("choose a command: train, evaluate, predict, export or info "
                              "(see gpunn --help)")
         return args.run(args)
     except SystemExit as exit:  # --help and --version
@@ -153,6 +154,13 @@ def _parser() -> argparse.ArgumentParser:
                          "(default predictions.npz)")
     predict.add_argument("--batch-size", type=_batch_size, default="full")
     predict.set_defaults(run=_predict)
+
+    export = commands.add_parser("export", parents=[debug],
+                                 help="write a model as an ONNX file, for ONNX Runtime and "
+                                 "other inference runtimes")
+    export.add_argument("model", metavar="MODEL", help="model.npz or checkpoint.npz")
+    export.add_argument("out", metavar="OUT", help="the .onnx file to write")
+    export.set_defaults(run=_export)
 
     info = commands.add_parser("info", parents=[debug],
                                help="versions, devices, and whether the CUDA kernels compile")
@@ -466,6 +474,15 @@ def _predict(args: argparse.Namespace) -> int:
         numpy.savez(file, outputs=outputs, predictions=predictions)
     print(f"wrote predictions for {len(X)} samples to {args.out} (arrays 'outputs' and "
           f"'predictions')")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    model = gn.Model.load(args.model, device="cpu")
+    dataset = export.training_dataset(args.model)
+    path = export.to_onnx(model, args.out, dataset=dataset)
+    print(f"wrote {path} (ONNX opset {export.OPSET}: {export.describe(model)}; trained on "
+          f"{dataset or 'an unknown data set'})")
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy
 
-from gpunn import _checks, _data, io
+from gpunn import _checks, _data, export, io
 from gpunn.accuracy import Accuracy
 from gpunn.activations import ReLU, Softmax
 from gpunn.backend import DeviceLike, device, host_random
@@ -446,6 +446,10 @@ class Model:
         ``path``; ``Model.load(path)`` restores it on any device."""
         self._require_ready(training=False)
         io.write(path, io.model_header(self), io.model_arrays(self))
+
+    def to_onnx(self, path: str, *, dataset: str | None = None) -> Any:
+        """Write the model as an ONNX file (pip install 'gpunn[onnx]'); see gpunn.export."""
+        return export.to_onnx(self, path, dataset=dataset)
 
     @classmethod
     def load(cls, path: str, device: DeviceLike = None) -> Model:

@@ -37,6 +37,7 @@ SHELL = [line.strip() for language, text in BLOCKS if language in ("", "sh", "ba
          for line in text.splitlines() if line.strip()]
 COMMANDS = [part.strip() for line in SHELL for part in line.split("&&")]
 PYTHON = [text for language, text in BLOCKS if language == "python"]
+SERVING = [text for text in PYTHON if "onnxruntime" in text]  # needs the exported model.onnx
 QUICKSTART = ['pip install -e . && gpunn train',
               'pip install -e ".[dev]" && pytest && pytest --cupy-double']
 GPU = {'gpunn train --device cuda', 'pytest --device cuda'}
@@ -83,7 +84,7 @@ def test_what_pip_install_would_install(tmp_path):
     assert "cupy-cuda12x[ctk]>=14.0; extra == 'cuda12'" in metadata
 
 
-def test_every_gpunn_and_python_command_runs(tmp_path):
+def test_every_gpunn_and_python_command_runs(tmp_path, monkeypatch, capsys):
     runnable = [command for command in COMMANDS if not _special(command)]
     assert runnable[0] == "gpunn train"  # the Quickstart's, run first, as a reader would
     for command in runnable:
@@ -93,6 +94,12 @@ def test_every_gpunn_and_python_command_runs(tmp_path):
     assert {"model.npz", "metrics.csv", "checkpoint.npz", "training.png"} <= \
         {path.name for path in (tmp_path / "runs" / "latest").iterdir()}
     assert (tmp_path / "predictions.npz").is_file()
+    # The serving snippet, where `gpunn export` left model.onnx.
+    assert SERVING and (tmp_path / "model.onnx").is_file()
+    monkeypatch.chdir(tmp_path)
+    for text in SERVING:
+        exec(compile(text, "README.md", "exec"), {})
+    assert "classes: [" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("options", [[], ["--cupy-double"]])
@@ -129,7 +136,7 @@ def test_the_benchmark_command_exists():
 
 
 def test_the_python_example_runs_as_written(capsys, monkeypatch):
-    (example,) = PYTHON
+    (example,) = [text for text in PYTHON if text not in SERVING]
     results = {}
     # On the default device (the GPU when there is one); then, if that was CUDA, on the CPU:
     # both must learn the same, to float32 rounding.

@@ -1,0 +1,224 @@
+"""Exporting a model to ONNX, the format ONNX Runtime, TensorRT, OpenVINO and most serving
+stacks read: ``gpunn export MODEL.npz MODEL.onnx``, or ``export.to_onnx(model, "model.onnx")``.
+
+Each gpunn layer becomes the ONNX operator that computes what its ``forward`` computes at
+inference: Dense is Gemm (``inputs @ weights + biases``), ReLU, Sigmoid, Tanh and Softmax are
+their namesakes, LeakyReLU is LeakyRelu, Linear and Dropout (the identity at inference) are
+Identity. The input is "features" of shape [batch, n_inputs] with any batch size; the output is
+"probabilities" after Softmax or Sigmoid, else "outputs". Needs ``pip install 'gpunn[onnx]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy
+
+from gpunn import activations, datasets, io, layers
+from gpunn.errors import GpunnError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from gpunn.model import Model
+
+# Opset 13 (ONNX 1.8, 2020) runs on ONNX Runtime 1.6 and later and on every current runtime.
+# Older opsets would gain little and Softmax before 13 flattened its input to 2-D around
+# ``axis``; from 13 on it normalises along ``axis`` alone, which is gpunn's per-row softmax for
+# any input rank. IR version 7 is the oldest that carries opset 13: the onnx package would
+# otherwise stamp its newest IR version, which older runtimes refuse to load.
+OPSET = 13
+IR_VERSION = 7
+INPUT = "features"
+BATCH = "batch"  # the symbolic first dimension: any batch size
+KNOWN = (layers.Dense, layers.Dropout, activations.ReLU, activations.LeakyReLU,
+         activations.Sigmoid, activations.Tanh, activations.Softmax, activations.Linear)
+HEADS = {
+    activations.Softmax: ("probabilities", "class probabilities, one row per sample (the "
+                                           "argmax is the predicted class)"),
+    activations.Sigmoid: ("probabilities", "probability of the positive class per output "
+                                           "(> 0.5 predicts it)"),
+    activations.Linear: ("outputs", "the predicted values (regression)"),
+}
+
+
+def to_onnx(model: Model, path: str | os.PathLike, *, dataset: str | None = None) -> Path:
+    """Write ``model`` as an ONNX file at ``path`` (atomically) and return the path; ``dataset``
+    is the training data set's name, kept in the file's metadata. Example::
+
+        export.to_onnx(model, "model.onnx", dataset="spiral")
+    """
+    path = Path(path)
+    _check_exportable(model)
+    if dataset is not None and not isinstance(dataset, str):
+        raise InvalidArgumentError(f"dataset must be the training data set's name, a string; "
+                                   f"received {dataset!r}.")
+    if path.is_dir():
+        raise GpunnError(f"Cannot export to {path}: it is a folder. Give a file name, such as "
+                         f"{path / 'model.onnx'}.")
+    if not path.parent.is_dir():
+        raise GpunnError(f"Cannot export to {path}: the folder {path.parent} does not exist. "
+                         f"Create it, or give a path in an existing folder.")
+    onnx = _import_onnx()
+    proto = _model_proto(onnx, model, dataset or "unknown")
+    onnx.checker.check_model(proto, full_check=True)
+    _write(proto.SerializeToString(), path)
+    return path
+
+
+def describe(model: Model) -> str:
+    """The exported graph's signature, such as
+    ``features float32 [batch, 2] -> probabilities float32 [batch, 3]``."""
+    inputs, outputs = _widths(model)
+    return (f"{INPUT} {model.dtype} [{BATCH}, {inputs}] -> {_head(model)[0]} {model.dtype} "
+            f"[{BATCH}, {outputs}]")
+
+
+def training_dataset(path: str | os.PathLike) -> str | None:
+    """The data set a gpunn file was trained on, as ``gpunn train`` recorded it: in the settings
+    of a checkpoint or, for a model.npz, of the checkpoint.npz beside it when that holds the very
+    same parameters (the same run's last epoch). None when no file says."""
+    header, arrays = io.read(path, "model", "checkpoint")
+    if header["kind"] == "model":
+        try:
+            header, saved = io.read(Path(path).with_name("checkpoint.npz"), "checkpoint")
+        except GpunnError:
+            return None
+        if not numpy.array_equal(saved.get("parameters"), arrays.get("parameters")):
+            return None
+    settings = header.get("settings")
+    name = settings.get("dataset") if isinstance(settings, dict) else None
+    if not isinstance(name, str) or not name:
+        return None
+    # A file's name, not its folder: a full path would publish the trainer's directories.
+    return name if name in datasets.NAMES else Path(name).name
+
+
+# ---- checks -------------------------------------------------------------------------------------
+
+def _check_exportable(model: Model) -> None:
+    if not getattr(model, "finalized", False):
+        raise GpunnError("Call model.finalize() after adding layers before exporting the "
+                         "model to ONNX.")
+    known = ", ".join(cls.__name__ for cls in KNOWN)
+    for index, layer in enumerate(model.layers):
+        # The exact class: a subclass may compute something else in its forward.
+        if type(layer) not in KNOWN:
+            kind = type(layer).__name__
+            parents = [cls.__name__ for cls in KNOWN if isinstance(layer, cls)]
+            why = (f", which is not a {parents[0]}: a subclass may compute something else"
+                   if parents else "")
+            raise InvalidArgumentError(
+                f"Cannot export model.layers[{index}], a {kind}, to ONNX: the exporter knows "
+                f"{known}; received a {kind}{why}. Build the model from those layers, or "
+                f"write the ONNX nodes of {kind} yourself.")
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+        import onnx.checker
+        import onnx.helper
+        import onnx.numpy_helper
+    except ImportError as error:
+        raise GpunnError(f"Exporting to ONNX needs the onnx package, which is not installed "
+                         f"({error}). Install it with: pip install 'gpunn[onnx]'") from None
+    return onnx
+
+
+# ---- the graph ----------------------------------------------------------------------------------
+
+def _widths(model: Model) -> tuple[int | str, int | str]:
+    """Input and output widths; a model without Dense keeps its width, whatever it is."""
+    dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+    if not dense:
+        return "n_features", "n_features"
+    return dense[0].n_inputs, dense[-1].n_neurons
+
+
+def _head(model: Model) -> tuple[str, str]:
+    """The output's name and what it means, from the last layer."""
+    return HEADS.get(type(model.layers[-1]), ("outputs", "the network's outputs"))
+
+
+def _model_proto(onnx: Any, model: Model, dataset: str) -> Any:
+    from gpunn import __version__
+
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    element = helper.np_dtype_to_tensor_dtype(numpy.dtype(model.dtype))
+    parameters = iter(model.get_parameters())  # host copies, from whatever device
+    nodes, initializers, tensor = [], [], INPUT
+    output, meaning = _head(model)
+    for index, layer in enumerate(model.layers):
+        name = f"layer{index}.{type(layer).__name__}"
+        result = output if index == len(model.layers) - 1 else f"{name}.output"
+
+        def constant(suffix: str, value: Any, name: str = name) -> str:
+            array = numpy.asarray(value, dtype=model.dtype)
+            initializers.append(numpy_helper.from_array(array, f"{name}.{suffix}"))
+            return f"{name}.{suffix}"
+
+        if isinstance(layer, layers.Dense):
+            weights, biases = next(parameters)
+            nodes.append(helper.make_node(
+                "Gemm", [tensor, constant("weights", weights),
+                         constant("biases", biases.reshape(-1))], [result], name=name))
+        elif isinstance(layer, activations.LeakyReLU) and model.dtype == "float64":
+            # ONNX Runtime (1.32) has no float64 LeakyRelu; gpunn's own formula runs anywhere.
+            positive = f"{name}.positive"
+            scaled = f"{name}.scaled"
+            nodes += [
+                helper.make_node("Greater", [tensor, constant("zero", 0.0)], [positive],
+                                 name=f"{name}.greater"),
+                helper.make_node("Mul", [tensor, constant("alpha", layer.alpha)], [scaled],
+                                 name=f"{name}.mul"),
+                helper.make_node("Where", [positive, tensor, scaled], [result], name=name)]
+        elif isinstance(layer, activations.LeakyReLU):
+            nodes.append(helper.make_node("LeakyRelu", [tensor], [result], name=name,
+                                          alpha=layer.alpha))
+        elif isinstance(layer, activations.Softmax):
+            nodes.append(helper.make_node("Softmax", [tensor], [result], name=name, axis=-1))
+        else:
+            operator = {activations.ReLU: "Relu", activations.Sigmoid: "Sigmoid",
+                        activations.Tanh: "Tanh"}.get(type(layer), "Identity")
+            nodes.append(helper.make_node(operator, [tensor], [result], name=name))
+        tensor = result
+    inputs, outputs = _widths(model)
+    architecture = " -> ".join(map(repr, model.layers))
+    graph = helper.make_graph(
+        nodes, "gpunn", initializer=initializers,
+        inputs=[helper.make_tensor_value_info(INPUT, element, [BATCH, inputs],
+                                              doc_string="one row of features per sample")],
+        outputs=[helper.make_tensor_value_info(output, element, [BATCH, outputs],
+                                               doc_string=meaning)])
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+        producer_name="gpunn", producer_version=__version__,
+        doc_string=(f"A gpunn network, {architecture}, trained on {dataset}. Input "
+                    f"'{INPUT}': {model.dtype} [{BATCH}, {inputs}], one row per sample. Output "
+                    f"'{output}': {model.dtype} [{BATCH}, {outputs}], {meaning}."))
+    helper.set_model_props(proto, {"gpunn_version": __version__, "dataset": dataset,
+                                   "dtype": model.dtype, "architecture": architecture})
+    return proto
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+def _write(data: bytes, path: Path) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it, as io.write does: a
+    failed export leaves no file behind, and never half of one."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # Not tempfile.mkstemp, whose files are private (0600): an exported model is made to be
+    # shared and served, so it gets the permissions of any new file (0666 less the umask).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # Windows: bytes
+    descriptor = os.open(temporary, flags, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
