@@ -103,3 +103,27 @@ def cuda_available() -> bool:
     except gpunn.DeviceUnavailableError:
         return False
     return True
+
+
+HEADS = {  # head -> (output activation, loss, accuracy)
+    "softmax": (gpunn.Softmax, gpunn.CategoricalCrossentropy,
+                lambda: gpunn.CategoricalAccuracy()),
+    "sigmoid": (gpunn.Sigmoid, gpunn.BinaryCrossentropy,
+                lambda: gpunn.CategoricalAccuracy(binary=True)),
+    "linear": (gpunn.Linear, gpunn.MeanSquaredError, lambda: gpunn.RegressionAccuracy()),
+}
+
+
+def build_model(device, sizes, *, hidden=gpunn.ReLU, head="softmax", learning_rate=0.001):
+    """A finalized network of Dense layers ``sizes[0] -> ... -> sizes[-1]`` with ``hidden``
+    between them and a head: softmax (cross-entropy), sigmoid (binary cross-entropy) or linear
+    (mean squared error), trained by Adam."""
+    output, loss, accuracy = HEADS[head]
+    model = gpunn.Model(device=device)
+    for index, (n_inputs, n_neurons) in enumerate(zip(sizes, sizes[1:])):
+        model.add(gpunn.Dense(n_inputs, n_neurons))
+        model.add(output() if index == len(sizes) - 2 else hidden())
+    model.set(loss=loss(), optimizer=gpunn.Adam(learning_rate=learning_rate),
+              accuracy=accuracy())
+    model.finalize()
+    return model

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from helpers import build_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,14 +41,7 @@ def _time_limit(seconds):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
-    model = gn.Model(device="cpu")
-    model.add(gn.Dense(2, 4))
-    model.add(gn.ReLU())
-    model.add(gn.Dense(4, 3))
-    model.add(gn.Softmax())
-    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
-              accuracy=gn.CategoricalAccuracy())
-    model.finalize()
+    model = build_model("cpu", (2, 4, 3))
     X, y = gn.datasets.spiral_data(10, 3, seed=0)
     history = model.train(X, y, epochs=2, verbose=False)
     model.save(folder / "model.npz")

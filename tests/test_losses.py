@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import check_loss_gradients
+from helpers import build_model, check_loss_gradients
 
 import gpunn
 from gpunn.losses import SoftmaxCategoricalCrossentropy
@@ -107,15 +107,7 @@ def test_regularization_loss_sums_every_layer(backend):
 # ---- binary cross-entropy targets --------------------------------------------------------------
 
 def _binary_model(backend):
-    model = gpunn.Model(device=backend)
-    model.add(gpunn.Dense(2, 4))
-    model.add(gpunn.ReLU())
-    model.add(gpunn.Dense(4, 1))
-    model.add(gpunn.Sigmoid())
-    model.set(loss=gpunn.BinaryCrossentropy(), optimizer=gpunn.Adam(learning_rate=0.01),
-              accuracy=gpunn.CategoricalAccuracy(binary=True))
-    model.finalize()
-    return model
+    return build_model(backend, (2, 4, 1), head="sigmoid", learning_rate=0.01)
 
 
 def _training_state(model):

@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pytest
 from conftest import require
+from helpers import build_model
 
 import gpunn as gn
 from gpunn import _data
@@ -93,14 +94,7 @@ def test_book_spiral_result_and_exact_learning_rate():
 
 def test_minibatches_regression_and_binary(backend):
     X, y = gn.datasets.sine_data(samples=200)
-    model = gn.Model(device=backend)
-    model.add(gn.Dense(1, 32))
-    model.add(gn.Tanh())
-    model.add(gn.Dense(32, 1))
-    model.add(gn.Linear())
-    model.set(loss=gn.MeanSquaredError(), optimizer=gn.Adam(learning_rate=0.02),
-              accuracy=gn.RegressionAccuracy())
-    model.finalize()
+    model = build_model(backend, (1, 32, 1), hidden=gn.Tanh, head="linear", learning_rate=0.02)
     history = model.train(X, y, epochs=300, batch_size=32, verbose=False)
     assert history["loss"][-1] < 0.02
 
@@ -411,14 +405,7 @@ def test_labels_and_targets_go_where_the_data_goes(backend, spiral, monkeypatch,
                "one-hot": lambda v: np.eye(3, dtype=np.float32)[v],
                "regression": lambda v: (v.astype(np.float32) / 2).reshape(-1, 1)}[labels]
     if labels == "regression":
-        model = gn.Model(device=backend)
-        model.add(gn.Dense(2, 16))
-        model.add(gn.ReLU())
-        model.add(gn.Dense(16, 1))
-        model.add(gn.Linear())
-        model.set(loss=gn.MeanSquaredError(), optimizer=gn.Adam(learning_rate=0.01),
-                  accuracy=gn.RegressionAccuracy())
-        model.finalize()
+        model = build_model(backend, (2, 16, 1), head="linear", learning_rate=0.01)
     else:
         model = _classifier(backend, dropout=0.1)
     history = model.train(X, targets(y), epochs=2, batch_size=64, shuffle=True,

@@ -11,6 +11,7 @@ from pathlib import Path
 import cupy
 import numpy as np
 import pytest
+from helpers import build_model
 
 import gpunn as gn
 from gpunn import backend as backend_module
@@ -68,15 +69,7 @@ def test_kernels_are_looked_up_once_per_device(fresh_backends):
 
 
 def _model(device):
-    model = gn.Model(device=device)
-    model.add(gn.Dense(2, 256))
-    model.add(gn.ReLU())
-    model.add(gn.Dense(256, 3))
-    model.add(gn.Softmax())
-    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
-              accuracy=gn.CategoricalAccuracy())
-    model.finalize()
-    return model
+    return build_model(device, (2, 256, 3))
 
 
 @pytest.mark.parametrize("headroom, cause", [(3 * 2**20, "CUBLAS_STATUS_ALLOC_FAILED"),
