@@ -27,6 +27,8 @@ def markdown(record: dict[str, Any]) -> str:
         lines += ["", *_spiral(device, result)]
     if "kernels" in record:
         lines += ["", *_kernels(record["kernels"])]
+    if "step_counts" in record:
+        lines += ["", *_counts(record["step_counts"])]
     targets = _targets(record)
     if targets:
         lines += ["", *targets]
@@ -157,6 +159,30 @@ def _kernels(result: dict[str, Any]) -> list[str]:
         share = f"{gpunn['share_of_copy']:.0%}" if gpunn else "(the ceiling)"
         lines.append(f"| {name} | {per_element:.0f} | {kernel} | "
                      f"{entry['cupy']['gb_per_second']:.0f} | {share} |")
+    return lines
+
+
+def _counts(counts: dict[str, Any]) -> list[str]:
+    before = counts["before_issue_10_mlp"]
+    lines = [f"## Kernel launches and synchronisations per training step, counted on "
+             f"{counts['device']}", "",
+             "| model | batch | CUDA graph | launches | of them gpunn kernels | graph launches "
+             "| syncs/step | syncs/epoch | host-to-device copies |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+             f"| MLP 784-128-128-10, before issue 10 | any | no | {before['launch']} | "
+             f"{before['raw_launch']} | 0 | {before['sync']} | steps + 1 | {before['h2d']} |"]
+    rows = [("MLP 784-128-128-10", batch, mode, entry)
+            for mode, by_batch in counts["mlp"].items() for batch, entry in by_batch.items()]
+    rows += [("spiral 2-64-3", "300 (full)", mode, entry)
+             for mode, entry in counts["spiral"].items()]
+    for model, batch, mode, entry in rows:
+        graph = "yes" if mode == "cuda_graph" else "no"
+        lines.append(f"| {model} | {batch} | {graph} | {entry['launch']:g} | "
+                     f"{entry['raw_launch']:g} | {entry['graph_launch']:g} | {entry['sync']:g} | "
+                     f"{entry['epoch_sync']:g} | {entry['h2d']:g} |")
+    lines += ["", "A graph launch counts as one launch; the kernels it replays are not counted "
+              "again. Counts come from the double, which models CuPy's launches, not a GPU's "
+              "timing."]
     return lines
 
 

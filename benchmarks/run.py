@@ -1,7 +1,7 @@
 """Run: python -m benchmarks [--quick] [--repeats N] [--device all|cpu|cuda] [--out DIR]
 
-The command line: runs the parts asked for (sgemm, mlp, spiral, kernels) with both sides'
-threads pinned, prints a Markdown table, and writes <name>.json, <name>.md and <name>.png
+The command line: runs the parts asked for (sgemm, mlp, spiral, kernels, counts) with both
+sides' threads pinned, prints a Markdown table, and writes <name>.json, <name>.md and <name>.png
 to the output folder: benchmarks/results/ by default, runs/benchmarks/ for ``--quick`` (which
 shrinks every size for a smoke run whose numbers mean nothing). The name says the machine, what
 differs from a default run and the date (cpu-amd-epyc-2c-openblas-coretype-haswell-
@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 from benchmarks import gpu, machine, mlp, report, sgemm, spiral, timing
 
-PARTS = ("sgemm", "mlp", "spiral", "kernels")
+PARTS = ("sgemm", "mlp", "spiral", "kernels", "counts")
 RESULTS = Path(__file__).resolve().parent / "results"
 # Quick runs go here, relative to the current folder (runs/ is ignored by git), so that a smoke
 # run never lands beside the committed results.
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             record["skipped"]["cpu"] = "--device cuda"
         _cuda(args, torch, sizes, record)
+    if "counts" in args.parts:
+        _counts(record)
     record["machine"]["load_average_end"] = machine.load_average()
     # How long a run takes depends on the cores, the BLAS and the load: each result says it.
     record["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -217,6 +220,25 @@ def _cuda(args: argparse.Namespace, torch: Any, sizes: dict[str, int],
     with gpu.tf32_off(peer) as settings:
         record["tf32"] = settings
         _measure(args, peer, sizes, "cuda", record)
+
+
+def _counts(record: dict[str, Any]) -> None:
+    """Launches and synchronisations per training step, counted by the CuPy double in a process
+    of its own (its ``cupy`` must not meet the real one); a source checkout has it."""
+    double = Path(__file__).resolve().parent.parent / "tests" / "cupy_double"
+    if not double.is_dir():
+        record["skipped"]["counts"] = f"the CuPy double is not here ({double}): a checkout has it"
+        return
+    print("[cuda-sim] launches and synchronisations per step (CuPy double) ...", flush=True)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(double), str(double.parent.parent), os.environ.get("PYTHONPATH", "")])}
+    environment.pop("GPUNN_DEVICE", None)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.step_counts"], env=environment,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        record["skipped"]["counts"] = f"the count failed: {result.stderr.strip()[-500:]}"
+        return
+    record["step_counts"] = json.loads(result.stdout)
 
 
 def _write(args: argparse.Namespace, record: dict[str, Any]) -> int:

@@ -1,12 +1,14 @@
 """Run: PYTHONPATH=tests/cupy_double python -m benchmarks.step_counts
+(``python -m benchmarks`` runs it too, in a process of its own, and puts it in its table.)
 
-Kernel launches and device-to-host synchronisations per training step of the 784-128-128-10
-MLP (ReLU, softmax cross-entropy, Adam, float32), counted by the strict CuPy double
-(tests/cupy_double) on its simulated device cuda-sim:0. Counts, not timings: the double is not
-a GPU. A step is the difference between an epoch of 2N steps and one of N steps, so what
-happens once per call or per epoch (checks, epoch metrics) cancels out; an epoch before
-counting fills the caches and the optimizer state. The model is benchmarks/mlp.py's, trained by
-benchmarks/trainers.py as the benchmark trains it.
+Kernel launches and device-to-host synchronisations per training step, counted by the strict
+CuPy double (tests/cupy_double) on its simulated device cuda-sim:0: counts, not timings (the
+double is not a GPU). For the 784-128-128-10 MLP (ReLU, softmax cross-entropy, Adam, float32) at
+batch 32, 128 and 1024, and the book's spiral model (2-64-3, full batch of 300), each with and
+without CUDA graphs. A step is the difference between an epoch of 2N steps and one of N steps,
+and an epoch the difference between 2 epochs and 1, so what happens once per call cancels out;
+an epoch before counting fills the caches and the optimizer state. The models are the
+benchmarks' own (benchmarks/mlp.py, benchmarks/spiral.py, benchmarks/trainers.py).
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from typing import Any
 
 import numpy
 
+from benchmarks import spiral
 from benchmarks.mlp import SIZES as MLP
 from benchmarks.trainers import GpunnTrainer
 
-COUNTED = ("launch", "raw_launch", "sync", "h2d")
+COUNTED = ("launch", "raw_launch", "graph_launch", "sync", "h2d")
+DEVICE = "cuda-sim:0 (CuPy double, simulated: not a GPU)"
+# Before issue 10 (commit d63f535), measured the same way: every MLP step, whatever the batch.
+BEFORE = {"launch": 65, "raw_launch": 5, "sync": 1, "h2d": 0}
 
 
 def counters() -> Any:
@@ -35,28 +41,66 @@ def counters() -> Any:
     return cupy._sim
 
 
-def mlp_step_counts(batch_size: int = 128, steps: int = 8) -> dict[str, float]:
-    """{launch, raw_launch, sync, h2d} per training step on cuda-sim:0."""
+def _counted(sim: Any, work: Any) -> dict[str, int]:
+    sim.reset_counters()
+    work()
+    return {key: sim.counters.get(key, 0) for key in COUNTED}
+
+
+def _difference(more: dict[str, int], less: dict[str, int], per: int) -> dict[str, float]:
+    return {key: (more[key] - less[key]) / per for key in COUNTED}
+
+
+def _trainer(sizes: tuple[int, ...], X: numpy.ndarray, y: numpy.ndarray) -> GpunnTrainer:
+    return GpunnTrainer(sizes, X, y, device="cuda:0", learning_rate=0.001, decay=0.0, seed=0,
+                        shuffle=False)
+
+
+def mlp_step_counts(batch_size: int = 128, steps: int = 8, *,
+                    cuda_graph: bool = True) -> dict[str, float]:
+    """{launch, raw_launch, graph_launch, sync, h2d} per MLP training step, and ``epoch_sync``:
+    synchronisations per epoch of ``steps`` steps (verbose=False)."""
     sim = counters()
     rng = numpy.random.default_rng(0)
     X = rng.standard_normal((2 * steps * batch_size, 784)).astype(numpy.float32)
     y = rng.integers(0, 10, len(X))
-    trainer = GpunnTrainer(MLP, X, y, device="cuda:0", learning_rate=0.001, decay=0.0, seed=0,
-                           shuffle=False)
-    totals = []
-    for n in (steps, 2 * steps):
-        trainer.epoch(n * batch_size, batch_size)  # fills the caches and the optimizer state
-        sim.reset_counters()
-        trainer.epoch(n * batch_size, batch_size)
-        totals.append(dict(sim.counters))
-    return {key: (totals[1].get(key, 0) - totals[0].get(key, 0)) / steps for key in COUNTED}
+    trainer = _trainer(MLP, X, y)
+    trainer.cuda_graph = cuda_graph
+    trainer.epoch(steps * batch_size, batch_size)  # fills the caches and the optimizer state
+    short, long = (_counted(sim, lambda n=n: trainer.epoch(n * batch_size, batch_size))
+                   for n in (steps, 2 * steps))
+    one, two = (_counted(sim, lambda e=e: trainer.epochs(e, steps * batch_size, batch_size))
+                for e in (1, 2))
+    return {**_difference(long, short, steps), "epoch_sync": two["sync"] - one["sync"]}
+
+
+def spiral_step_counts(steps: int = 8, *, cuda_graph: bool = True) -> dict[str, float]:
+    """The same for the spiral model's full-batch steps (one step is one epoch)."""
+    sim = counters()
+    X, y = __import__("gpunn").datasets.spiral_data(100, 3, seed=0)
+    trainer = _trainer(spiral.SIZES, X, y)
+    trainer.cuda_graph = cuda_graph
+    trainer.full_batch_steps(steps)
+    short, long = (_counted(sim, lambda n=n: trainer.full_batch_steps(n))
+                   for n in (steps, 2 * steps))
+    per_step = _difference(long, short, steps)
+    return {**per_step, "epoch_sync": per_step["sync"]}
+
+
+def measure() -> dict[str, Any]:
+    """Every count this module makes, as ``python -m benchmarks`` records them."""
+    result: dict[str, Any] = {"device": DEVICE, "before_issue_10_mlp": BEFORE, "mlp": {},
+                              "spiral": {}}
+    for cuda_graph in (False, True):
+        key = "cuda_graph" if cuda_graph else "no_cuda_graph"
+        result["mlp"][key] = {str(batch): mlp_step_counts(batch, cuda_graph=cuda_graph)
+                              for batch in (32, 128, 1024)}
+        result["spiral"][key] = spiral_step_counts(cuda_graph=cuda_graph)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    counts = {str(batch): mlp_step_counts(batch) for batch in (32, 128, 1024)}
-    print(json.dumps({"device": "cuda-sim:0 (CuPy double, simulated: not a GPU)",
-                      "model": "MLP 784-128-128-10, Adam, float32",
-                      "per_step_by_batch_size": counts}, indent=2))
+    print(json.dumps(measure(), indent=2))
     return 0
 
 

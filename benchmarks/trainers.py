@@ -29,6 +29,7 @@ class GpunnTrainer:
         gpunn.seed(seed)
         self.backend = gpunn.device(device)
         self.shuffle = shuffle
+        self.cuda_graph = True  # gpunn's default; benchmarks/step_counts.py counts both
         self.model = gpunn.Model(device=self.backend)
         pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
         for index, (n_in, n_out) in enumerate(pairs):
@@ -49,15 +50,20 @@ class GpunnTrainer:
 
     def epoch(self, samples: int, batch_size: int) -> dict[str, float]:
         """One epoch over the first ``samples`` samples; its loss and accuracy."""
-        history = self.model.train(self.X[:samples], self.y[:samples], epochs=1,
-                                   batch_size=batch_size, shuffle=self.shuffle, verbose=False)
+        return self.epochs(1, samples, batch_size)
+
+    def epochs(self, epochs: int, samples: int, batch_size: int) -> dict[str, float]:
+        """``epochs`` epochs over the first ``samples`` samples; the last one's metrics."""
+        history = self.model.train(self.X[:samples], self.y[:samples], epochs=epochs,
+                                   batch_size=batch_size, shuffle=self.shuffle, verbose=False,
+                                   cuda_graph=self.cuda_graph)
         self.backend.synchronize()
         return {"loss": history["loss"][-1], "accuracy": history["accuracy"][-1]}
 
     def full_batch_steps(self, steps: int) -> dict[str, float]:
         """``steps`` full-batch steps (one per epoch, as the book trains the spiral)."""
         history = self.model.train(self.X, self.y, epochs=steps, batch_size=None, shuffle=False,
-                                   verbose=False)
+                                   verbose=False, cuda_graph=self.cuda_graph)
         self.backend.synchronize()
         return {"loss": history["loss"][-1], "accuracy": history["accuracy"][-1]}
 

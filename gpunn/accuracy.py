@@ -35,8 +35,10 @@ class Accuracy:
     def calculate_accumulated(self) -> float:
         return float(self.accumulated_sum) / max(self.accumulated_count, 1)
 
-    def new_pass(self) -> None:
-        self.accumulated_sum = 0
+    def new_pass(self, into: Any = None) -> None:
+        """Start a new count. ``into``: a 0-d device array to add to in place (the training
+        loop's tally; gpunn.training)."""
+        self.accumulated_sum = 0 if into is None else into
         self.accumulated_count = 0
 
 

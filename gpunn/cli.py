@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
            f"DIR: {runs.LATEST})")
     option("--quiet", action="store_true", help="print nothing but errors")
+    option("--no-cuda-graph", dest="cuda_graph", action="store_false",
+           help="on CUDA, launch every step's kernels one by one instead of replaying the step "
+                "as a captured CUDA graph (the results are the same)")
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", parents=[device, debug],
@@ -292,6 +295,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
                              validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
+                             cuda_graph=args.cuda_graph,
                              on_epoch_end=run.on_epoch_end,
                              on_batch_end=display.batch_end if display.per_batch else None)
     finally:  # a bar left open would swallow the error line that follows

@@ -40,11 +40,13 @@ class Loss:
         return total / len(sample_losses)
 
     def calculate_accumulated(self) -> float:
-        """The mean data loss over everything since ``new_pass``."""
+        """The mean data loss over everything since ``new_pass`` (reads a GPU's sum: a sync)."""
         return float(self.accumulated_sum) / max(self.accumulated_count, 1)
 
-    def new_pass(self) -> None:
-        self.accumulated_sum = 0.0
+    def new_pass(self, into: Any = None) -> None:
+        """Start a new sum. ``into``: a 0-d device array to add to in place (the training
+        loop's tally, so the sum stays on the device; gpunn.training)."""
+        self.accumulated_sum = 0.0 if into is None else into
         self.accumulated_count = 0
 
 

@@ -9,8 +9,6 @@ call, before anything is changed.
 from __future__ import annotations
 
 import functools
-import signal
-import threading
 from typing import Any
 
 import numpy
@@ -18,18 +16,19 @@ import numpy
 from gpunn import _checks, _data, export, io
 from gpunn.accuracy import Accuracy
 from gpunn.activations import ReLU, Softmax
-from gpunn.backend import DeviceLike, device, host_random
+from gpunn.backend import DeviceLike, device
 from gpunn.errors import (
     DeviceOutOfMemoryError,
     FileFormatError,
     GpunnError,
     InvalidArgumentError,
     InvalidTypeError,
-    TrainingDivergedError,
 )
 from gpunn.layers import Dense, Layer
 from gpunn.losses import CategoricalCrossentropy, Loss, SoftmaxCategoricalCrossentropy
 from gpunn.optimizers import Optimizer
+from gpunn.training import History, format_logs
+from gpunn.training import train as _train_loop
 
 
 def _on_device(method: Any) -> Any:
@@ -40,12 +39,6 @@ def _on_device(method: Any) -> Any:
         with self.backend.activate():
             return method(self, *args, **kwargs)
     return wrapper
-
-
-class History(dict):
-    """Per-epoch metrics, ``history["loss"][epoch]``; ``interrupted`` is True after Ctrl-C."""
-
-    interrupted = False
 
 
 class Model:
@@ -172,8 +165,8 @@ class Model:
 
     # train, evaluate and predict make the device current once per call, not once per step.
 
-    def _forward(self, X: Any, training: bool) -> Any:
-        layers, i = self.layers, 0
+    def _forward(self, X: Any, training: bool, layers: list | None = None) -> Any:
+        layers, i = self.layers if layers is None else layers, 0
         while i < len(layers):
             layer = layers[i]
             if (isinstance(layer, Dense) and i + 1 < len(layers)
@@ -187,13 +180,14 @@ class Model:
         return X
 
     def _backward(self, output: Any, y: Any) -> None:
-        layers = self.layers
         if self._combined is not None:
             self._combined.backward(output, y)
-            dvalues, layers = self._combined.dinputs, layers[:-1]
+            self._backward_from(self._combined.dinputs, self.layers[:-1])
         else:
             self.loss.backward(output, y)
-            dvalues = self.loss.dinputs
+            self._backward_from(self.loss.dinputs, self.layers)
+
+    def _backward_from(self, dvalues: Any, layers: list) -> None:
         for layer in reversed(layers):
             layer.backward(dvalues)
             dvalues = layer.dinputs
@@ -204,7 +198,7 @@ class Model:
     def train(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
               shuffle: bool = True, print_every: int = 1, validation_data: tuple | None = None,
               verbose: bool = True, on_epoch_end: Any = None, on_batch_end: Any = None,
-              initial_epoch: int = 0) -> History:
+              initial_epoch: int = 0, cuda_graph: bool = True) -> History:
         """Train for ``epochs`` passes over (X, y) and return the per-epoch history.
 
         With ``verbose``, an epoch's lines (``epoch: E``, its step lines and its ``training,
@@ -214,6 +208,10 @@ class Model:
         ``on_batch_end(epoch, step, steps)`` is called after each step and
         ``on_epoch_end(epoch, logs)`` after each epoch (the CLI draws progress and checkpoints
         there); epochs are numbered from ``initial_epoch + 1`` (for resumed runs).
+        On CUDA, each step of the full batch size runs as a captured CUDA graph unless
+        ``cuda_graph=False``; results are the same either way (gpunn.training says more).
+        A loss that becomes NaN or infinite raises TrainingDivergedError naming the epoch and
+        step; the parameters are then those from before that step.
         Ctrl-C stops after the current step and returns the history so far.
         """
         self._require_ready(training=True)
@@ -223,78 +221,14 @@ class Model:
         X, y = _data.prepare(self, X, y, "X", "y")
         if validation_data is not None:
             X_val, y_val = _data.pair(validation_data)
-            X_val, y_val = _data.prepare(self, X_val, y_val, "X_val", "y_val")
-        steps, batch_size = _data.steps(len(X), batch_size)
+            validation_data = _data.prepare(self, X_val, y_val, "X_val", "y_val")
+        _data.steps(len(X), batch_size)  # checks batch_size before anything changes
         self.accuracy.init(y)
-        history = History()
-        # Overflow warnings would only repeat what the divergence check below reports clearly.
-        with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"):
-            for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
-                if shuffle:
-                    order = host_random().permutation(len(X))
-                    if self.backend.is_array(X):
-                        order = self.backend.asarray(order)
-                    X_epoch, y_epoch = X[order], y[order]
-                else:
-                    X_epoch, y_epoch = X, y
-                self.loss.new_pass()
-                self.accuracy.new_pass()
-                shown = verbose and (epoch % print_every == 0 or epoch == initial_epoch + 1
-                                     or epoch == initial_epoch + epochs)
-                if shown:
-                    print(f"epoch: {epoch}")
-                for step in range(steps):
-                    start = step * batch_size
-                    try:
-                        self._train_step(X_epoch[start:start + batch_size],
-                                         y_epoch[start:start + batch_size], epoch, step)
-                    except Exception as error:
-                        if not self.backend.is_out_of_memory(error):
-                            raise
-                        raise self._out_of_memory(error, batch_size, f"epoch {epoch}, step "
-                                                  f"{step + 1}") from error
-                    if shown and (step % print_every == 0 or step == steps - 1):
-                        self._print_step(step)
-                    if on_batch_end is not None:
-                        on_batch_end(epoch, step, steps)
-                    if interrupt.requested:
-                        break
-                if interrupt.requested:
-                    history.interrupted = True
-                    if verbose:
-                        print(f"interrupted in epoch {epoch}; returning the history so far")
-                    break
-                logs = self._epoch_logs()
-                if not numpy.isfinite(logs["loss"]):
-                    raise TrainingDivergedError(
-                        f"The loss became {logs['loss']} at the end of epoch {epoch} "
-                        f"(regularization loss {logs['regularization_loss']}). Lower the "
-                        f"learning rate or the regularization strength.")
-                if validation_data is not None:
-                    logs["val_loss"], logs["val_accuracy"] = self._evaluate(X_val, y_val,
-                                                                            batch_size)
-                for key, value in logs.items():
-                    history.setdefault(key, []).append(value)
-                if shown:
-                    print(_format_logs("training", logs))
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, logs)
-        return history
-
-    def _train_step(self, batch_X: Any, batch_y: Any, epoch: int, step: int) -> None:
-        batch_y = self.backend.asarray(batch_y)  # a no-op unless the data stays on the host
-        output = self._forward(batch_X, training=True)
-        data_loss = float(self.loss.calculate(output, batch_y))
-        if not numpy.isfinite(data_loss):
-            raise TrainingDivergedError(
-                f"The loss became {data_loss} in epoch {epoch}, step {step + 1}; the parameters "
-                f"are those before this step. Lower the learning rate or check the data.")
-        self.accuracy.calculate(self._output_layer_predictions(output), batch_y)
-        self._backward(output, batch_y)
-        self.optimizer.pre_update_params()
-        self.optimizer.update_params(self.parameters, self.gradients)
-        self.optimizer.post_update_params()
-        self._last_step = (data_loss, output, batch_y)
+        return _train_loop(self, X, y, epochs=epochs, batch_size=batch_size,
+                           shuffle=shuffle, print_every=print_every,
+                           validation_data=validation_data, verbose=verbose,
+                           on_epoch_end=on_epoch_end, on_batch_end=on_batch_end,
+                           initial_epoch=initial_epoch, cuda_graph=bool(cuda_graph))
 
     def _out_of_memory(self, error: BaseException, batch_size: int,
                        where: str) -> DeviceOutOfMemoryError:
@@ -304,23 +238,6 @@ class Model:
             f"{self.device} ran out of memory in {where} ({error}). The parameters are those "
             f"before this step. Try batch_size={max(1, batch_size // 2)}.")
 
-    def _print_step(self, step: int) -> None:
-        data_loss, output, batch_y = self._last_step
-        regularization = self.loss.regularization_loss()
-        accuracy = float(self.accuracy.compare(self._output_layer_predictions(output),
-                                               batch_y).mean())
-        print(f"step: {step}, acc: {accuracy:.3f}, loss: {data_loss + regularization:.4g} "
-              f"(data_loss: {data_loss:.4g}, reg_loss: {regularization:.4g}), "
-              f"lr: {self.optimizer.current_learning_rate}")
-
-    def _epoch_logs(self) -> dict[str, float]:
-        data_loss = self.loss.calculate_accumulated()
-        regularization = self.loss.regularization_loss()
-        return {"loss": data_loss + regularization, "data_loss": data_loss,
-                "regularization_loss": regularization,
-                "accuracy": self.accuracy.calculate_accumulated(),
-                "learning_rate": self.optimizer.current_learning_rate}
-
     @_on_device
     def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None,
                  verbose: bool = False) -> tuple[float, float]:
@@ -329,7 +246,7 @@ class Model:
         X, y = _data.prepare(self, X, y, "X", "y")
         loss, accuracy = self._evaluate(X, y, _data.steps(len(X), batch_size)[1])
         if verbose:
-            print(_format_logs("validation", {"loss": loss, "accuracy": accuracy}))
+            print(format_logs("validation", {"loss": loss, "accuracy": accuracy}))
         return loss, accuracy
 
     def _evaluate(self, X: Any, y: Any, batch_size: int) -> tuple[float, float]:
@@ -464,34 +381,3 @@ class Model:
 
 def _device(spec: DeviceLike):
     return device(spec)
-
-
-def _format_logs(prefix: str, logs: dict[str, float]) -> str:
-    # Losses with four significant digits: a regression's 3.2e-05 must not print as 0.000.
-    text = f"{prefix}, acc: {logs['accuracy']:.3f}, loss: {logs['loss']:.4g}"
-    if "data_loss" in logs:
-        text += (f" (data_loss: {logs['data_loss']:.4g}, "
-                 f"reg_loss: {logs['regularization_loss']:.4g}), lr: {logs['learning_rate']}")
-    if "val_loss" in logs:
-        text += f"; validation, acc: {logs['val_accuracy']:.3f}, loss: {logs['val_loss']:.4g}"
-    return text
-
-
-class _StopOnInterrupt:
-    """Turns Ctrl-C into a request to stop after the current step, so the model is never left
-    half-updated. Only the main thread can receive signals; elsewhere this does nothing."""
-
-    requested = False
-
-    def __enter__(self) -> _StopOnInterrupt:
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

@@ -45,15 +45,31 @@ class Optimizer:
         if self.decay:
             self.current_learning_rate = self.learning_rate / (1.0 + self.decay * self.iterations)
 
-    def update_params(self, parameters: Any, gradients: Any) -> None:
-        """Update ``parameters`` in place from ``gradients`` (arrays of the same shape)."""
+    def update_params(self, parameters: Any, gradients: Any, tally: Any = None) -> None:
+        """Update ``parameters`` in place from ``gradients`` (arrays of the same shape).
+
+        ``tally``: the training loop's device metrics (gpunn.training). On a GPU the whole
+        update is one kernel (kernels/optimizers.cu) that reads the step count from it and
+        changes nothing once a non-finite loss has been counted there; ``_update`` below is the
+        book's rule, the CPU's code and that kernel's NumPy twin.
+        """
         xp = self.backend.xp
         for name in self.STATE:
             if name not in self.state:
                 self.state[name] = xp.zeros_like(parameters)
+        if tally is not None and self.backend.fused:
+            self.backend.optimizer_step(self.rule, parameters, gradients, self.state,
+                                        self.config(), tally)
+            self.backend.advance(tally)
+            return
         if "scratch" not in self.state or self.state["scratch"].shape != parameters.shape:
             self.state["scratch"] = xp.empty_like(parameters)  # reused; never saved
         self._update(parameters, gradients, xp)
+
+    @property
+    def rule(self) -> str:
+        """The name of this update rule's kernel in kernels/optimizers.cu."""
+        return type(self).__name__.lower()
 
     def post_update_params(self) -> None:
         self.iterations += 1
@@ -75,6 +91,10 @@ class SGD(Optimizer):
 
     def config(self) -> dict[str, float]:
         return {**super().config(), "momentum": self.momentum}
+
+    @property
+    def rule(self) -> str:
+        return "sgd_momentum" if self.momentum else "sgd"
 
     def _update(self, parameters: Any, gradients: Any, xp: Any) -> None:
         if not self.momentum:

@@ -152,3 +152,13 @@ def test_the_gpu_check_refuses_without_a_real_gpu():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "gpu_check needs a real NVIDIA GPU" in done.stderr
     assert not list((ROOT / "benchmarks" / "results").glob("gpu-check-*sim*"))
+
+
+def test_the_launch_and_sync_counts_are_in_the_table(tmp_path):
+    stdout, record = _run(tmp_path, "--no-torch", "--only", "counts")
+    counts = record["step_counts"]
+    assert "cuda-sim:0" in counts["device"] and "not a GPU" in counts["device"]
+    assert set(counts["mlp"]) == {"cuda_graph", "no_cuda_graph"}
+    assert set(counts["mlp"]["cuda_graph"]) == {"32", "128", "1024"}
+    assert "## Kernel launches and synchronisations per training step" in stdout
+    assert "| MLP 784-128-128-10, before issue 10 | any | no | 65 |" in stdout

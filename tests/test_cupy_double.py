@@ -326,3 +326,76 @@ def test_launches_are_counted_and_views_are_free():
 def test_gpunn_on_the_double_says_it_is_simulated():
     backend = gpunn.device("cuda:0")
     assert backend.xp is cupy and "cuda-sim" in repr(cupy.cuda.Device(0))
+
+
+# ---- CUDA graphs --------------------------------------------------------------------------------
+
+def _capture(work, *, private_pool=True):
+    stream = cupy.cuda.Stream(non_blocking=True)
+    pool = cupy.cuda.MemoryPool()
+    with stream:
+        allocator = cupy.cuda.using_allocator(pool.malloc if private_pool else None)
+        with allocator:
+            stream.begin_capture()
+            try:
+                work()
+            finally:
+                graph = stream.end_capture()
+    return graph, stream
+
+
+def test_a_capture_records_work_that_runs_only_when_the_graph_is_launched():
+    a = _device_array((1.0, 2.0))
+    made = {}
+
+    def work():
+        made["b"] = a * 2
+        a[...] += made["b"]
+
+    graph, stream = _capture(work)
+    assert a.get().tolist() == [1.0, 2.0]  # nothing ran: a GPU records, it does not run
+    assert np.isnan(made["b"].get()).all()  # memory made in a capture holds nothing yet
+    sim.reset_counters()
+    graph.launch(stream)
+    graph.launch(stream)
+    assert a.get().tolist() == [9.0, 18.0] and made["b"].get().tolist() == [6.0, 12.0]
+    assert sim.counters["launch"] == 2 and sim.counters["graph_launch"] == 2
+
+
+@pytest.mark.parametrize("sync", [lambda a: float(a[0]), lambda a: a.get(),
+                                  lambda a: cupy.cuda.Device(0).synchronize()])
+def test_synchronising_inside_a_capture_is_refused(sync):
+    a = _device_array()
+    with pytest.raises((RuntimeError, cupy.cuda.runtime.CUDARuntimeError),
+                       match="capturing|StreamCapture"):
+        _capture(lambda: sync(a))
+
+
+def test_host_data_cannot_be_copied_in_during_a_capture():
+    a = _device_array()
+    with pytest.raises(RuntimeError, match="capturing, so H2D transfers are disallowed"):
+        _capture(lambda: a.set(np.zeros(3, np.float32)))
+
+
+def test_a_capture_must_allocate_from_a_pool_of_its_own():
+    a = _device_array()
+    with pytest.raises(RuntimeError, match="default memory pool during a CUDA graph capture"):
+        _capture(lambda: a * 2, private_pool=False)
+    _capture(lambda: a * 2)  # under using_allocator(MemoryPool().malloc): allowed
+
+
+def test_captures_need_a_stream_of_their_own():
+    with pytest.raises(RuntimeError, match="cannot capture on the default"):
+        cupy.cuda.Stream.null.begin_capture()
+
+
+def test_a_failed_capture_changes_nothing():
+    a = _device_array()
+
+    def work():
+        a[...] = 5.0
+        float(a[0])
+
+    with pytest.raises(RuntimeError):
+        _capture(work)
+    assert a.get().tolist() == [1.0, -2.0, 3.0]

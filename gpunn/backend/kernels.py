@@ -18,6 +18,11 @@ KERNELS = {
     "bias_add": "elementwise.cu",
     "bias_relu": "elementwise.cu",
 }
+# The training loop's tally: one float64 device array the kernels add to (kernels/*.cu use the
+# same slots): the sum of per-sample losses, correct predictions, non-finite losses seen, and the
+# optimizer's step count.
+TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE, TALLY_ITERATIONS = range(4)
+TALLY_SIZE = 4
 # NumPy dtype name -> C++ type name.
 DTYPES = {"float32": "float", "float64": "double"}
 # NVRTC options gpunn gives CuPy at run time.

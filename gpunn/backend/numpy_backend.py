@@ -18,6 +18,7 @@ class NumpyBackend:
     """Arrays in host memory, math by NumPy. ``xp`` is the array module layers use."""
 
     name = "numpy"
+    fused = False  # the CuPy backend runs the training step's fused kernels; NumPy the book's ops
 
     def __init__(self) -> None:
         self.xp = numpy

@@ -75,8 +75,11 @@ def _made(name: str) -> _Any:
 
     def function(*args: _Any, **kwargs: _Any) -> _Any:
         _check_call("cupy", name, args, kwargs)
-        _sim.launch()
-        return _fresh(numpy_function(*_unwrap(args), **_unwrap(kwargs)))
+        raw_args, raw_kwargs = _unwrap(args), _unwrap(kwargs)
+        made = _fresh(numpy_function(*raw_args, **raw_kwargs))
+        _sim.launch(replay=_core.replaying(lambda: numpy_function(*raw_args, **raw_kwargs),
+                                           made))
+        return made
 
     function.__name__ = function.__qualname__ = name
     function.checked_at_call = True
@@ -96,8 +99,11 @@ def array(obj: _Any, dtype: _Any = None, copy: bool = True, order: str = "K", su
     if isinstance(obj, ndarray):
         if obj._device != _sim.current():
             # CuPy copies an array from another device through peer-to-peer or the host.
-            _sim.launch()
-            return _fresh(obj._a.astype(dtype or obj.dtype, order=order, copy=True))
+            def make() -> _Any:
+                return obj._a.astype(dtype or obj.dtype, order=order, copy=True)
+            copy = _fresh(make())
+            _sim.launch(replay=_core.replaying(make, copy))
+            return copy
         if copy or (dtype is not None and _numpy.dtype(dtype) != obj.dtype):
             return _run(lambda a: _numpy.array(a, dtype=dtype, order=order, copy=True, ndmin=ndmin),
                        (obj,), {})
@@ -107,7 +113,7 @@ def array(obj: _Any, dtype: _Any = None, copy: bool = True, order: str = "K", su
                        ndmin=ndmin)
     if host.dtype.kind in "OSUMmV":
         raise ValueError(f"Unsupported dtype {host.dtype}")
-    _sim.counters["h2d"] += 1
+    _sim.host_to_device()
     return _fresh(host)
 
 

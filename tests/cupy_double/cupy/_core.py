@@ -140,12 +140,35 @@ def run(function: Any, args: tuple, kwargs: dict, *, host_ok: bool = False) -> A
     raw_args = unwrap(args, host_ok=host_ok)
     raw_kwargs = {key: unwrap(value, host_ok=host_ok) for key, value in kwargs.items()}
     out = kwargs.get("out")
-    _sim.launch()
     with numpy.errstate(all="ignore"):
         result = function(*raw_args, **raw_kwargs)
-    if out is not None and isinstance(out, ndarray):
-        return out
-    return wrap_result(result, [*args, *kwargs.values()])
+    wrapped = out if isinstance(out, ndarray) else wrap_result(result, [*args, *kwargs.values()])
+
+    def replay() -> None:
+        with numpy.errstate(all="ignore"):
+            again = function(*raw_args, **raw_kwargs)
+        if not isinstance(out, ndarray):
+            refill(wrapped, again)
+
+    _sim.launch(replay=replay)
+    return wrapped
+
+
+def refill(wrapped: Any, value: Any) -> None:
+    """Write a recomputed result into the buffer(s) the first computation made (graph replay)."""
+    if isinstance(wrapped, tuple):
+        for item, part in zip(wrapped, value):
+            refill(item, part)
+    elif isinstance(wrapped, ndarray) and wrapped._a is not value:
+        numpy.copyto(wrapped._a, value)
+
+
+def replaying(make: Any, result: ndarray) -> Any:
+    """A replay that computes ``make()`` again into ``result``'s buffer."""
+    def replay() -> None:
+        with numpy.errstate(all="ignore"):
+            refill(result, make())
+    return replay
 
 
 def cupy_function(name: str, numpy_function: Any = None, *, host_ok: bool = False,
@@ -331,6 +354,21 @@ class ndarray:
             return out
         return numpy.array(data, order=order, copy=True)
 
+    def set(self, arr: Any, stream: Any = None) -> None:
+        """Copy host data in (asynchronously on ``stream`` in CuPy; at once here)."""
+        if not isinstance(arr, numpy.ndarray):
+            raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray (given "
+                            f"{type(arr).__name__})")
+        if arr.dtype != self.dtype:
+            raise TypeError(f"{arr.dtype} array cannot be set to {self.dtype} array")
+        if arr.shape != self.shape:
+            raise ValueError(f"Shape mismatch. Old shape: {self.shape}, new shape: {arr.shape}")
+        if not self._a.flags.c_contiguous:
+            raise RuntimeError("Cannot set to non-contiguous array")
+        self._check_device()
+        _sim.host_to_device()
+        self._a[...] = arr
+
     def item(self) -> Any:
         return _sync(self, "item").item()
 
@@ -365,8 +403,9 @@ class ndarray:
         result = make(self._a)
         if not numpy.may_share_memory(result, self._a):  # a copy kernel, on the current device
             self._check_device()
-            _sim.launch()
-            return fresh(result)
+            copy = fresh(result)
+            _sim.launch(replay=replaying(lambda: make(self._a), copy))
+            return copy
         return self._view(result)
 
     def transpose(self, *axes: Any) -> ndarray:
@@ -385,8 +424,9 @@ class ndarray:
             if not self._a.flags.c_contiguous:
                 raise NotImplementedError("CuPy cannot copy non-contiguous array between "
                                           "devices.")
-            _sim.launch()
-            return fresh(self._a.copy(order=order))
+            copy = fresh(self._a.copy(order=order))
+            _sim.launch(replay=replaying(lambda: self._a.copy(order=order), copy))
+            return copy
         return run(lambda a: a.copy(order=order), (self,), {})
 
     def astype(self, dtype: Any, order: str = "K", casting: Any = None, subok: Any = None,
@@ -413,9 +453,11 @@ class ndarray:
         if not _is_basic_index(raw):  # a gather kernel; a view needs no device work
             self._check_device()
         result = self._a[raw]
-        if not numpy.may_share_memory(result, self._a):
-            _sim.launch()
-        return wrap_result(result, [self])
+        if numpy.may_share_memory(result, self._a):
+            return wrap_result(result, [self])
+        gathered = wrap_result(result, [self])
+        _sim.launch(replay=replaying(lambda: self._a[raw], gathered))
+        return gathered
 
     def __setitem__(self, key: Any, value: Any) -> None:
         raw = _index(key)
@@ -423,12 +465,16 @@ class ndarray:
         if isinstance(value, (numpy.ndarray, list)) and numpy.ndim(value) > 0:
             if _is_basic_index(raw):
                 raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
-            _sim.counters["h2d"] += 1  # an advanced index copies host values to the device
+            _sim.host_to_device()  # an advanced index copies host values to the device
         else:
             value = unwrap(value)
-        _sim.launch()
         with numpy.errstate(all="ignore"):
             self._a[raw] = value
+
+        def replay() -> None:
+            with numpy.errstate(all="ignore"):
+                self._a[raw] = value
+        _sim.launch(replay=replay)
 
     # ---- reductions and other methods -----------------------------------------------------------
 
@@ -516,7 +562,7 @@ def _index(key: Any) -> Any:
     if isinstance(key, tuple):
         return tuple(_index(item) for item in key)
     if isinstance(key, numpy.ndarray):
-        _sim.counters["h2d"] += 1
+        _sim.host_to_device()
         return key
     if isinstance(key, list):
         return numpy.asarray(key)

@@ -132,8 +132,13 @@ class RawKernel:
                             f"received {len(args)}")
         values = [_argument(self.name, i, param, value)
                   for i, (param, value) in enumerate(zip(self._params, args))]
-        _sim.launch(raw=True)
-        self._module.launch(self.name, grid_x, block_x, values, ftz=self._ftz)
+        def launch() -> None:
+            self._module.launch(self.name, grid_x, block_x, values, ftz=self._ftz)
+
+        launch.arrays = args  # a graph's replays write to these addresses: keep them alive
+
+        _sim.launch(raw=True, replay=launch)
+        launch()
 
 
 def _dimension(what: str, value: Any, limit: int) -> int:

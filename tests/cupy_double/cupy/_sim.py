@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import weakref
+from typing import Any
 
 import numpy
 
@@ -39,14 +40,91 @@ def reset_counters() -> None:
 
 
 def sync(reason: str) -> None:
+    if capture is not None:  # CuPy's check before every device-to-host copy
+        raise RuntimeError("the current stream is capturing, so D2H transfers are disallowed "
+                           f"[CuPy double: {reason} inside a simulated CUDA graph capture]")
     counters["sync"] += 1
     sync_reasons[reason] += 1
 
 
-def launch(raw: bool = False) -> None:
+def host_to_device() -> None:
+    if capture is not None:
+        raise RuntimeError("the current stream is capturing, so H2D transfers are disallowed "
+                           "[CuPy double: inside a simulated CUDA graph capture]")
+    counters["h2d"] += 1
+
+
+def launch(raw: bool = False, replay: Any = None) -> None:
+    """Count a kernel launch. ``replay``: a function that does the launch's work again, into
+    the same buffers, for a CUDA graph captured around it (every launch site passes one)."""
+    if capture is not None:
+        capture.record(replay)
+        return  # captured work is not counted: the graph's launch is
     counters["launch"] += 1
     if raw:
         counters["raw_launch"] += 1
+
+
+# ---- CUDA graphs ------------------------------------------------------------------------------
+# On a GPU, work issued to a capturing stream is recorded, not run, and the graph then replays it
+# into the same memory. The double runs each operation at once (it needs the shapes) and records
+# how to redo it; at the end of the capture every buffer that existed before gets its contents
+# back and every buffer made during the capture is filled with garbage, so the capture itself
+# changes nothing, as on a GPU. Stricter than CuPy on one hazard: allocating from the default
+# memory pool during a capture is refused, because that memory goes back to the pool when the
+# array is freed and is then handed to other arrays while the graph still writes to it (a
+# capture must allocate from a pool of its own: cupy.cuda.using_allocator(MemoryPool().malloc)).
+
+capture: Any = None  # the Capture in progress
+stream_stack: list = []  # the current stream (None: the legacy default stream)
+allocator_stack: list = []  # allocators set by cupy.cuda.using_allocator
+_buffers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # live device buffers
+generators: weakref.WeakSet = weakref.WeakSet()  # every cupy.random.Generator
+
+
+def current_stream() -> Any:
+    return stream_stack[-1] if stream_stack else None
+
+
+class Capture:
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.operations: list = []
+        self.made: list = []
+        self._saved = [(buffer, buffer.copy()) for buffer in list(_buffers.values())]
+        self._states = [(g, g._numpy.bit_generator.state) for g in list(generators)]
+
+    def record(self, replay: Any) -> None:
+        if current_stream() is not self.stream:
+            raise RuntimeError("cudaErrorStreamCaptureImplicit: operation not permitted when "
+                               "stream is capturing [CuPy double: work issued to another stream "
+                               "than the capturing one]")
+        if replay is None:
+            raise NotImplementedError("the CuPy double cannot replay this operation in a "
+                                      "simulated CUDA graph")
+        self.operations.append(replay)
+
+    def allocated(self, array: numpy.ndarray) -> None:
+        allocator = allocator_stack[-1] if allocator_stack else None
+        if type(getattr(allocator, "__self__", None)).__name__ != "MemoryPool":
+            raise RuntimeError(
+                f"[CuPy double] {array.nbytes} bytes allocated from the default memory pool "
+                f"during a CUDA graph capture: freed later, that memory would be reused while "
+                f"the graph still writes to it. Capture under "
+                f"cupy.cuda.using_allocator(MemoryPool().malloc).")
+        self.made.append(array)
+
+    def finish(self) -> list:
+        for buffer, saved in self._saved:
+            numpy.copyto(buffer, saved)
+        for generator, state in self._states:
+            generator._numpy.bit_generator.state = state
+        for buffer in self.made:  # not computed yet on a GPU
+            if buffer.dtype.kind == "f":
+                buffer.fill(numpy.nan)
+            elif buffer.dtype.kind in "iub":
+                buffer.view(numpy.uint8).fill(0xA5)
+        return self.operations
 
 
 class Device:
@@ -87,6 +165,9 @@ def allocate(array: numpy.ndarray, device: int) -> None:
         raise OutOfMemoryError(nbytes, state.allocated)
     state.allocated += nbytes
     weakref.finalize(array, _release, device, nbytes)
+    _buffers[id(array)] = array
+    if capture is not None:
+        capture.allocated(array)
 
 
 def _release(device: int, nbytes: int) -> None:

@@ -41,7 +41,7 @@ class Device:
         _sim.set_current(self.id)
 
     def synchronize(self) -> None:
-        _sim.sync("Device.synchronize")
+        _synchronize("Device.synchronize")
 
     @property
     def attributes(self) -> dict[str, int]:
@@ -55,6 +55,141 @@ class Device:
     def mem_info(self) -> tuple[int, int]:
         state = _sim.devices[self.id]
         return state.capacity - state.allocated, state.capacity
+
+
+class Event:
+    """A point in a stream's work; the double runs work at once, so every event is done."""
+
+    def __init__(self, block: bool = False, disable_timing: bool = False,
+                 interprocess: bool = False) -> None:
+        self.done = True
+
+    def record(self, stream: _Any = None) -> None:
+        if _sim.capture is not None and (stream or get_current_stream()) is _sim.capture.stream:
+            raise NotImplementedError("the CuPy double does not model events inside a capture")
+
+    def synchronize(self) -> None:
+        _synchronize("Event.synchronize")
+
+
+class Stream:
+    """A CUDA stream. The double runs work as it is issued, so streams order nothing; what it
+    models is which stream is current and capture into a CUDA graph (see cupy._sim)."""
+
+    null: "Stream"
+
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False,
+                 priority: _Any = None) -> None:
+        self._null, self.is_non_blocking = null, non_blocking
+        self.ptr = 0 if null else id(self)
+        self.device_id = _sim.current()
+
+    def __enter__(self) -> "Stream":
+        _sim.stream_stack.append(None if self._null else self)
+        return self
+
+    def __exit__(self, *args: _Any) -> None:
+        _sim.stream_stack.pop()
+
+    def use(self) -> "Stream":
+        _sim.stream_stack[:] = [None if self._null else self]
+        return self
+
+    def synchronize(self) -> None:
+        _synchronize("Stream.synchronize")
+
+    def record(self, event: _Any = None) -> Event:
+        event = event or Event()
+        event.record(self)
+        return event
+
+    def wait_event(self, event: Event) -> None:
+        pass  # work already ran; a real stream would wait here
+
+    def begin_capture(self, mode: _Any = None) -> None:
+        if self._null:
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if _sim.capture is not None:
+            raise runtime.CUDARuntimeError(900)  # cudaErrorStreamCaptureUnsupported
+        _sim.capture = _sim.Capture(self)
+
+    def end_capture(self) -> "Graph":
+        capture, _sim.capture = _sim.capture, None
+        if capture is None or capture.stream is not self:
+            raise runtime.CUDARuntimeError(901)  # cudaErrorStreamCaptureInvalidated
+        return Graph._captured(capture.finish(), capture.stream.device_id)
+
+    def is_capturing(self) -> bool:
+        return _sim.capture is not None and _sim.capture.stream is self
+
+
+Stream.null = Stream(null=True)
+
+
+def _synchronize(what: str) -> None:
+    if _sim.capture is not None:  # CUDA refuses to synchronise a capturing stream
+        raise runtime.CUDARuntimeError(900)
+    _sim.sync(what)
+
+
+class Graph:
+    """A captured CUDA graph: ``launch`` replays the captured work (one launch)."""
+
+    def __init__(self, *args: _Any, **kwargs: _Any) -> None:
+        raise NotImplementedError("currently this class cannot be initiated by the user and "
+                                  "must be created via stream capture")
+
+    @classmethod
+    def _captured(cls, operations: list, device: int) -> "Graph":
+        graph = object.__new__(cls)
+        graph._operations, graph._device = operations, device
+        return graph
+
+    def launch(self, stream: _Any = None) -> None:
+        if _sim.capture is not None:
+            raise NotImplementedError("the CuPy double does not model graphs in a capture")
+        _sim.counters["launch"] += 1
+        _sim.counters["graph_launch"] += 1
+        for operation in self._operations:
+            operation()
+
+
+class MemoryPool:
+    """A memory pool of its own (for a graph capture: see cupy._sim). The double tracks device
+    memory by device; the pool only tells the double that a capture allocates from it."""
+
+    def __init__(self, allocator: _Any = None) -> None:
+        self._allocator = allocator
+
+    def malloc(self, size: int) -> _Any:
+        raise NotImplementedError("the CuPy double makes arrays, not raw allocations")
+
+
+def using_allocator(allocator: _Any = None) -> _Any:
+    """Allocate from ``allocator`` (e.g. ``MemoryPool().malloc``) until the block ends."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def use() -> _Any:
+        _sim.allocator_stack.append(allocator)
+        try:
+            yield
+        finally:
+            _sim.allocator_stack.pop()
+
+    return use()
+
+
+class _PinnedMemory(bytearray):
+    """Page-locked host memory (here plain host memory): NumPy wraps it with frombuffer."""
+
+
+def alloc_pinned_memory(size: int) -> _PinnedMemory:
+    return _PinnedMemory(int(size))
+
+
+def get_current_stream(device_id: int = -1) -> Stream:
+    return _sim.current_stream() or Stream.null
 
 
 def get_device_id() -> int:

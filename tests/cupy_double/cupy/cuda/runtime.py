@@ -14,7 +14,11 @@ class CUDARuntimeError(RuntimeError):
     _NAMES = {35: "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA "
                   "runtime version", 100: "cudaErrorNoDevice: no CUDA-capable device is detected",
               101: "cudaErrorInvalidDevice: invalid device ordinal",
-              2: "cudaErrorMemoryAllocation: out of memory"}
+              2: "cudaErrorMemoryAllocation: out of memory",
+              900: "cudaErrorStreamCaptureUnsupported: operation not permitted when stream is "
+                   "capturing",
+              901: "cudaErrorStreamCaptureInvalidated: operation failed due to a previous error "
+                   "during capture"}
 
     def __init__(self, status: int) -> None:
         self.status = status
@@ -46,6 +50,8 @@ def setDevice(device: int) -> None:
 
 
 def deviceSynchronize() -> None:
+    if _sim.capture is not None:
+        raise CUDARuntimeError(900)
     _sim.sync("deviceSynchronize")
 
 

@@ -18,18 +18,19 @@ class Generator:
         self.bit_generator = bit_generator
         self._numpy = _numpy.random.Generator(_numpy.random.PCG64(bit_generator._seed))
         self._device = _sim.current()
+        _sim.generators.add(self)
 
     def _draw(self, make: _Any, out: _Any) -> _Any:
         if _sim.current() != self._device:
             raise RuntimeError(f"This Generator state is allocated in a different device "
                                f"[CuPy double: cuda-sim:{self._device}, current cuda-sim:"
                                f"{_sim.current()}]")
-        _sim.launch()
-        values = make()
+        values = _core.fresh(make())
+        _sim.launch(replay=_core.replaying(make, values))
         if out is not None:
-            out[...] = _core.fresh(values)
+            out[...] = values  # a copy kernel of its own, as in CuPy
             return out
-        return _core.fresh(values)
+        return values
 
     def random(self, size: _Any = None, dtype: _Any = _numpy.float64, out: _Any = None) -> _Any:
         # CuPy draws float64 for float64 and float32 (then cast) for anything else.

@@ -1,0 +1,86 @@
+"""Batches for the training loop: slices of data already on the device, or, for data kept in host
+memory (too large for the device), copies through pinned memory on a second CUDA stream, the
+next batch in flight while this one trains."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy
+
+from gpunn.backend import host_random
+
+
+def batches(backend: Any, X: Any, y: Any, batch_size: int, shuffle: bool) -> Iterator[tuple]:
+    """One epoch of (X, y) batches on ``backend``'s device, in a new random order if
+    ``shuffle`` (drawn from gpunn's host generator, the same on every device)."""
+    order = host_random().permutation(len(X)) if shuffle else None
+    if backend.is_array(X) or not backend.fused:
+        if order is not None:
+            if backend.is_array(X):
+                order = backend.asarray(order)
+            X, y = X[order], y[order]
+        for start in range(0, max(len(X), 1), batch_size):
+            yield X[start:start + batch_size], backend.asarray(y[start:start + batch_size])
+        return
+    yield from HostToDevice(backend, X, y, batch_size).epoch(order)
+
+
+class HostToDevice:
+    """Two pinned host buffers and two device buffers per array, used in turn: batch k + 1 is
+    gathered into pinned memory and copied on the copy stream while batch k trains; events keep
+    each buffer from being reused before the work that reads it is done."""
+
+    DEPTH = 2
+
+    def __init__(self, backend: Any, X: numpy.ndarray, y: numpy.ndarray, batch_size: int) -> None:
+        self.backend, self.cuda = backend, backend.xp.cuda
+        self.arrays = (X, y)
+        self.batch_size = batch_size
+        self.copy_stream = self.cuda.Stream(non_blocking=True)
+        rows = min(batch_size, len(X))
+        self.pinned = [[_pinned((rows, *a.shape[1:]), a.dtype, self.cuda) for a in (X, y)]
+                       for _ in range(self.DEPTH)]
+        self.device = [[backend.xp.empty((rows, *a.shape[1:]), dtype=a.dtype) for a in (X, y)]
+                       for _ in range(self.DEPTH)]
+        self.copied: list[Any] = [None] * self.DEPTH  # the copy into each slot has finished
+        self.used: list[Any] = [None] * self.DEPTH  # the training step reading it has finished
+
+    def epoch(self, order: numpy.ndarray | None) -> Iterator[tuple]:
+        starts = list(range(0, max(len(self.arrays[0]), 1), self.batch_size))
+        if starts:
+            self._send(0, starts[0], order)
+        for k, start in enumerate(starts):
+            if k + 1 < len(starts):
+                self._send((k + 1) % self.DEPTH, starts[k + 1], order)
+            slot = k % self.DEPTH
+            train = self.cuda.get_current_stream()
+            train.wait_event(self.copied[slot])
+            rows = min(self.batch_size, len(self.arrays[0]) - start)
+            yield tuple(buffer[:rows] for buffer in self.device[slot])
+            self.used[slot] = train.record()
+
+    def _send(self, slot: int, start: int, order: numpy.ndarray | None) -> None:
+        if self.copied[slot] is not None:
+            self.copied[slot].synchronize()  # its last copy left the pinned buffer
+        stop = min(start + self.batch_size, len(self.arrays[0]))
+        rows = stop - start
+        with self.copy_stream:
+            if self.used[slot] is not None:
+                self.copy_stream.wait_event(self.used[slot])
+            for array, pinned, device in zip(self.arrays, self.pinned[slot], self.device[slot]):
+                if order is None:
+                    numpy.copyto(pinned[:rows], array[start:stop])
+                else:
+                    numpy.take(array, order[start:stop], axis=0, out=pinned[:rows])
+                device[:rows].set(pinned[:rows], stream=self.copy_stream)
+            self.copied[slot] = self.copy_stream.record()
+
+
+def _pinned(shape: tuple, dtype: Any, cuda: Any) -> numpy.ndarray:
+    """A host array in page-locked memory, which the GPU copies from asynchronously."""
+    dtype = numpy.dtype(dtype)
+    count = int(numpy.prod(shape))
+    memory = cuda.alloc_pinned_memory(max(count * dtype.itemsize, 1))
+    return numpy.frombuffer(memory, dtype, count).reshape(shape)

@@ -1,0 +1,265 @@
+"""The training loop: the book's epochs and steps, arranged so that a GPU never waits for the host.
+
+A step is forward, loss, backward and the optimizer update, as in the book. What is added:
+
+- **Metrics stay on the device.** The sum of the losses, the correct predictions, a count of
+  non-finite losses and the optimizer's step count live in one small float64 array, the tally,
+  which the host reads at the end of an epoch, when a progress display refreshes, or when a
+  verbose step line is printed; on the CPU, where reading costs nothing, after every step.
+- **Divergence.** A non-finite loss is counted in the tally and the optimizer's update is skipped
+  from that step on (the CUDA optimizer kernels read the count), so whenever it is noticed the
+  parameters are those from before the diverging step. The error names that epoch and step.
+- **CUDA graphs** (gpunn.backend.graphs): on CUDA the step of a fixed batch shape is captured
+  once and replayed; a batch of another shape (the last, shorter one) runs uncaptured.
+
+``Model.train`` checks its arguments and calls ``train`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+from typing import Any
+
+import numpy
+
+from gpunn import _data
+from gpunn.backend import streaming
+from gpunn.backend.kernels import (
+    TALLY_CORRECT,
+    TALLY_ITERATIONS,
+    TALLY_LOSS,
+    TALLY_NONFINITE,
+    TALLY_SIZE,
+)
+from gpunn.errors import TrainingDivergedError
+
+log = logging.getLogger("gpunn")
+
+
+class History(dict):
+    """Per-epoch metrics, ``history["loss"][epoch]``; ``interrupted`` is True after Ctrl-C."""
+
+    interrupted = False
+
+
+class Tally:
+    """The running metrics of an epoch in one float64 device array (see the module docstring);
+    the counts of samples and compared predictions, known from shapes, stay on the host."""
+
+    def __init__(self, backend: Any, iterations: int) -> None:
+        self.backend = backend
+        self.values = backend.xp.zeros(TALLY_SIZE, dtype="float64")
+        self.values[TALLY_ITERATIONS] = iterations  # the optimizer's step count, on the device
+        # 0-d views: adding to one changes the tally in place (also inside a CUDA graph).
+        self.loss, self.correct, self.nonfinite = (
+            self.values[slot:slot + 1].reshape(()) for slot in
+            (TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE))
+
+    def new_epoch(self) -> None:
+        self.values[:TALLY_ITERATIONS] = 0
+
+    def read(self) -> numpy.ndarray:
+        """A host copy of the values: one synchronisation on a GPU."""
+        return numpy.array(self.backend.to_numpy(self.values))
+
+
+class Step:
+    """One training step's device work, the same for every batch of one shape, so that CUDA
+    can capture it as a graph: nothing here reads a device value or depends on host state that
+    changes between steps."""
+
+    def __init__(self, model: Any, tally: Tally) -> None:
+        self.model, self.tally = model, tally
+        self.backend = model.backend
+        # On the GPU, the output Softmax, the cross-entropy, its gradient and the accuracy are
+        # one kernel (kernels/softmax_ce.cu); on the CPU the book's separate steps stay faster.
+        self.fused_softmax_ce = self.backend.fused and model._combined is not None
+
+    def __call__(self, X: Any, y: Any) -> None:
+        model, tally = self.model, self.tally
+        if self.fused_softmax_ce and y.ndim == 1:
+            logits = model._forward(X, training=True, layers=model.layers[:-1])
+            probs, dlogits = self.backend.softmax_ce(logits, y, tally.values)
+            model.layers[-1].output = probs
+            model._backward_from(dlogits, model.layers[:-1])
+        else:
+            output = model._forward(X, training=True)
+            total = model.loss.forward(output, y).sum(dtype="float64")
+            tally.loss += total
+            tally.correct += self.backend.xp.count_nonzero(
+                model.accuracy.compare(model._output_layer_predictions(output), y))
+            if self.backend.fused:
+                tally.nonfinite += ~self.backend.xp.isfinite(total)
+            elif not math.isfinite(total):
+                # On the CPU the check is free: stop before the update, as the GPU kernels do.
+                raise _Diverged
+            model._backward(output, y)
+        model.optimizer.update_params(model.parameters, model.gradients, tally=tally.values)
+
+    def compared(self, y: Any) -> int:
+        """How many predictions one batch adds to the accuracy's count (known from shapes):
+        one per sample for class labels, one per output otherwise."""
+        if getattr(self.model.accuracy, "binary", True) is False:  # CategoricalAccuracy
+            return len(y)
+        return int(numpy.prod(y.shape))
+
+
+class _Diverged(Exception):
+    """Raised inside a CPU step whose loss was not finite; the loop turns it into the error."""
+
+
+def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, shuffle: bool,
+          print_every: int, validation_data: tuple | None, verbose: bool, on_epoch_end: Any,
+          on_batch_end: Any, initial_epoch: int, cuda_graph: bool) -> History:
+    """The loop behind ``Model.train`` (its docstring says what each argument does); the
+    arguments are checked and the data prepared there."""
+    backend = model.backend
+    steps, batch_size = _data.steps(len(X), batch_size)
+    tally = Tally(backend, model.optimizer.iterations)
+    step = Step(model, tally)
+    runner = _runner(backend, step, cuda_graph)
+    history = History()
+    with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"), \
+            runner:
+        for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
+            tally.new_epoch()
+            model.loss.new_pass(into=tally.loss)
+            model.accuracy.new_pass(into=tally.correct)
+            started_at = model.optimizer.iterations
+            shown = verbose and (epoch % print_every == 0 or epoch == initial_epoch + 1
+                                 or epoch == initial_epoch + epochs)
+            if shown:
+                print(f"epoch: {epoch}")
+            for index, (batch_X, batch_y) in enumerate(
+                    streaming.batches(backend, X, y, batch_size, shuffle)):
+                printed = shown and (index % print_every == 0 or index == steps - 1)
+                before = tally.read() if printed else None
+                try:
+                    model.optimizer.pre_update_params()
+                    runner.run(batch_X, batch_y)
+                    model.optimizer.post_update_params()
+                except _Diverged:
+                    raise _diverged(model, epoch, index) from None
+                except Exception as error:
+                    if not backend.is_out_of_memory(error):
+                        raise
+                    raise model._out_of_memory(error, batch_size, f"epoch {epoch}, step "
+                                               f"{index + 1}") from error
+                model.loss.accumulated_count += len(batch_y)
+                model.accuracy.accumulated_count += step.compared(batch_y)
+                if printed:
+                    _print_step(model, index, before, tally.read(), len(batch_y),
+                                step.compared(batch_y))
+                if on_batch_end is not None:
+                    on_batch_end(epoch, index, steps)
+                if interrupt.requested:
+                    break
+            values = tally.read()  # the one synchronisation of an epoch
+            if values[TALLY_NONFINITE]:
+                done = int(values[TALLY_ITERATIONS]) - started_at
+                model.optimizer.iterations = int(values[TALLY_ITERATIONS])
+                raise _diverged(model, epoch, done)
+            if interrupt.requested:
+                history.interrupted = True
+                if verbose:
+                    print(f"interrupted in epoch {epoch}; returning the history so far")
+                break
+            logs = _epoch_logs(model, values)
+            if not numpy.isfinite(logs["loss"]):
+                raise TrainingDivergedError(
+                    f"The loss became {logs['loss']} at the end of epoch {epoch} "
+                    f"(regularization loss {logs['regularization_loss']}). Lower the "
+                    f"learning rate or the regularization strength.")
+            if validation_data is not None:
+                logs["val_loss"], logs["val_accuracy"] = model._evaluate(*validation_data,
+                                                                         batch_size)
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            if shown:
+                print(format_logs("training", logs))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, logs)
+    return history
+
+
+def _runner(backend: Any, step: Step, cuda_graph: bool) -> Any:
+    if cuda_graph and backend.fused:
+        from gpunn.backend.graphs import GraphedStep
+
+        return GraphedStep(backend, step)
+    return PlainStep(step)
+
+
+class PlainStep:
+    """Runs every step as it comes (the CPU, and CUDA with cuda_graph=False)."""
+
+    def __init__(self, step: Step) -> None:
+        self.run = step
+
+    def __enter__(self) -> PlainStep:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _diverged(model: Any, epoch: int, index: int) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"The loss became NaN or infinite in epoch {epoch}, step {index + 1}; the parameters "
+        f"are those before this step. Lower the learning rate or check the data.")
+
+
+def _print_step(model: Any, index: int, before: numpy.ndarray, after: numpy.ndarray,
+                samples: int, compared: int) -> None:
+    change = after - before
+    data_loss = change[TALLY_LOSS] / max(samples, 1)
+    accuracy = change[TALLY_CORRECT] / max(compared, 1)
+    regularization = model.loss.regularization_loss()
+    print(f"step: {index}, acc: {accuracy:.3f}, loss: {data_loss + regularization:.4g} "
+          f"(data_loss: {data_loss:.4g}, reg_loss: {regularization:.4g}), "
+          f"lr: {model.optimizer.current_learning_rate}")
+
+
+def _epoch_logs(model: Any, values: numpy.ndarray) -> dict[str, float]:
+    # From the tally already read (what calculate_accumulated would read again).
+    data_loss = float(values[TALLY_LOSS]) / max(model.loss.accumulated_count, 1)
+    regularization = model.loss.regularization_loss()
+    return {"loss": data_loss + regularization, "data_loss": data_loss,
+            "regularization_loss": regularization,
+            "accuracy": float(values[TALLY_CORRECT]) / max(model.accuracy.accumulated_count, 1),
+            "learning_rate": model.optimizer.current_learning_rate}
+
+
+def format_logs(prefix: str, logs: dict[str, float]) -> str:
+    """One line of epoch metrics, as the book prints them."""
+    # Losses with four significant digits: a regression's 3.2e-05 must not print as 0.000.
+    text = f"{prefix}, acc: {logs['accuracy']:.3f}, loss: {logs['loss']:.4g}"
+    if "data_loss" in logs:
+        text += (f" (data_loss: {logs['data_loss']:.4g}, "
+                 f"reg_loss: {logs['regularization_loss']:.4g}), lr: {logs['learning_rate']}")
+    if "val_loss" in logs:
+        text += f"; validation, acc: {logs['val_accuracy']:.3f}, loss: {logs['val_loss']:.4g}"
+    return text
+
+
+class _StopOnInterrupt:
+    """Turns Ctrl-C into a request to stop after the current step, so the model is never left
+    half-updated. Only the main thread can receive signals; elsewhere this does nothing."""
+
+    requested = False
+
+    def __enter__(self) -> _StopOnInterrupt:
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

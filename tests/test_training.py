@@ -1,0 +1,168 @@
+"""The training loop (gpunn/training.py): metrics kept on the device, divergence, CUDA graphs and
+host data streamed through pinned memory. The CUDA cases run on a GPU or, with
+``pytest --cupy-double``, on the double's simulated devices (cuda-sim:N, not a GPU)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pytest
+from helpers import build_model
+
+import gpunn as gn
+
+OPTIMIZERS = {
+    "sgd": lambda: gn.SGD(learning_rate=0.5, decay=1e-3),
+    "sgd_momentum": lambda: gn.SGD(learning_rate=0.5, decay=1e-3, momentum=0.9),
+    "adagrad": lambda: gn.Adagrad(learning_rate=0.5, decay=1e-3),
+    "rmsprop": lambda: gn.RMSprop(learning_rate=0.01, decay=1e-3),
+    "adam": lambda: gn.Adam(learning_rate=0.02, decay=1e-3),
+}
+
+
+def _data(samples=70, features=4, classes=3):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((samples, features)).astype(np.float32)
+    return X, rng.integers(0, classes, samples)
+
+
+def _model(backend, optimizer="adam", *, dropout=0.0, head="softmax", sizes=(4, 16, 16, 3)):
+    gn.seed(11)
+    model = build_model(backend, sizes, head=head)
+    if dropout:
+        model.layers.insert(2, gn.Dropout(dropout))
+    model.set(optimizer=OPTIMIZERS[optimizer]())
+    model.finalize()
+    return model
+
+
+def _train(backend, *, cuda_graph, X, y, epochs=3, batch_size=16, **kwargs):
+    model = _model(backend, **kwargs)
+    gn.seed(12)  # shuffling and dropout masks drawn alike in both runs
+    sim = _simulated() if backend.device != "cpu" else None
+    if sim is not None:
+        sim.reset_counters()  # what training does, not building the model
+    history = model.train(X, y, epochs=epochs, batch_size=batch_size, cuda_graph=cuda_graph,
+                          verbose=False)
+    return model, history
+
+
+def _simulated():
+    import cupy
+
+    return getattr(cupy, "_sim", None)
+
+
+def _cuda_only(backend):
+    if backend.device == "cpu":
+        pytest.skip("CUDA graphs are a CUDA feature: this runs on cuda (a GPU or the double)")
+
+
+def assert_same_training(first, second):
+    (model_a, history_a), (model_b, history_b) = first, second
+    for (wa, ba), (wb, bb) in zip(model_a.get_parameters(), model_b.get_parameters()):
+        np.testing.assert_array_equal(wa, wb)
+        np.testing.assert_array_equal(ba, bb)
+    assert model_a.optimizer.iterations == model_b.optimizer.iterations
+    for key in history_a:
+        # Loss sums are added with atomics on a GPU, in any order: the last bits may differ.
+        np.testing.assert_allclose(history_a[key], history_b[key], rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_cuda_graphs_change_no_result(backend, optimizer):
+    _cuda_only(backend)
+    X, y = _data()  # 70 samples in batches of 16: a shorter last batch in every epoch
+    plain = _train(backend, cuda_graph=False, X=X, y=y, optimizer=optimizer)
+    graphed = _train(backend, cuda_graph=True, X=X, y=y, optimizer=optimizer)
+    sim = _simulated()
+    if sim is not None:  # 3 epochs of 5 steps; each shape's first step runs without a graph
+        assert sim.counters["graph_launch"] == 3 * 5 - 2
+    assert_same_training(plain, graphed)
+
+
+@pytest.mark.parametrize("head", ["sigmoid", "linear"])
+def test_cuda_graphs_with_dropout_and_other_losses(backend, head):
+    _cuda_only(backend)
+    X, y = _data()
+    if head == "sigmoid":
+        y = (y[:, None] == np.arange(3)).astype(np.float32)
+    else:
+        y = X[:, :3] * 0.5
+    kwargs = {"head": head, "dropout": 0.2, "optimizer": "adam"}
+    assert_same_training(_train(backend, cuda_graph=False, X=X, y=y, **kwargs),
+                         _train(backend, cuda_graph=True, X=X, y=y, **kwargs))
+
+
+class _SyncingLoss(gn.MeanSquaredError):
+    """A loss that reads a device value in every step: a step CUDA cannot capture."""
+
+    def forward(self, y_pred, y_true):
+        self.seen = float(y_pred.sum())
+        return super().forward(y_pred, y_true)
+
+
+def test_a_step_that_cannot_be_captured_runs_without_graphs(backend, caplog):
+    _cuda_only(backend)
+    X, _ = _data()
+    y = X[:, :3] * 0.5
+    results = []
+    for cuda_graph in (False, True):
+        model = _model(backend, head="linear")
+        model.set(loss=_SyncingLoss())
+        model.finalize()
+        gn.seed(12)
+        with caplog.at_level(logging.WARNING, logger="gpunn"):
+            history = model.train(X, y, epochs=2, batch_size=16, cuda_graph=cuda_graph,
+                                  verbose=False)
+        results.append((model, history))
+    warnings = [r.getMessage() for r in caplog.records if "CUDA graph" in r.getMessage()]
+    assert len(warnings) == 1 and "training goes on without CUDA graphs" in warnings[0]
+    assert_same_training(*results)
+
+
+def test_divergence_leaves_the_parameters_from_before_the_diverging_step(backend):
+    X, y = _data()
+    model = _model(backend, "sgd")
+    model.set(optimizer=gn.SGD(learning_rate=1e30))
+    model.finalize()
+    snapshots = {}
+
+    def remember(epoch, step, steps):
+        snapshots[(epoch, step)] = [w.copy() for pair in model.get_parameters() for w in pair]
+
+    initial = [w.copy() for pair in model.get_parameters() for w in pair]
+    with pytest.raises(gn.TrainingDivergedError,
+                       match=r"in epoch (\d+), step (\d+); the parameters are those before"
+                       ) as raised:
+        model.train(X, y, epochs=20, batch_size=16, on_batch_end=remember, verbose=False)
+    epoch, step = (int(n) for n in re.search(r"epoch (\d+), step (\d+)",
+                                             str(raised.value)).groups())
+    before = snapshots.get((epoch, step - 2)) if step > 1 else (
+        snapshots[max(k for k in snapshots if k[0] == epoch - 1)] if epoch > 1 else initial)
+    after = [w for pair in model.get_parameters() for w in pair]
+    for expected, actual in zip(before, after):
+        np.testing.assert_array_equal(actual, expected)
+        assert np.isfinite(actual).all()
+
+
+def test_host_data_streams_through_pinned_memory(backend, monkeypatch):
+    _cuda_only(backend)
+    X, y = _data()
+    on_device = _train(backend, cuda_graph=True, X=X, y=y)
+    monkeypatch.setattr(type(backend), "holds", lambda self, nbytes: False)
+    streamed = _train(backend, cuda_graph=True, X=X, y=y)
+    sim = _simulated()
+    if sim is not None:  # X and y of every batch, nothing else
+        assert sim.counters["h2d"] == 2 * 3 * 5
+    assert_same_training(on_device, streamed)
+
+
+def test_the_cli_trains_without_cuda_graphs_when_asked(tmp_path, capsys):
+    from gpunn import cli
+
+    code = cli.main(["train", "--epochs", "2", "--out", str(tmp_path / "run"),
+                     "--no-cuda-graph", "--quiet"])
+    assert code == 0 and (tmp_path / "run" / "model.npz").is_file()
