@@ -6,9 +6,7 @@
 // The output may alias an input (in-place use): each element is read before it is written.
 // The NumPy twin of each kernel lives in gpunn/backend/numpy_backend.py and tests compare them.
 
-#define GPUNN_GRID_STRIDE_LOOP(i, n)                                                    \
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);       \
-         i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 // y = np.maximum(x, 0): NaN propagates, as in NumPy.
 template <typename T>

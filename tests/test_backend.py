@@ -8,11 +8,11 @@ import types
 
 import numpy as np
 import pytest
-from helpers import assert_same, flush_subnormals, flushes
+from helpers import assert_same, flush_subnormals, flushes, to_host
 
 import gpunn
 from gpunn import backend as backend_module
-from gpunn.backend import cupy_backend
+from gpunn.backend import cupy_backend, kernels
 
 # ---- choosing a device --------------------------------------------------------------------------
 
@@ -231,3 +231,173 @@ def test_kernel_ops_run_on_their_own_device_whatever_is_current(second_cuda_devi
     for name, (result, expected) in results.items():
         assert result.device.id == 1, name
         assert_same(second_cuda_device, result, expected)
+
+
+# ---- the fused training-step ops: each device's result against the NumPy twins ------------------
+
+TWIN = gpunn.backend.NumpyBackend()
+
+
+def _tally(backend):
+    return backend.xp.zeros(kernels.TALLY_SIZE, dtype=np.float64)
+
+
+def _near(backend, result, expected, dtype):
+    """Equal to float rounding (NaN matches NaN): a GPU's exp and log, its FMAs and its order of
+    summing a row differ from NumPy's; float32 as CUDA computes it (subnormals as zero)."""
+    rtol, atol = (1e-5, 1e-7) if dtype == np.float32 else (1e-12, 1e-15)
+    np.testing.assert_allclose(flush_subnormals(to_host(backend, result)),
+                               flush_subnormals(np.asarray(expected)), rtol=rtol, atol=atol)
+
+
+def test_only_the_cuda_backend_runs_fused_steps(backend):
+    assert backend.fused == (backend.device != "cpu")
+    assert hasattr(backend, "optimizer_step") == backend.fused
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (64, 10), (3, 300), (300, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_ce_matches_the_twin(backend, dtype, shape):
+    rows, cols = shape
+    logits = (np.random.default_rng(0).standard_normal(shape) * 4).astype(dtype)
+    logits[0, 0] = np.nan if rows > 2 else logits[0, 0]  # a diverged row
+    labels = np.random.default_rng(1).integers(0, cols, rows)
+    labels[-1] = cols - 1
+    expected_tally = np.zeros(kernels.TALLY_SIZE)
+    expected = TWIN.softmax_ce(logits, labels, expected_tally, scale_rows=2 * rows)
+    device_tally = _tally(backend)
+    probs, dlogits = backend.softmax_ce(backend.asarray(logits), backend.asarray(labels),
+                                        device_tally, scale_rows=2 * rows)
+    _near(backend, probs, expected[0], dtype)
+    _near(backend, dlogits, expected[1], dtype)
+    _near(backend, device_tally, expected_tally, np.float32 if dtype == np.float32 else dtype)
+    assert to_host(backend, device_tally)[1:].tolist() == expected_tally[1:].tolist()
+
+
+def test_softmax_ce_flushes_float32_subnormals_on_cuda(backend):
+    # exp(-100) is a float32 subnormal: zero on CUDA (-ftz=true; the kernel also takes float64
+    # arguments, the tally), kept by NumPy.
+    probs, _ = backend.softmax_ce(backend.asarray(np.array([[0.0, -100.0]], np.float32)),
+                                  backend.asarray(np.array([0])), _tally(backend))
+    assert (to_host(backend, probs)[0, 1] == 0) == flushes(backend, np.float32)
+
+
+def test_softmax_ce_twin_is_the_books_softmax_loss_and_gradient():
+    # gpunn.activations.Softmax, losses.CategoricalCrossentropy (per-sample losses),
+    # SoftmaxCategoricalCrossentropy (the gradient) and the argmax accuracy, on the CPU.
+    logits = np.random.default_rng(2).standard_normal((40, 7)) * 5
+    labels = np.random.default_rng(3).integers(0, 7, 40)
+    softmax = gpunn.Softmax(device=TWIN, dtype="float64")
+    combined = gpunn.losses.SoftmaxCategoricalCrossentropy(TWIN)
+    loss = gpunn.CategoricalCrossentropy()
+    loss.to(TWIN)
+    softmax.forward(logits)
+    combined.backward(softmax.output, labels)
+    losses = loss.forward(softmax.output, labels)
+    counts = np.zeros(kernels.TALLY_SIZE)
+    probs, dlogits = TWIN.softmax_ce(logits, labels, counts)
+    np.testing.assert_allclose(probs, softmax.output, rtol=1e-13)
+    np.testing.assert_allclose(dlogits, combined.dinputs, rtol=1e-13, atol=1e-17)
+    correct = np.count_nonzero(softmax.predictions(softmax.output) == labels)
+    np.testing.assert_allclose(counts, [losses.sum(), correct, 0, 0], rtol=1e-13)
+    assert gpunn.backend.numpy_backend.CLIP == gpunn.losses.CLIP
+
+
+def test_softmax_ce_refuses_what_it_cannot_compute(backend):
+    logits = backend.asarray(np.zeros((4, 3), np.float32))
+    with pytest.raises(gpunn.InvalidArgumentError, match=r"received logits of shape \(4, 3\) "
+                                                         r"and labels of shape \(3,\)"):
+        backend.softmax_ce(logits, backend.asarray(np.zeros(3, np.int64)), _tally(backend))
+    with pytest.raises(gpunn.InvalidArgumentError, match="float64 tally"):
+        backend.softmax_ce(logits, backend.asarray(np.zeros(4, np.int64)),
+                           backend.xp.zeros(4, dtype=np.float32))
+
+
+def test_softmax_ce_takes_labels_of_any_integer_type(backend):
+    logits = np.random.default_rng(4).standard_normal((6, 4)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3, 3, 0], dtype=np.int32)
+    results = []
+    for device_labels in (backend.asarray(labels), backend.asarray(labels.astype(np.int64))[::1]):
+        counts = _tally(backend)
+        backend.softmax_ce(backend.asarray(logits), device_labels, counts)
+        results.append(to_host(backend, counts))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 4099])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_matches_the_twin_bit_for_bit(backend, dtype, size):
+    x = _values(dtype, shape=(size,)) if size >= 6 else np.ones(size, dtype)
+    u = np.random.default_rng(5).random(size, dtype=dtype)
+    ftz = flushes(backend, dtype)
+    fx = flush_subnormals(x) if ftz else x
+    with np.errstate(invalid="ignore"):
+        expected_mask, expected_y = TWIN.dropout(fx, u, 0.85)
+        mask, y = backend.dropout(backend.asarray(x), backend.asarray(u), 0.85)
+        assert_same(backend, mask, expected_mask, ftz=ftz)
+        assert_same(backend, y, expected_y, ftz=ftz)
+        # in place, as the layer uses it: the mask over the samples, the output over x
+        device_x, device_u = backend.asarray(x), backend.asarray(u)
+        mask, y = backend.dropout(device_x, device_u, 0.85, mask=device_u, out=device_x)
+        assert mask is device_u and y is device_x
+        assert_same(backend, y, expected_y, ftz=ftz)
+
+
+OPTIMIZERS = {
+    "sgd": lambda: gpunn.SGD(learning_rate=0.5, decay=0.01),
+    "sgd_momentum": lambda: gpunn.SGD(learning_rate=0.5, decay=0.01, momentum=0.9),
+    "adagrad": lambda: gpunn.Adagrad(learning_rate=0.3, decay=0.02),
+    "rmsprop": lambda: gpunn.RMSprop(learning_rate=0.01, decay=0.03, rho=0.8),
+    "adam": lambda: gpunn.Adam(learning_rate=0.02, decay=0.05, beta_1=0.8, beta_2=0.99),
+}
+
+
+@pytest.mark.parametrize("rule", OPTIMIZERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_optimizer_step_matches_the_optimizers(backend, rule, dtype):
+    if not backend.fused:
+        pytest.skip("the NumPy twin of optimizer_step is each optimizer's _update")
+    parameters = np.random.default_rng(6).standard_normal(1000).astype(dtype)
+    gradients = [np.random.default_rng(7 + step).standard_normal(1000).astype(dtype)
+                 for step in range(3)]
+    twin = OPTIMIZERS[rule]()
+    twin.backend, twin.iterations = TWIN, 4
+    expected = parameters.copy()
+    for grads in gradients:
+        twin.pre_update_params()
+        twin.update_params(expected, grads)
+        twin.post_update_params()
+    state = {name: backend.xp.zeros(1000, dtype=dtype) for name in kernels.OPTIMIZER_RULES[rule][0]}
+    counts = backend.asarray(np.array([0.0, 0.0, 0.0, 4.0]))
+    device_parameters = backend.asarray(parameters)
+    for grads in gradients:
+        backend.optimizer_step(rule, device_parameters, backend.asarray(grads), state,
+                               twin.config(), counts)
+        backend.advance(counts)
+    _near(backend, device_parameters, expected, dtype)
+    for name in state:
+        _near(backend, state[name], twin.state[name], dtype)
+    assert to_host(backend, counts).tolist() == [0, 0, 0, 7]
+    # after a non-finite loss nothing moves, and the step is not counted
+    counts[kernels.TALLY_NONFINITE] = 1
+    before = to_host(backend, device_parameters).copy()
+    backend.optimizer_step(rule, device_parameters, backend.asarray(gradients[0]), state,
+                           twin.config(), counts)
+    backend.advance(counts)
+    np.testing.assert_array_equal(to_host(backend, device_parameters), before)
+    assert to_host(backend, counts).tolist() == [0, 0, 1, 7]
+
+
+def test_optimizer_step_says_what_it_needs(backend):
+    if not backend.fused:
+        pytest.skip("the NumPy twin of optimizer_step is each optimizer's _update")
+    parameters = backend.xp.zeros(4, dtype=np.float32)
+    with pytest.raises(gpunn.InvalidArgumentError, match="Unknown update rule 'nesterov'"):
+        backend.optimizer_step("nesterov", parameters, parameters, {}, {}, _tally(backend))
+    with pytest.raises(gpunn.InvalidArgumentError, match="needs beta_2, momentums, cache"):
+        backend.optimizer_step("adam", parameters, parameters, {},
+                               {"learning_rate": 0.1, "decay": 0.0, "epsilon": 1e-7,
+                                "beta_1": 0.9}, _tally(backend))
+    with pytest.raises(gpunn.InvalidArgumentError, match="C-contiguous"):
+        backend.optimizer_step("sgd", parameters, parameters.astype(np.float64), {},
+                               {"learning_rate": 0.1, "decay": 0.0}, _tally(backend))

@@ -4,6 +4,7 @@ architectures, and run on the host (as C++ with a small shim) against the NumPy 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,6 +15,7 @@ from conftest import require
 from helpers import flush_subnormals
 from kernel_host import HostKernels, build, compiler
 
+import gpunn
 from gpunn.backend import kernels, nvrtc
 from gpunn.backend.numpy_backend import NumpyBackend
 
@@ -59,10 +61,29 @@ def test_every_kernel_instance_is_listed():
 
 
 def test_kernels_use_64_bit_grid_stride_loops():
-    source = kernels.read_source("elementwise.cu")
-    assert "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x" in source
-    assert "i += (long long)blockDim.x * gridDim.x" in source
-    assert source.count("GPUNN_GRID_STRIDE_LOOP(i, n) {") == len(kernels.KERNELS)
+    common = kernels.read_source("common.cuh")
+    assert "for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x" in common
+    assert "i += (long long)blockDim.x * gridDim.x" in common
+    for filename in kernels.source_files():
+        loops = re.findall(r"^ +GPUNN_GRID_STRIDE_LOOP\(\w+, \w+\) \{$",
+                           kernels.read_source(filename), re.M)
+        typed = [name for name, file in kernels.KERNELS.items()
+                 if file == filename and name not in kernels.UNTYPED]
+        assert len(loops) == len(typed), filename
+
+
+def test_kernel_files_are_self_contained_with_the_shared_header_pasted_in():
+    for filename in kernels.source_files():
+        source = kernels.read_source(filename)
+        assert "#include" not in source, filename
+        assert source.count("#define GPUNN_GRID_STRIDE_LOOP") == 1, filename
+
+
+def test_tally_slots_are_the_same_in_python_and_cuda():
+    slots = dict(re.findall(r"^ +(TALLY_\w+) = (\d+)", kernels.read_source("common.cuh"), re.M))
+    assert {name: int(value) for name, value in slots.items()} == {
+        name: getattr(kernels, name) for name in
+        ("TALLY_LOSS", "TALLY_CORRECT", "TALLY_NONFINITE", "TALLY_ITERATIONS", "TALLY_SIZE")}
 
 
 # ---- host execution -----------------------------------------------------------------------------
@@ -163,6 +184,187 @@ def test_host_relu_in_place(host):
     x = np.array([-1.0, 2.0, -3.0], dtype=np.float64)
     host.relu(x, out=x)
     np.testing.assert_array_equal(x, [0.0, 2.0, 0.0])
+
+
+# ---- the fused training-step kernels on the host ------------------------------------------------
+
+def tally():
+    return np.zeros(kernels.TALLY_SIZE)
+
+
+def assert_close(result, expected, dtype, *, rtol32=1e-5, atol32=1e-7):
+    """Equal to float rounding (NaN matches NaN): exp, log and the order of a row's sum differ
+    between the kernel and NumPy; float32 compared as CUDA computes it (subnormals as zero)."""
+    rtol, atol = (rtol32, atol32) if dtype == np.float32 else (1e-12, 1e-15)
+    np.testing.assert_allclose(flush_subnormals(result), flush_subnormals(expected), rtol=rtol,
+                               atol=atol)
+
+
+def _softmax_ce_both(host, logits, labels, scale_rows=None, **geometry):
+    """The kernel's and the twin's (probs, dlogits, tally); float32 inputs flushed for the twin."""
+    kernel_tally, twin_tally = tally(), tally()
+    probs, dlogits = host.softmax_ce(logits, labels, kernel_tally, scale_rows=scale_rows,
+                                     **geometry)
+    twin = reference.softmax_ce(flush_subnormals(logits), labels, twin_tally,
+                                scale_rows=scale_rows)
+    return (probs, dlogits, kernel_tally), (*twin, twin_tally)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (7, 10), (33, 300), (257, 3), (300, 10)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_host_softmax_ce_matches_numpy(host, dtype, shape, geometry):
+    rows, cols = shape
+    logits = (_random(shape, dtype) * 4).astype(dtype)
+    labels = np.random.default_rng(3).integers(0, cols, rows)
+    labels[0], labels[-1] = 0, cols - 1  # the edge classes
+    logits[-1, -1] = logits[-1].max() + 1  # at least one prediction right
+    (probs, dlogits, got), (expected_probs, expected_dlogits, expected) = _softmax_ce_both(
+        host, logits, labels, scale_rows=rows * 3, **geometry)
+    assert probs.dtype == dlogits.dtype == dtype
+    assert_close(probs, expected_probs, dtype)
+    assert_close(dlogits, expected_dlogits, dtype)
+    assert_close(got, expected, np.float64 if dtype == np.float64 else np.float32)
+    assert got[kernels.TALLY_CORRECT] == expected[kernels.TALLY_CORRECT] >= 1
+    assert got[kernels.TALLY_NONFINITE] == got[kernels.TALLY_ITERATIONS] == 0
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_host_softmax_ce_on_non_finite_logits_and_bad_labels(host, dtype):
+    big = np.finfo(dtype).max
+    logits = np.array([
+        [1.0, 2.0, 3.0],            # finite
+        [np.nan, 0.0, 1.0],         # NaN: all probabilities NaN
+        [0.0, np.inf, 1.0],         # inf - inf: NaN
+        [-np.inf, -np.inf, -np.inf],
+        [-np.inf, 0.0, 1.0],        # a probability of exactly 0, clipped: finite loss
+        [big, -big, 0.0],           # x - max overflows to -inf: exp 0
+        [0.0, 0.0, 0.0],            # a tie: argmax takes the first
+        [1.0, 2.0, 3.0],            # label -1: no class
+        [1.0, 2.0, 3.0],            # label 3: no class
+    ], dtype=dtype)
+    labels = np.array([2, 0, 1, 0, 0, 1, 0, -1, 3])
+    (probs, dlogits, got), (expected_probs, expected_dlogits, expected) = _softmax_ce_both(
+        host, logits, labels, grid=2, block=4)
+    assert_close(probs, expected_probs, dtype)
+    assert_close(dlogits, expected_dlogits, dtype)
+    assert np.isnan(got[kernels.TALLY_LOSS]) and np.isnan(expected[kernels.TALLY_LOSS])
+    # Right: rows 0, 6 (the first of a tie) and 1, 3 (all NaN: argmax is 0, as numpy's).
+    # Non-finite losses: rows 1, 2, 3 (NaN probabilities), 7 and 8 (no such class).
+    assert list(got[1:]) == list(expected[1:]) == [4, 5, 0]
+
+
+@pytest.mark.compiler
+def test_host_softmax_ce_flushes_float32_subnormal_probabilities(host):
+    # exp(-100) is a float32 subnormal: zero under CUDA's flush-to-zero, kept in float64.
+    logits = np.array([[0.0, -100.0]])
+    probs32, _ = host.softmax_ce(logits.astype(np.float32), np.array([0]), tally())
+    probs64, _ = host.softmax_ce(logits, np.array([0]), tally())
+    assert probs32[0, 1] == 0.0 and 0 < probs64[0, 1] < np.finfo(np.float32).tiny
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_host_dropout_matches_numpy_bit_for_bit(host, dtype, size, geometry):
+    x = _random(size, dtype)
+    u = np.random.default_rng(4).random(size, dtype=dtype)
+    for keep in (0.5, 0.85, 1 / 3):  # 0.85: float32(1 / keep) != 1 / float32(keep)
+        if size:  # the edges of floor(u + keep): u = 1 - keep and its neighbours
+            edge = dtype(1 - keep)
+            u[: min(size, 4)] = [np.nextafter(edge, 0, dtype=dtype), edge,
+                                 np.nextafter(edge, 1, dtype=dtype), 0][: min(size, 4)]
+        mask, y = host.dropout(x, u, keep, **geometry)
+        assert_twin(mask, lambda x, u, keep=keep: reference.dropout(x, u, keep)[0], x, u)
+        assert_twin(y, lambda x, u, keep=keep: reference.dropout(x, u, keep)[1], x, u)
+        assert set(np.unique(mask)) <= {0, dtype(1 / keep)}
+
+
+OPTIMIZERS = {  # update rule -> an optimizer with non-default settings and decay
+    "sgd": lambda: gpunn.SGD(learning_rate=0.5, decay=0.01),
+    "sgd_momentum": lambda: gpunn.SGD(learning_rate=0.5, decay=0.01, momentum=0.9),
+    "adagrad": lambda: gpunn.Adagrad(learning_rate=0.3, decay=0.02, epsilon=1e-6),
+    "rmsprop": lambda: gpunn.RMSprop(learning_rate=0.01, decay=0.03, epsilon=1e-6, rho=0.8),
+    "adam": lambda: gpunn.Adam(learning_rate=0.02, decay=0.05, epsilon=1e-5, beta_1=0.8,
+                               beta_2=0.99),
+}
+
+
+def _twin_steps(optimizer, parameters, gradients, first_iteration):
+    """What gpunn/optimizers.py does in NumPy for each gradient in turn, from
+    ``first_iteration`` (pre_update_params, _update, post_update_params)."""
+    optimizer.iterations = first_iteration
+    optimizer.state = {name: np.zeros_like(parameters) for name in optimizer.STATE}
+    optimizer.state["scratch"] = np.empty_like(parameters)
+    for grads in gradients:
+        optimizer.pre_update_params()
+        optimizer._update(parameters, grads, np)
+        optimizer.post_update_params()
+    return parameters, optimizer.state
+
+
+def _kernel_steps(host, rule, optimizer, parameters, gradients, first_iteration, **geometry):
+    """The same steps by the rule's kernel and advance, the step count in the tally."""
+    state_names, _ = kernels.OPTIMIZER_RULES[rule]
+    state = {name: np.zeros_like(parameters) for name in state_names}
+    counts = tally()
+    counts[kernels.TALLY_ITERATIONS] = first_iteration
+    for grads in gradients:
+        host.optimizer_step(rule, parameters, grads, state, optimizer.config(), counts,
+                            **geometry)
+        host.advance(counts)
+    assert counts[kernels.TALLY_ITERATIONS] == first_iteration + len(gradients)
+    return parameters, state
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("size", [0, 1, 257, 4099])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", OPTIMIZERS)
+def test_host_optimizer_kernels_match_the_optimizers(host, rule, dtype, size, geometry):
+    parameters = _random(size, dtype)
+    gradients = [_random(size, dtype, seed=10 + step) for step in range(4)]
+    optimizer = OPTIMIZERS[rule]()
+    assert optimizer.decay and rule.startswith(type(optimizer).__name__.lower())
+    # Same operations, same order and precision, no FMA on the host: equal bit for bit.
+    expected, expected_state = _twin_steps(optimizer, parameters.copy(), gradients, 5)
+    got, state = _kernel_steps(host, rule, optimizer, parameters.copy(), gradients, 5,
+                               **geometry)
+    assert_twin(got, lambda: expected)
+    for name in kernels.OPTIMIZER_RULES[rule][0]:
+        assert_twin(state[name], lambda name=name: expected_state[name])
+    if size:
+        assert not np.array_equal(got, parameters)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", OPTIMIZERS)
+def test_host_optimizer_kernels_change_nothing_after_a_non_finite_loss(host, rule, dtype):
+    parameters = _random(300, dtype)
+    state = {name: _random(300, dtype, seed=5) ** 2 for name in kernels.OPTIMIZER_RULES[rule][0]}
+    before = parameters.copy(), {name: array.copy() for name, array in state.items()}
+    counts = tally()
+    counts[kernels.TALLY_NONFINITE], counts[kernels.TALLY_ITERATIONS] = 1, 7
+    host.optimizer_step(rule, parameters, _random(300, dtype, seed=6), state,
+                        OPTIMIZERS[rule]().config(), counts, grid=2, block=32)
+    host.advance(counts)
+    np.testing.assert_array_equal(parameters, before[0])
+    for name, array in state.items():
+        np.testing.assert_array_equal(array, before[1][name])
+    assert list(counts) == [0, 0, 1, 7]
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("grid, block", [(1, 1), (3, 7), (2, 256)])
+def test_host_advance_counts_one_step_whatever_the_launch(host, grid, block):
+    counts = np.array([2.5, 3.0, 0.0, 41.0])
+    host.advance(counts, grid=grid, block=block)
+    assert list(counts) == [2.5, 3.0, 0.0, 42.0]
 
 
 def _available_memory() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy
 
 from gpunn.backend import kernels
-from gpunn.backend.numpy_backend import NumpyBackend, _check_bias
+from gpunn.backend.numpy_backend import NumpyBackend, _check_bias, _check_softmax_ce
 from gpunn.errors import DeviceUnavailableError, InvalidArgumentError
 
 INSTALL_HINT = (
@@ -65,9 +65,10 @@ def count_devices(cupy: Any) -> int:
 
 
 class CupyBackend(NumpyBackend):
-    """Arrays on one CUDA device; elementwise ops by our kernels."""
+    """Arrays on one CUDA device; elementwise ops and the fused training step by our kernels."""
 
     name = "cupy"
+    fused = True
 
     def __init__(self, index: int) -> None:
         cupy = import_cupy()
@@ -99,7 +100,7 @@ class CupyBackend(NumpyBackend):
         with the fix, not in the middle of the first epoch."""
         try:
             for kernel in kernels.KERNELS:
-                for dtype in kernels.DTYPES:
+                for dtype in kernels.dtypes(kernel):
                     self._function(kernel, dtype)
         except Exception as error:  # CompileException, RuntimeError, OSError, ImportError, ...
             raise DeviceUnavailableError(
@@ -174,6 +175,89 @@ class CupyBackend(NumpyBackend):
     def bias_relu(self, x: Any, biases: Any, out: Any = None) -> Any:
         return self._bias_op("bias_relu", x, biases, out)
 
+    # ---- the fused training step -------------------------------------------------------------
+
+    def softmax_ce(self, logits: Any, labels: Any, tally: Any, *, probs: Any = None,
+                   dlogits: Any = None, scale_rows: int | None = None) -> tuple[Any, Any]:
+        rows, cols = _check_softmax_ce(logits, labels, tally)
+        with self._cuda_device:
+            if not self._has_kernel(logits):
+                return super().softmax_ce(logits, labels, tally, probs=probs, dlogits=dlogits,
+                                          scale_rows=scale_rows)
+            self._check_tally(tally)
+            logits = self._contiguous(logits)
+            if labels.dtype != numpy.int64 or not labels.flags.c_contiguous:
+                labels = self.xp.ascontiguousarray(labels, dtype=numpy.int64)
+            probs, dlogits = self._output(logits, probs), self._output(logits, dlogits)
+            scale_rows = rows if scale_rows is None else scale_rows
+            self._launch("softmax_ce", logits.dtype, rows,
+                         (logits, labels, probs, dlogits, tally, numpy.int64(rows),
+                          numpy.int64(cols), numpy.int64(scale_rows)))
+            return probs, dlogits
+
+    def dropout(self, x: Any, u: Any, keep: float, *, mask: Any = None,
+                out: Any = None) -> tuple[Any, Any]:
+        with self._cuda_device:
+            if not self._has_kernel(x) or u.dtype != x.dtype or u.shape != x.shape:
+                return super().dropout(x, u, keep, mask=mask, out=out)
+            x, u = self._contiguous(x), self._contiguous(u)
+            mask, out = self._output(x, mask), self._output(x, out)
+            self._launch("dropout", x.dtype, x.size,
+                         (x, u, mask, out, numpy.int64(x.size), float(keep)))
+            return mask, out
+
+    def optimizer_step(self, rule: str, parameters: Any, gradients: Any, state: dict,
+                       hyper: dict, tally: Any) -> None:
+        """One step of the update ``rule`` ("sgd", "sgd_momentum", "adagrad", "rmsprop" or
+        "adam") on ``parameters`` and the ``state`` arrays in place ("momentums", "cache", as
+        gpunn/optimizers.py names them), with the hyperparameters in ``hyper`` (learning_rate,
+        decay, momentum, epsilon, rho, beta_1, beta_2, as the optimizer's config names them).
+        The step count and the divergence flag come from ``tally`` on the device: after a
+        non-finite loss nothing changes. Each optimizer's _update is the NumPy twin.
+
+        Example: ``backend.optimizer_step("adam", params, grads, opt.state, opt.config(), t)``.
+        """
+        if rule not in kernels.OPTIMIZER_RULES:
+            raise InvalidArgumentError(f"Unknown update rule {rule!r}: expected one of "
+                                       f"{', '.join(map(repr, kernels.OPTIMIZER_RULES))}.")
+        state_names, hyper_names = kernels.OPTIMIZER_RULES[rule]
+        missing = [name for name in ("learning_rate", "decay", *hyper_names) if name not in hyper]
+        missing += [name for name in state_names if name not in state]
+        if missing:
+            raise InvalidArgumentError(f"optimizer_step {rule!r} needs {', '.join(missing)}; "
+                                       f"received state {sorted(state)}, hyper {sorted(hyper)}.")
+        arrays = (parameters, gradients, *(state[name] for name in state_names))
+        if not self._has_kernel(parameters) or any(
+                not a.flags.c_contiguous or a.shape != parameters.shape
+                or a.dtype != parameters.dtype for a in arrays):
+            raise InvalidArgumentError(
+                f"optimizer_step updates in place: parameters, gradients and "
+                f"{', '.join(state_names) or 'no state'} must be C-contiguous float32 or float64 "
+                f"arrays of one shape and dtype; received "
+                f"{', '.join(f'{a.dtype} {a.shape}' for a in arrays)}.")
+        with self._cuda_device:
+            self._check_tally(tally)
+            n = parameters.size
+            # Python floats: CuPy passes them as C doubles (a NumPy float32 would be 4 bytes).
+            scalars = (float(hyper[name]) for name in ("learning_rate", "decay", *hyper_names))
+            self._launch(rule, parameters.dtype, n, (*arrays, numpy.int64(n), *scalars, tally))
+
+    def advance(self, tally: Any) -> None:
+        """Count the optimizer step in ``tally`` (after optimizer_step), unless a non-finite
+        loss was seen."""
+        with self._cuda_device:
+            self._check_tally(tally)
+            self._function("advance", None)((1,), (1,), (tally,))
+
+    def _check_tally(self, tally: Any) -> None:
+        if (not isinstance(tally, self.xp.ndarray) or tally.dtype != numpy.float64
+                or tally.shape != (kernels.TALLY_SIZE,) or not tally.flags.c_contiguous):
+            raise InvalidArgumentError(
+                f"the tally must be a contiguous float64 device array of shape "
+                f"({kernels.TALLY_SIZE},); "
+                f"received {type(tally).__name__} {getattr(tally, 'dtype', '')} "
+                f"{getattr(tally, 'shape', '')}.")
+
     # ---- launching -------------------------------------------------------------------------
 
     def _bias_op(self, kernel: str, x: Any, biases: Any, out: Any) -> Any:
@@ -209,7 +293,7 @@ class CupyBackend(NumpyBackend):
         grid = min((n + BLOCK - 1) // BLOCK, self.max_blocks)
         function((grid,), (BLOCK,), args)  # the callers made this backend's device current
 
-    def _function(self, kernel: str, dtype: str) -> Any:
+    def _function(self, kernel: str, dtype: str | None) -> Any:
         """The loaded kernel for this backend's device: looked up once (CuPy makes a new
         kernel object on every get_function)."""
         function = self._functions.get((kernel, dtype))

@@ -6,23 +6,29 @@ tests compile the same list with NVRTC (no GPU needed) and with g++ on the host.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
 from gpunn.errors import GpunnError
 
-# Kernel family -> file in kernels/. Each kernel is instantiated for every type in DTYPES.
+# Kernel family -> file in kernels/. Each kernel is instantiated for every type in DTYPES,
+# except those in UNTYPED, which take no element type and have one instance of their own name.
 KERNELS = {
     "relu": "elementwise.cu",
     "relu_backward": "elementwise.cu",
     "bias_add": "elementwise.cu",
     "bias_relu": "elementwise.cu",
+    "softmax_ce": "softmax_ce.cu",
+    "dropout": "dropout.cu",
+    "sgd": "optimizers.cu",
+    "sgd_momentum": "optimizers.cu",
+    "adagrad": "optimizers.cu",
+    "rmsprop": "optimizers.cu",
+    "adam": "optimizers.cu",
+    "advance": "optimizers.cu",
 }
-# The training loop's tally: one float64 device array the kernels add to (kernels/*.cu use the
-# same slots): the sum of per-sample losses, correct predictions, non-finite losses seen, and the
-# optimizer's step count.
-TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE, TALLY_ITERATIONS = range(4)
-TALLY_SIZE = 4
+UNTYPED = ("advance",)
 # NumPy dtype name -> C++ type name.
 DTYPES = {"float32": "float", "float64": "double"}
 # NVRTC options gpunn gives CuPy at run time.
@@ -31,6 +37,23 @@ NVRTC_OPTIONS = ("--std=c++14",)
 # inputs and results. So on CUDA a float32 kernel equals its NumPy twin on values with
 # subnormals taken as zero; float64 is exact. The compile checks add it too.
 CUPY_OPTIONS = ("-ftz=true",)
+
+# The tally: a float64 device array of TALLY_SIZE numbers that a training step updates on the
+# GPU, so metrics and the divergence check need no copy to the host per step. The kernels use
+# the same slots (enum in kernels/common.cuh; a test checks they agree).
+TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE, TALLY_ITERATIONS = range(4)
+TALLY_SIZE = 4  # sum of data losses, correct predictions, non-finite losses seen, steps done
+
+# Optimizer update rule (a kernel in optimizers.cu) -> (the optimizer state arrays it takes after
+# params and grads, the hyperparameters it takes after learning_rate and decay), in the kernel's
+# argument order and by the names gpunn/optimizers.py uses.
+OPTIMIZER_RULES = {
+    "sgd": ((), ()),
+    "sgd_momentum": (("momentums",), ("momentum",)),
+    "adagrad": (("cache",), ("epsilon",)),
+    "rmsprop": (("cache",), ("rho", "epsilon")),
+    "adam": (("momentums", "cache"), ("epsilon", "beta_1", "beta_2")),
+}
 
 
 def kernel_dir() -> Path:
@@ -50,22 +73,34 @@ def source_files() -> list[str]:
     return sorted(set(KERNELS.values()))
 
 
+_LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"[ \t]*$', re.M)
+
+
 @cache
 def read_source(filename: str) -> str:
-    """The text of one kernel file."""
-    return (kernel_dir() / filename).read_text(encoding="utf-8")
+    """The text of one kernel file, with the headers it includes from kernels/ pasted in.
+
+    One self-contained text is what NVRTC compiles with no include path, and what CuPy's kernel
+    cache is keyed by: a changed header changes the key, where an #include would not."""
+    text = (kernel_dir() / filename).read_text(encoding="utf-8")
+    return _LOCAL_INCLUDE.sub(lambda match: read_source(match.group(1)), text)
 
 
-def name_expression(kernel: str, dtype: str) -> str:
-    """The C++ name of one template instance, e.g. ``relu<float>``."""
-    return f"{kernel}<{DTYPES[dtype]}>"
+def dtypes(kernel: str) -> list[str | None]:
+    """The dtypes ``kernel`` is instantiated for: every one in DTYPES, or [None] if untyped."""
+    return [None] if kernel in UNTYPED else list(DTYPES)
+
+
+def name_expression(kernel: str, dtype: str | None) -> str:
+    """The C++ name of one instance, e.g. ``relu<float>``; an untyped kernel's own name."""
+    return kernel if kernel in UNTYPED else f"{kernel}<{DTYPES[dtype]}>"
 
 
 def name_expressions(filename: str) -> list[str]:
-    """Every template instance compiled from one kernel file."""
+    """Every kernel instance compiled from one kernel file."""
     return [
         name_expression(kernel, dtype)
         for kernel, file in KERNELS.items()
         if file == filename
-        for dtype in DTYPES
+        for dtype in dtypes(kernel)
     ]

@@ -11,14 +11,20 @@ from typing import Any
 
 import numpy
 
+from gpunn.backend import kernels
 from gpunn.errors import InvalidArgumentError
+
+CLIP = 1e-7  # gpunn.losses.CLIP: probabilities are clipped to [CLIP, 1 - CLIP] before log
 
 
 class NumpyBackend:
     """Arrays in host memory, math by NumPy. ``xp`` is the array module layers use."""
 
     name = "numpy"
-    fused = False  # the CuPy backend runs the training step's fused kernels; NumPy the book's ops
+    # Whether a training step runs as fused kernels with its metrics in a device tally
+    # (softmax_ce, optimizer_step, advance). The NumPy twin of optimizer_step is each
+    # optimizer's own _update (gpunn/optimizers.py), so this backend has none.
+    fused = False
 
     def __init__(self) -> None:
         self.xp = numpy
@@ -121,6 +127,73 @@ class NumpyBackend:
         """``np.maximum(x + biases, 0)``: the fused Dense + ReLU forward."""
         out = self.bias_add(x, biases, out=out)
         return self.xp.maximum(out, 0, out=out)
+
+
+    # ---- the fused training-step ops ---------------------------------------------------------
+    # Each has a CUDA kernel of the same name: kernels/softmax_ce.cu, kernels/dropout.cu.
+
+    def softmax_ce(self, logits: Any, labels: Any, tally: Any, *, probs: Any = None,
+                   dlogits: Any = None, scale_rows: int | None = None) -> tuple[Any, Any]:
+        """Softmax of ``logits`` (rows, cols), cross-entropy against integer ``labels`` (rows,)
+        and their combined gradient ``(probs - one_hot(labels)) / scale_rows`` (default: rows),
+        as (probs, dlogits); adds the summed loss, the correct predictions and the non-finite
+        losses to ``tally`` (a float64 array of kernels.TALLY_SIZE) in place.
+
+        Example: ``probs, dlogits = backend.softmax_ce(logits, y, tally)``.
+        """
+        xp = self.xp
+        rows, cols = _check_softmax_ce(logits, labels, tally)
+        with numpy.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            # The book's Softmax (gpunn.activations.Softmax.forward): exp(x - max) / sum.
+            probs = xp.subtract(logits, self.row_max(logits), out=probs)
+            xp.exp(probs, out=probs)
+            probs /= self.row_sums(probs)
+            # CategoricalCrossentropy.forward; a label outside [0, cols) gets a NaN loss.
+            valid = (labels >= 0) & (labels < cols)
+            index = xp.arange(rows), xp.where(valid, labels, 0)
+            picked = xp.where(valid, probs[index], xp.nan)
+            losses = -xp.log(xp.clip(picked, CLIP, 1 - CLIP))
+            # SoftmaxCategoricalCrossentropy.backward, averaged over scale_rows.
+            if dlogits is None:
+                dlogits = probs.copy()
+            else:
+                xp.copyto(dlogits, probs)
+            dlogits[index] -= valid.astype(dlogits.dtype)
+            dlogits /= rows if scale_rows is None else scale_rows
+            tally[kernels.TALLY_LOSS] += losses.sum(dtype="float64")
+            tally[kernels.TALLY_CORRECT] += xp.count_nonzero(probs.argmax(axis=1) == labels)
+            tally[kernels.TALLY_NONFINITE] += xp.count_nonzero(~xp.isfinite(losses))
+        return probs, dlogits
+
+    def dropout(self, x: Any, u: Any, keep: float, *, mask: Any = None,
+                out: Any = None) -> tuple[Any, Any]:
+        """Inverted dropout of ``x`` from uniform samples ``u`` in [0, 1) of the same shape:
+        (mask, y) with ``mask = floor(u + keep) * (1 / keep)`` (0 or 1 / keep) and
+        ``y = x * mask``, as gpunn.layers.Dropout.forward computes them.
+
+        Example: ``mask, y = backend.dropout(x, backend.uniform(x.shape, x.dtype), 0.9)``.
+        """
+        # floor(u + keep) is 1 with probability keep, else 0: a Bernoulli mask in one buffer.
+        mask = self.xp.add(u, keep, out=mask)
+        self.xp.floor(mask, out=mask)
+        mask *= 1.0 / keep
+        return mask, self.xp.multiply(x, mask, out=out)
+
+
+def _check_softmax_ce(logits: Any, labels: Any, tally: Any) -> tuple[int, int]:
+    if logits.ndim != 2 or logits.shape[1] == 0 or labels.shape != logits.shape[:1]:
+        raise InvalidArgumentError(
+            f"softmax_ce expects logits of shape (rows, classes) with at least one class and "
+            f"one label per row; received logits of shape {tuple(logits.shape)} and labels of "
+            f"shape {tuple(labels.shape)}.")
+    if labels.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"softmax_ce expects integer class indices as labels; "
+                                   f"received {labels.dtype}.")
+    if tally.dtype != numpy.float64 or tally.shape != (kernels.TALLY_SIZE,):
+        raise InvalidArgumentError(f"softmax_ce expects a float64 tally of shape "
+                                   f"({kernels.TALLY_SIZE},); received {tally.dtype} "
+                                   f"{tuple(tally.shape)}.")
+    return logits.shape
 
 
 def _check_bias(x: Any, biases: Any) -> None:

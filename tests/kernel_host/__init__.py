@@ -152,15 +152,17 @@ def build(out_dir: Path, *, code: str | None = None,
 
 
 class HostKernels:
-    """The elementwise kernels on NumPy arrays with a chosen grid and block size, compiled as
-    CuPy compiles them: float32 instances flush subnormals to zero (-ftz=true)."""
+    """gpunn's kernels on NumPy arrays with a chosen grid and block size, compiled as CuPy
+    compiles them: float32 instances flush subnormals to zero (-ftz=true)."""
 
     def __init__(self, module: HostModule) -> None:
         self.module = module
 
-    def _call(self, kernel, dtype, grid, block, arrays, *sizes):
-        self.module.launch(kernels.name_expression(kernel, dtype.name), grid, block,
-                           [a.ctypes.data for a in arrays] + list(sizes),
+    def _call(self, kernel, dtype, grid, block, arrays, *scalars):
+        """Launch the ``dtype`` instance of ``kernel`` (None: an untyped kernel); ``arrays``
+        are the pointer arguments, then ``scalars``, each in the kernel's parameter order."""
+        name = kernels.name_expression(kernel, None if dtype is None else dtype.name)
+        self.module.launch(name, grid, block, [a.ctypes.data for a in arrays] + list(scalars),
                            ftz=dtype == np.float32)
 
     @staticmethod
@@ -192,3 +194,36 @@ class HostKernels:
 
     def bias_relu(self, x, biases, *, grid=None, block=256):
         return self._bias("bias_relu", x, biases, grid, block)
+
+    def softmax_ce(self, logits, labels, tally, *, scale_rows=None, grid=None, block=256):
+        """(probs, dlogits); ``tally`` (float64, TALLY_SIZE) is updated in place."""
+        logits = np.ascontiguousarray(logits)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        probs, dlogits = np.empty_like(logits), np.empty_like(logits)
+        rows, cols = logits.shape
+        self._call("softmax_ce", logits.dtype, *self._geometry(rows, grid, block),
+                   (logits, labels, probs, dlogits, tally), rows, cols,
+                   rows if scale_rows is None else scale_rows)
+        return probs, dlogits
+
+    def dropout(self, x, u, keep, *, grid=None, block=256):
+        """(mask, y)."""
+        x, u = np.ascontiguousarray(x), np.ascontiguousarray(u)
+        mask, y = np.empty_like(x), np.empty_like(x)
+        self._call("dropout", x.dtype, *self._geometry(x.size, grid, block), (x, u, mask, y),
+                   x.size, keep)
+        return mask, y
+
+    def optimizer_step(self, rule, parameters, gradients, state, hyper, tally, *, grid=None,
+                       block=256):
+        """Update ``parameters`` and the ``state`` arrays in place, as
+        CupyBackend.optimizer_step does."""
+        state_names, hyper_names = kernels.OPTIMIZER_RULES[rule]
+        n = parameters.size
+        self._call(rule, parameters.dtype, *self._geometry(n, grid, block),
+                   (parameters, gradients, *(state[name] for name in state_names)), n,
+                   hyper["learning_rate"], hyper["decay"],
+                   *(hyper[name] for name in hyper_names), tally.ctypes.data)
+
+    def advance(self, tally, *, grid=1, block=1):
+        self._call("advance", None, grid, block, (tally,))

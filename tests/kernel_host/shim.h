@@ -8,6 +8,11 @@
 // AArch64 FPCR.FZ), and the launcher sets it for float32 instances only.
 #pragma once
 
+// CUDA's device math functions (exp, log, sqrt, pow, floor, isnan, isfinite, nan) without a
+// header, overloaded for float as in CUDA: C++'s <math.h> declares them in the global namespace
+// with the float overloads of <cmath>, so exp(float) runs expf, not exp on a double.
+#include <math.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
@@ -23,6 +28,19 @@ static dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __host__
 #define __forceinline__ inline
 // __restrict__ is a g++ keyword already.
+
+// The host runs one thread at a time, so a plain read-add-write is exactly atomic; it returns
+// the old value, as CUDA's does.
+inline float atomicAdd(float* address, float value) {
+    const float old = *address;
+    *address = old + value;
+    return old;
+}
+inline double atomicAdd(double* address, double value) {
+    const double old = *address;
+    *address = old + value;
+    return old;
+}
 
 struct gpunn_flush_to_zero {
 #if defined(__x86_64__) || defined(__i386__)

@@ -113,9 +113,11 @@ class RawKernel:
         self.name = name
         self._module, self._device = _module, _device
         self._params = _module.params[name]
-        bases = {param.base for param in self._params}
-        # The host FPU mode is global; -ftz=true is modelled for kernels without float64.
-        self._ftz = _ftz and "float" in bases and "double" not in bases
+        # -ftz=true flushes float32 arithmetic, so a kernel with float parameters runs flushed.
+        # The host FPU mode covers float64 too: the float64 values such a kernel also handles
+        # (hyperparameters, the tally's sums) would flush where a GPU keeps them; gpunn's are
+        # not subnormal in practice.
+        self._ftz = _ftz and any(param.base == "float" for param in self._params)
 
     def __call__(self, grid: Any, block: Any, args: Any, **kwargs: Any) -> None:
         check_call("cupy.RawKernel", "__call__", (grid, block, args), kwargs)

@@ -1,0 +1,23 @@
+// What every kernel file shares: the grid-stride loop and the tally's layout.
+// gpunn/backend/kernels.py pastes this file in where a kernel file includes it, so NVRTC and
+// CuPy compile one self-contained source; the host build finds it on its include path.
+#ifndef GPUNN_COMMON_CUH
+#define GPUNN_COMMON_CUH
+
+// for i in range(first index of this thread, n, threads in the grid), with 64-bit indices, so
+// any launch geometry covers any size, including 0 and more than 2^31 elements.
+#define GPUNN_GRID_STRIDE_LOOP(i, n)                                                    \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);       \
+         i += (long long)blockDim.x * gridDim.x)
+
+// The slots of the tally, a float64 device array a training step keeps its metrics in; the same
+// numbers as TALLY_* in gpunn/backend/kernels.py (a test compares them).
+enum GpunnTally {
+    TALLY_LOSS = 0,        // sum of per-sample data losses
+    TALLY_CORRECT = 1,     // number of correct predictions
+    TALLY_NONFINITE = 2,   // number of non-finite per-sample losses seen (divergence)
+    TALLY_ITERATIONS = 3,  // optimizer steps done
+    TALLY_SIZE = 4
+};
+
+#endif  // GPUNN_COMMON_CUH
