@@ -163,14 +163,19 @@ def _kernels(result: dict[str, Any]) -> list[str]:
 
 
 def _counts(counts: dict[str, Any]) -> list[str]:
-    before = counts["before_issue_10_mlp"]
+    before = counts["before_issue_10"]
     lines = [f"## Kernel launches and synchronisations per training step, counted on "
              f"{counts['device']}", "",
              "| model | batch | CUDA graph | launches | of them gpunn kernels | graph launches "
              "| syncs/step | syncs/epoch | host-to-device copies |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|",
-             f"| MLP 784-128-128-10, before issue 10 | any | no | {before['launch']} | "
-             f"{before['raw_launch']} | 0 | {before['sync']} | steps + 1 | {before['h2d']} |"]
+             f"| MLP 784-128-128-10, before issue 10 | any | no | {before['mlp']['launch']} | "
+             f"{before['mlp']['raw_launch']} | 0 | {before['mlp']['sync']} | steps + 2 | "
+             f"{before['mlp']['h2d']} |",
+             f"| spiral 2-64-3, before issue 10 | 300 (full) | no | "
+             f"{before['spiral']['launch']} | {before['spiral']['raw_launch']} | 0 | "
+             f"{before['spiral']['sync']} | {before['spiral']['sync']} | "
+             f"{before['spiral']['h2d']} |"]
     rows = [("MLP 784-128-128-10", batch, mode, entry)
             for mode, by_batch in counts["mlp"].items() for batch, entry in by_batch.items()]
     rows += [("spiral 2-64-3", "300 (full)", mode, entry)

@@ -166,15 +166,10 @@ class Dropout(Layer):
             self.mask = None
             self.output = inputs
             return
-        xp = self.backend.xp
-        keep = 1.0 - self.rate
-        mask = self.backend.uniform(inputs.shape, self.dtype)
-        # floor(u + keep) is 1 with probability keep, else 0: a Bernoulli mask in one buffer.
-        mask += keep
-        xp.floor(mask, out=mask)
-        mask *= 1.0 / keep
-        self.mask = mask
-        self.output = inputs * mask
+        # floor(u + keep) / keep: 1 / keep with probability keep, else 0 (the book's binomial
+        # mask, scaled), and the output in the same pass: one kernel on a GPU.
+        uniform = self.backend.uniform(inputs.shape, self.dtype)
+        self.mask, self.output = self.backend.dropout(inputs, uniform, 1.0 - self.rate)
 
     def backward(self, dvalues: Any) -> None:
         self.dinputs = dvalues if self.mask is None else dvalues * self.mask

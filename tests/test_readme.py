@@ -139,7 +139,8 @@ def test_the_python_example_runs_as_written(capsys, monkeypatch):
     (example,) = [text for text in PYTHON if text not in SERVING]
     results = {}
     # On the default device (the GPU when there is one); then, if that was CUDA, on the CPU:
-    # both must learn the same, to float32 rounding.
+    # both must learn alike. Not to the digit: the fused GPU kernels sum in another order, and
+    # training amplifies float32 rounding differences (tests/test_cli.py measures how much).
     for device in ["auto", "cpu"] if cuda_available() else ["auto"]:
         monkeypatch.setenv("GPUNN_DEVICE", device)
         namespace: dict = {}
@@ -148,4 +149,4 @@ def test_the_python_example_runs_as_written(capsys, monkeypatch):
         assert namespace["accuracy"] > 0.75
         assert "validation accuracy" in capsys.readouterr().out
         results[device] = (namespace["history"]["accuracy"][-1], namespace["accuracy"])
-    assert results["auto"] == pytest.approx(results.get("cpu", results["auto"]), abs=0.01)
+    assert results["auto"] == pytest.approx(results.get("cpu", results["auto"]), abs=0.04)

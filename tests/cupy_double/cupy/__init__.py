@@ -77,6 +77,8 @@ def _made(name: str) -> _Any:
         _check_call("cupy", name, args, kwargs)
         raw_args, raw_kwargs = _unwrap(args), _unwrap(kwargs)
         made = _fresh(numpy_function(*raw_args, **raw_kwargs))
+        if name == "empty":
+            return made  # memory only: CuPy launches nothing
         _sim.launch(replay=_core.replaying(lambda: numpy_function(*raw_args, **raw_kwargs),
                                            made))
         return made

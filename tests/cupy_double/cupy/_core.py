@@ -143,6 +143,10 @@ def run(function: Any, args: tuple, kwargs: dict, *, host_ok: bool = False) -> A
     with numpy.errstate(all="ignore"):
         result = function(*raw_args, **raw_kwargs)
     wrapped = out if isinstance(out, ndarray) else wrap_result(result, [*args, *kwargs.values()])
+    if not isinstance(out, ndarray) and _shares_an_input(wrapped, [*args, *kwargs.values()]):
+        return wrapped  # a view, or the input itself (ascontiguousarray of a contiguous array)
+    if function in _NO_KERNEL:
+        return wrapped  # memory only: CuPy launches nothing
 
     def replay() -> None:
         with numpy.errstate(all="ignore"):
@@ -152,6 +156,15 @@ def run(function: Any, args: tuple, kwargs: dict, *, host_ok: bool = False) -> A
 
     _sim.launch(replay=replay)
     return wrapped
+
+
+_NO_KERNEL = {numpy.empty_like}
+
+
+def _shares_an_input(result: Any, inputs: list) -> bool:
+    return isinstance(result, ndarray) and any(
+        isinstance(source, ndarray) and numpy.may_share_memory(result._a, source._a)
+        for source in inputs)
 
 
 def refill(wrapped: Any, value: Any) -> None:

@@ -123,7 +123,7 @@ class Capture:
             if buffer.dtype.kind == "f":
                 buffer.fill(numpy.nan)
             elif buffer.dtype.kind in "iub":
-                buffer.view(numpy.uint8).fill(0xA5)
+                buffer.reshape(-1).view(numpy.uint8).fill(0xA5)
         return self.operations
 
 
