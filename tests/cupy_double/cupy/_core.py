@@ -297,6 +297,14 @@ class ndarray:
                 "data": (self._a.ctypes.data, False), "version": 3,
                 "strides": None if self._a.flags.c_contiguous else self._a.strides}
 
+    @property
+    def data(self) -> Any:
+        """A MemoryPointer whose ``ptr`` is the address of the simulated device memory; the
+        double's NCCL finds the array again from it (``_sim.pointers``)."""
+        from cupy.cuda import MemoryPointer
+
+        return MemoryPointer._of(self)
+
     def __dlpack_device__(self) -> tuple[int, int]:
         """(kDLCUDA, device): where DLPack consumers find the array. (No ``__dlpack__``: the
         double's memory is host memory, which it must not pass off as GPU memory.)"""
@@ -330,6 +338,16 @@ class ndarray:
             numpy.copyto(out, data)
             return out
         return numpy.array(data, order=order, copy=True)
+
+    def set(self, arr: Any, stream: Any = None) -> None:
+        """Copy the host array ``arr`` (same shape and dtype, as CuPy requires) in."""
+        if not isinstance(arr, numpy.ndarray):
+            raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, not {type(arr)}")
+        if arr.shape != self._a.shape or arr.dtype != self._a.dtype:
+            raise ValueError("Shape mismatch." if arr.shape != self._a.shape else
+                             f"{arr.dtype} array cannot be set to {self._a.dtype} array")
+        _sim.counters["h2d"] += 1
+        numpy.copyto(self._a, arr)
 
     def item(self) -> Any:
         return _sync(self, "item").item()

@@ -1,5 +1,7 @@
 """``cupy.cuda`` of the double: simulated devices (``cuda-sim:N``), a current-device stack."""
 
+from __future__ import annotations
+
 from typing import Any as _Any
 
 from cupy import _core, _sim
@@ -29,7 +31,7 @@ class Device:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    def __enter__(self) -> "Device":
+    def __enter__(self) -> Device:
         self._previous.append(_sim.current())
         _sim.set_current(self.id)
         return self
@@ -55,6 +57,49 @@ class Device:
     def mem_info(self) -> tuple[int, int]:
         state = _sim.devices[self.id]
         return state.capacity - state.allocated, state.capacity
+
+
+class MemoryPointer:
+    """Where a device array's memory starts (``array.data``): ``ptr`` (the address of the
+    simulated memory, which CuPy hands to libraries such as NCCL) and ``device_id``."""
+
+    @classmethod
+    def _of(cls, array: _Any) -> MemoryPointer:
+        self = object.__new__(cls)
+        self._array = array
+        _sim.pointers[self.ptr] = array
+        return self
+
+    @property
+    def ptr(self) -> int:
+        return int(self._array._a.ctypes.data)
+
+    @property
+    def device_id(self) -> int:
+        return self._array._device
+
+
+class Stream:
+    """The null stream only (``Stream.null``, ``ptr`` 0): the double runs everything in order."""
+
+    null: Stream
+
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False,
+                 priority: _Any = None) -> None:
+        if not null:
+            raise NotImplementedError("the CuPy double models only the null stream")
+        self.ptr = 0
+
+    def synchronize(self) -> None:
+        _sim.sync("Stream.synchronize")
+
+
+Stream.null = Stream(null=True)
+
+
+def get_current_stream(device_id: int = -1) -> Stream:
+    """The current stream: always the null stream in the double."""
+    return Stream.null
 
 
 def get_device_id() -> int:
