@@ -1,6 +1,6 @@
 """gpunn: neural networks from scratch, on NumPy or on a CUDA GPU with our own kernels."""
 
-from gpunn import datasets
+from gpunn import datasets, distributed
 from gpunn.accuracy import CategoricalAccuracy, RegressionAccuracy
 from gpunn.activations import LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from gpunn.backend import device, seed
@@ -55,5 +55,6 @@ __all__ = [
     "TrainingDivergedError",
     "datasets",
     "device",
+    "distributed",
     "seed",
 ]

@@ -112,7 +112,7 @@ def require(available: bool, reason: str) -> None:
     if available:
         return
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: kernel checks must run, not skip)")
+        pytest.fail(f"{reason} (CI=true: what a test needs must be installed; it fails, not skips)")
     pytest.skip(reason)
 
 

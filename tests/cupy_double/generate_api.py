@@ -116,7 +116,21 @@ CLASS_NAMESPACES = {
         'cupy.cuda.runtime.CUDARuntimeError',
     'cupy.cuda.compiler.CompileException': 'cupy.cuda.compiler.CompileException',
     'cupy.random.XORWOW': 'cupy.random.XORWOW',
+    'cupy.cuda.nccl.NcclCommunicator': 'cupy.cuda.nccl.NcclCommunicator',
+    'cupy.cuda.nccl.NcclError': 'cupy.cuda.nccl.NcclError',
 }
+
+# The NCCL functions CuPy's nccl extension links against (CuPy 14.2). Without libnccl the
+# extension cannot be imported and ``cupy.cuda.nccl`` is only ``available = False``; to list
+# its API anyway, a stub libnccl.so.2 defining these symbols (never called) is preloaded.
+# A symbol a later CuPy adds is found from the import error and added.
+NCCL_SYMBOLS = [
+    'ncclAllGather', 'ncclAllReduce', 'ncclBcast', 'ncclBroadcast', 'ncclCommAbort',
+    'ncclCommCount', 'ncclCommCuDevice', 'ncclCommDestroy', 'ncclCommGetAsyncError',
+    'ncclCommInitAll', 'ncclCommInitRankConfig', 'ncclCommSplit', 'ncclCommUserRank',
+    'ncclGetErrorString', 'ncclGetUniqueId', 'ncclGetVersion', 'ncclGroupEnd',
+    'ncclGroupStart', 'ncclRecv', 'ncclReduce', 'ncclReduceScatter', 'ncclSend',
+]
 
 # Names served by a module-level ``__getattr__`` (so they are not in dir()
 # until first accessed).  Read from cupy/random/__init__.py and
@@ -638,6 +652,8 @@ def main(argv):
                          'real CuPy package\n')
         return 1
 
+    _stub_libnccl()
+
     # Snapshot which names each module exposes after a plain
     # ``import cupy`` (before this script imports more submodules).
     baseline = {}
@@ -710,6 +726,42 @@ def main(argv):
     with open(argv[1], 'w') as f:
         f.write(text + '\n')
     return 0
+
+
+def _stub_libnccl():
+    """Preload a stub libnccl.so.2 (see NCCL_SYMBOLS) unless a real one can be loaded."""
+    import ctypes
+    import shutil
+    import subprocess
+    import tempfile
+
+    probe = 'import cupy_backends.cuda.libs.nccl'
+    if subprocess.run([sys.executable, '-c', probe], capture_output=True).returncode == 0:
+        return
+    compiler = shutil.which('cc') or shutil.which('gcc') or shutil.which('g++')
+    if compiler is None:
+        sys.stderr.write('warning: no C compiler for a stub libnccl; cupy.cuda.nccl is '
+                         'listed as unavailable\n')
+        return
+    folder = tempfile.mkdtemp(prefix='stub-nccl-')
+    library = os.path.join(folder, 'libnccl.so.2')
+    symbols = list(NCCL_SYMBOLS)
+    for _ in range(100):
+        source = os.path.join(folder, 'stub.c')
+        with open(source, 'w') as f:
+            f.writelines(f'extern "C" int {name}(void) {{ return 3; }}\n'
+                         if compiler.endswith('++') else f'int {name}(void) {{ return 3; }}\n'
+                         for name in symbols)
+        subprocess.run([compiler, '-shared', '-fPIC', '-Wl,-soname,libnccl.so.2', '-o',
+                        library, source], check=True)
+        check = (f'import ctypes; ctypes.CDLL({library!r}, mode=ctypes.RTLD_GLOBAL); '
+                 f'{probe}')
+        result = subprocess.run([sys.executable, '-c', check], capture_output=True, text=True)
+        missing = re.search(r'undefined symbol: (\w+)', result.stderr)
+        if result.returncode == 0 or missing is None:
+            break
+        symbols.append(missing.group(1))
+    ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
 
 
 def _resolve_attr_only(path):

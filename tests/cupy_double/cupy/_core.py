@@ -333,6 +333,14 @@ class ndarray:
                 "data": (self._a.ctypes.data, False), "version": 3,
                 "strides": None if self._a.flags.c_contiguous else self._a.strides}
 
+    @property
+    def data(self) -> Any:
+        """A MemoryPointer whose ``ptr`` is the address of the simulated device memory; the
+        double's NCCL finds the array again from it (``_sim.pointers``)."""
+        from cupy.cuda import MemoryPointer
+
+        return MemoryPointer._of(self)
+
     def __dlpack_device__(self) -> tuple[int, int]:
         """(kDLCUDA, device): where DLPack consumers find the array. (No ``__dlpack__``: the
         double's memory is host memory, which it must not pass off as GPU memory.)"""

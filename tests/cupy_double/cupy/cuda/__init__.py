@@ -1,5 +1,7 @@
 """``cupy.cuda`` of the double: simulated devices (``cuda-sim:N``), a current-device stack."""
 
+from __future__ import annotations
+
 from typing import Any as _Any
 
 from cupy import _core, _sim
@@ -29,7 +31,7 @@ class Device:
     def __hash__(self) -> int:
         return hash(self.id)
 
-    def __enter__(self) -> "Device":
+    def __enter__(self) -> Device:
         self._previous.append(_sim.current())
         _sim.set_current(self.id)
         return self
@@ -57,6 +59,26 @@ class Device:
         return state.capacity - state.allocated, state.capacity
 
 
+class MemoryPointer:
+    """Where a device array's memory starts (``array.data``): ``ptr`` (the address of the
+    simulated memory, which CuPy hands to libraries such as NCCL) and ``device_id``."""
+
+    @classmethod
+    def _of(cls, array: _Any) -> MemoryPointer:
+        self = object.__new__(cls)
+        self._array = array
+        _sim.pointers[self.ptr] = array
+        return self
+
+    @property
+    def ptr(self) -> int:
+        return int(self._array._a.ctypes.data)
+
+    @property
+    def device_id(self) -> int:
+        return self._array._device
+
+
 class Event:
     """A point in a stream's work; the double runs work at once, so every event is done."""
 
@@ -76,7 +98,7 @@ class Stream:
     """A CUDA stream. The double runs work as it is issued, so streams order nothing; what it
     models is which stream is current and capture into a CUDA graph (see cupy._sim)."""
 
-    null: "Stream"
+    null: Stream
 
     def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False,
                  priority: _Any = None) -> None:
@@ -84,14 +106,14 @@ class Stream:
         self.ptr = 0 if null else id(self)
         self.device_id = _sim.current()
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self) -> Stream:
         _sim.stream_stack.append(None if self._null else self)
         return self
 
     def __exit__(self, *args: _Any) -> None:
         _sim.stream_stack.pop()
 
-    def use(self) -> "Stream":
+    def use(self) -> Stream:
         _sim.stream_stack[:] = [None if self._null else self]
         return self
 
@@ -113,7 +135,7 @@ class Stream:
             raise runtime.CUDARuntimeError(900)  # cudaErrorStreamCaptureUnsupported
         _sim.capture = _sim.Capture(self)
 
-    def end_capture(self) -> "Graph":
+    def end_capture(self) -> Graph:
         capture, _sim.capture = _sim.capture, None
         if capture is None or capture.stream is not self:
             raise runtime.CUDARuntimeError(901)  # cudaErrorStreamCaptureInvalidated
@@ -140,7 +162,7 @@ class Graph:
                                   "must be created via stream capture")
 
     @classmethod
-    def _captured(cls, operations: list, device: int) -> "Graph":
+    def _captured(cls, operations: list, device: int) -> Graph:
         graph = object.__new__(cls)
         graph._operations, graph._device = operations, device
         return graph

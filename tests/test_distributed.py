@@ -1,0 +1,345 @@
+"""gpunn.distributed: each MPI test starts ``mpiexec -n N python -c ...`` in a subprocess with a
+time limit, so a hang fails the test instead of eating the run. Without mpiexec or mpi4py the
+MPI tests skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CUPY_DOUBLE, require
+
+from gpunn import distributed
+
+TIMEOUT = 60  # seconds: far above any test here, far below a CI job's limit
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+HAS_MPI4PY = importlib.util.find_spec("mpi4py") is not None
+
+
+# Each rank reports through a file of its own: mpiexec interleaves long lines of stdout.
+REPORT_FUNCTION = """
+import json as _json, os as _os
+def report(**values):
+    path = _os.path.join(_os.environ["GPUNN_TEST_RESULTS"], f"{values['rank']}.json")
+    with open(path, "w") as file:
+        file.write(_json.dumps(values))
+"""
+
+
+def mpiexec(n: int, code: str, *, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` on ``n`` ranks; the CompletedProcess gains
+    ``seconds`` and ``ranks``: what each rank passed to ``report(rank=..., ...)``, by rank."""
+    require(MPIEXEC is not None and HAS_MPI4PY,
+            f"MPI tests need mpiexec and mpi4py (found mpiexec={MPIEXEC}, "
+            f"mpi4py={HAS_MPI4PY}): {distributed.MPI_HINT}")
+    results = Path(tempfile.mkdtemp(prefix="gpunn-mpi-"))
+    command = [MPIEXEC, "-n", str(n), sys.executable, "-c",
+               REPORT_FUNCTION + textwrap.dedent(code)]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True,
+                               env={**os.environ, **(env or {}),
+                                    "GPUNN_TEST_RESULTS": str(results)})
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # mpiexec and every rank it started
+        stdout, stderr = process.communicate()
+        pytest.fail(f"mpiexec -n {n} hung for {TIMEOUT} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    result.seconds = time.monotonic() - started
+    reports = [json.loads(path.read_text()) for path in results.glob("*.json")]
+    shutil.rmtree(results)
+    result.ranks = sorted(reports, key=lambda line: line["rank"])
+    return result
+
+
+def ok(result: subprocess.CompletedProcess, n: int) -> list[dict]:
+    assert result.returncode == 0, result.stderr
+    assert [line["rank"] for line in result.ranks] == list(range(n)), result.stdout
+    return result.ranks
+
+
+# ---- without MPI ---------------------------------------------------------------------------------
+
+LAUNCH_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
+                    "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
+REPORT = ("import sys, gpunn, gpunn.distributed as d; c = d.init(); "
+          "print(c.name, c.size, d.current() is c, 'mpi4py' in sys.modules)")
+
+
+def test_a_single_process_imports_no_mpi():
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCH_VARIABLES}
+    result = subprocess.run([sys.executable, "-c", REPORT], capture_output=True, text=True,
+                            env=env, timeout=TIMEOUT)
+    assert result.stdout.split() == ["single", "1", "True", "False"], result.stderr
+
+
+def test_one_rank_under_mpiexec_is_a_single_process_and_imports_no_mpi():
+    result = mpiexec(1, REPORT)
+    assert result.stdout.split() == ["single", "1", "True", "False"], result.stderr
+
+
+def test_a_launch_without_mpi4py_says_how_to_install_it(tmp_path):
+    (tmp_path / "mpi4py").mkdir()  # shadows the real package: "import mpi4py.MPI" fails
+    (tmp_path / "mpi4py" / "__init__.py").write_text("raise ImportError('no MPI here')\n")
+    result = subprocess.run([sys.executable, "-c", REPORT], capture_output=True, text=True,
+                            timeout=TIMEOUT, env={**os.environ, "PMI_SIZE": "2",
+                                                  "PYTHONPATH": str(tmp_path)})
+    assert result.returncode != 0
+    assert "PMI_SIZE=2" in result.stderr and "pip install 'gpunn[mpi]'" in result.stderr
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, (1, "")),
+    ({"PMI_SIZE": "4", "PMI_RANK": "1"}, (4, "PMI_SIZE")),  # MPICH's hydra, Intel MPI
+    ({"OMPI_COMM_WORLD_SIZE": "3", "PMIX_RANK": "0"}, (3, "OMPI_COMM_WORLD_SIZE")),
+    ({"MV2_COMM_WORLD_SIZE": "2"}, (2, "MV2_COMM_WORLD_SIZE")),
+    ({"PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "8"}, (8, "SLURM_STEP_NUM_TASKS")),
+    ({"SLURM_STEP_NUM_TASKS": "8"}, (1, "")),  # srun without an MPI plugin: no MPI to talk to
+])
+def test_the_launch_is_read_from_the_environment(environ, expected):
+    assert distributed.launched_size(environ) == expected
+
+
+def test_threads_per_rank_shares_the_cores_out():
+    assert distributed.threads_per_rank(2, cores=2) == 1
+    assert distributed.threads_per_rank(3, cores=2) == 1
+    assert distributed.threads_per_rank(2, cores=16) == 8
+    assert distributed.threads_per_rank(1) == os.cpu_count()
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("2", "2")])
+def test_blas_threads_are_limited_unless_the_user_chose(preset, expected):
+    require(importlib.util.find_spec("threadpoolctl") is not None,
+            "threadpoolctl is not installed: pip install 'gpunn[mpi]'")
+    code = ("import numpy, threadpoolctl, gpunn.distributed as d; d.limit_blas_threads(1); "
+            "import os; print(os.environ['OPENBLAS_NUM_THREADS'], "
+            "{i['num_threads'] for i in threadpoolctl.threadpool_info() "
+            "if i['user_api'] == 'blas'})")
+    env = {key: value for key, value in os.environ.items()
+           if key not in distributed.THREAD_VARIABLES}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=TIMEOUT)
+    variable, threads = result.stdout.split(maxsplit=1)
+    assert variable == expected, result.stderr
+    if preset is None:
+        assert threads.strip() == "{1}"
+
+
+def test_a_single_process_communicator_leaves_arrays_alone():
+    import numpy as np
+
+    comm = distributed.SingleProcess()
+    array = np.arange(3.0)
+    comm.broadcast(array)
+    comm.allreduce(array)
+    comm.agree("seed", 0)
+    comm.barrier()
+    assert array.tolist() == [0.0, 1.0, 2.0]
+    assert comm.allreduce_values([1, 2.5]) == [1.0, 2.5]
+    assert comm.any_rank(True) and not comm.any_rank(False)
+    with pytest.raises(ValueError, match="boom"), distributed.guard(comm):
+        raise ValueError("boom")
+
+
+# ---- on N ranks ----------------------------------------------------------------------------------
+
+COLLECTIVES = """
+    import hashlib, numpy as np, gpunn.distributed as d
+    c = d.init("cpu")
+    n, dtype = c.size, np.{dtype}
+    # halves and small integers: every order of summing them is exact
+    mine = (np.arange(1000) % 17 + c.rank / 2).astype(dtype)
+    summed = mine.copy(); c.allreduce(summed)
+    expected = (np.arange(1000) % 17 * n + sum(r / 2 for r in range(n))).astype(dtype)
+    noise = np.random.default_rng(c.rank).standard_normal(1001).astype(dtype)
+    c.allreduce(noise)  # not exact, but the same bits on every rank
+    root = np.random.default_rng(c.rank).standard_normal(5).astype(dtype)
+    last = root.copy(); c.broadcast(root, root=0); c.broadcast(last, root=n - 1)
+    report(
+        rank=c.rank, name=c.name, size=c.size, local=[c.local_rank, c.local_size],
+        exact=bool((summed == expected).all()), dtype=str(summed.dtype),
+        noise=hashlib.sha256(noise.tobytes()).hexdigest(),
+        root=hashlib.sha256(root.tobytes()).hexdigest(),
+        last=hashlib.sha256(last.tobytes()).hexdigest(),
+        values=c.allreduce_values([1, c.rank, 0.25]),
+        any=[c.any_rank(c.rank == n - 1), c.any_rank(False)])
+"""
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_broadcast_and_allreduce_on_n_ranks(n, dtype):
+    ranks = ok(mpiexec(n, COLLECTIVES.format(dtype=dtype)), n)
+    for rank, line in enumerate(ranks):
+        assert line["name"] == "mpi" and line["size"] == n and line["local"] == [rank, n]
+        assert line["exact"] and line["dtype"] == dtype
+        assert line["values"] == [n, sum(range(n)), 0.25 * n]
+        assert line["any"] == [True, False]
+    assert len({line["noise"] for line in ranks}) == 1  # bit-identical everywhere
+    assert len({line["root"] for line in ranks}) == 1
+    assert len({line["last"] for line in ranks}) == 1 and ranks[0]["root"] != ranks[0]["last"]
+
+
+def test_a_strided_buffer_is_refused():
+    result = mpiexec(2, """
+        import numpy as np, gpunn.distributed as d
+        c = d.init("cpu")
+        try:
+            c.allreduce(np.zeros((4, 4))[:, 0])
+        except d.InvalidArgumentError as error:
+            report(rank=c.rank, error=str(error))
+    """)
+    for line in ok(result, 2):
+        assert line["error"].startswith("allreduce needs a contiguous array")
+
+
+def test_a_configuration_that_differs_is_refused_on_every_rank():
+    result = mpiexec(3, """
+        import gpunn, gpunn.distributed as d
+        c = d.init("cpu")
+        c.agree("data set size", 300)
+        try:
+            c.agree("model", {"layers": [2, 64, 3], "seed": 1 if c.rank == 2 else 0})
+        except gpunn.GpunnError as error:
+            report(rank=c.rank, error=str(error))
+    """)
+    for line in ok(result, 3):
+        assert line["error"].startswith("The ranks disagree on model: "
+                                        'rank 0: {"layers": [2, 64, 3], "seed": 0}; '
+                                        'rank 2: {"layers": [2, 64, 3], "seed": 1}. ')
+
+
+# ---- faults --------------------------------------------------------------------------------------
+
+FAULTS = {
+    # rank 1 raises while rank 0 waits in an allreduce that will never complete
+    "guard": """
+        import numpy as np, gpunn.distributed as d
+        c = d.init("cpu")
+        with d.guard():
+            if c.rank == 1:
+                raise ValueError("bad batch 7")
+            c.allreduce(np.zeros(4))
+    """,
+    "uncaught": """
+        import numpy as np, gpunn.distributed as d
+        c = d.init("cpu")
+        if c.rank == 1:
+            raise ValueError("bad batch 7")
+        c.allreduce(np.zeros(4))
+    """,
+    "sys-exit": """
+        import sys, numpy as np, gpunn.distributed as d
+        c = d.init("cpu")
+        with d.guard():
+            if c.rank == 1:
+                sys.exit("bad batch 7")
+            c.allreduce(np.zeros(4))
+    """,
+    "sigkill": """
+        import os, signal, numpy as np, gpunn.distributed as d
+        c = d.init("cpu")
+        if c.rank == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        c.allreduce(np.zeros(4))
+    """,
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_failing_rank_ends_every_rank_within_seconds(fault):
+    result = mpiexec(3, FAULTS[fault])
+    assert result.returncode != 0
+    assert result.seconds < 15, f"{fault}: took {result.seconds:.1f} s"
+    if fault in ("guard", "uncaught"):
+        assert "gpunn: rank 1 failed: ValueError: bad batch 7" in result.stderr
+    elif fault == "sys-exit":
+        assert "gpunn: rank 1 failed: SystemExit: bad batch 7" in result.stderr
+    else:
+        assert "signal 9" in result.stdout + result.stderr
+
+
+# ---- device arrays, on the CuPy double (simulated devices, a simulated NCCL) ---------------------
+
+DEVICES = """
+    import gpunn.distributed as d
+    c = d.init("{device}")
+    import cupy
+    backend = c.backend if c.name == "nccl" else __import__("gpunn").device("cuda:0")
+    with backend.activate():
+        x = cupy.arange(1000, dtype=cupy.float32) * (c.rank + 1)
+        c.allreduce(x)
+        y = cupy.full(4, float(c.rank), dtype=cupy.float64)
+        c.broadcast(y, root=c.size - 1)
+    other = (c.local_rank + 1) % c.local_size
+    with cupy.cuda.Device(other):
+        elsewhere = cupy.zeros(3, dtype=cupy.float32)
+    refused = []
+    if c.name == "nccl":
+        for call in (lambda: c.allreduce(elsewhere),
+                     lambda: c.communicator.allReduce(elsewhere.data.ptr, elsewhere.data.ptr,
+                                                      3, 7, 0, 0)):
+            try:
+                call()
+            except Exception as error:
+                refused.append(f"{{type(error).__name__}}: {{error}}")
+    report(rank=c.rank, name=c.name, device=c.device, sum=x.get()[:3].tolist(),
+           total=float(x.get().sum()), y=y.get().tolist(), refused=refused)
+"""
+
+
+def double_env(n: int) -> dict:
+    return {"PYTHONPATH": os.pathsep.join([str(CUPY_DOUBLE), os.environ.get("PYTHONPATH", "")]),
+            "GPUNN_CUPY_DOUBLE_DEVICES": str(n)}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_nccl_allreduce_of_device_buffers_on_simulated_gpus(n):
+    ranks = ok(mpiexec(n, DEVICES.format(device="cuda"), env=double_env(n)), n)
+    triangle = n * (n + 1) / 2
+    for rank, line in enumerate(ranks):
+        assert line["name"] == "nccl" and line["device"] == f"cuda:{rank}"
+        assert line["sum"] == [0.0, triangle, 2 * triangle]
+        assert line["total"] == triangle * 999 * 1000 / 2
+        assert line["y"] == [n - 1.0] * 4
+        gpunn_check, nccl_check = line["refused"]
+        assert gpunn_check.startswith("InvalidArgumentError") and f"cuda:{rank}" in gpunn_check
+        assert nccl_check.startswith("NcclError: NCCL_ERROR_INVALID_ARGUMENT")
+
+
+def test_mpi_moves_device_arrays_through_the_host():
+    ranks = ok(mpiexec(2, DEVICES.format(device="cpu"), env=double_env(2)), 2)
+    for line in ranks:
+        assert line["name"] == "mpi" and line["sum"] == [0.0, 3.0, 6.0]
+        assert line["y"] == [1.0] * 4
+
+
+def test_two_ranks_on_one_simulated_gpu_are_refused_as_nccl_refuses_them():
+    result = mpiexec(2, """
+        import cupy
+        from cupy.cuda import nccl
+        from mpi4py import MPI
+        unique = MPI.COMM_WORLD.bcast(nccl.get_unique_id(), root=0)
+        try:
+            nccl.NcclCommunicator(2, unique, MPI.COMM_WORLD.rank)  # both on cuda-sim:0
+        except nccl.NcclError as error:
+            report(rank=MPI.COMM_WORLD.rank, error=str(error))
+    """, env=double_env(2))
+    for line in ok(result, 2):
+        assert line["error"].startswith("NCCL_ERROR_INVALID_USAGE")
+        assert "Duplicate GPU" in line["error"]
