@@ -24,7 +24,7 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import backend, checkpoint, datasets, export, io, plots, progress, runs
+from gpunn import backend, checkpoint, datasets, distributed, export, io, plots, progress, runs
 from gpunn.backend import kernels, nvrtc
 from gpunn.errors import FileFormatError, GpunnError
 
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         return _fail(error, 2)
     except KeyboardInterrupt:  # outside training, which turns Ctrl-C into a clean stop
-        print("gpunn: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130)
     except (GpunnError, OSError) as error:
         if args is not None and args.debug:
             raise
@@ -88,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = stdout
 
 
-def _fail(error: Exception, status: int) -> int:
-    print("gpunn: error: " + " ".join(str(error).split()), file=sys.stderr)
+def _fail(error: Exception | str, status: int) -> int:
+    message = " ".join(str(error).split())
+    comm = distributed.current()
+    if comm.size > 1:  # the other ranks would wait for this one for ever: end them all
+        comm.abort(status, f"failed: {message}")
+    prefix = "gpunn: " if isinstance(error, str) else "gpunn: error: "
+    print(prefix + message, file=sys.stderr)
     return status
 
 
@@ -259,8 +263,12 @@ def _dataset(text: str) -> str:
 def _train(args: argparse.Namespace) -> int:
     if args.device is None and os.environ.get(backend.ENV_VAR):
         _environment_device()
-    device = gn.device(args.device)  # fails here, before any data is read
-    if args.resume:
+    # Under mpiexec -n N: data-parallel, rank 0 alone prints and writes (gpunn.distributed).
+    comm = distributed.init(args.device)
+    lead = comm.rank == 0
+    quiet = args.quiet or not lead
+    device = gn.device(comm.device if comm.name == "nccl" else args.device)  # fails here,
+    if args.resume:  # before any data is read
         out, previous = runs.resumed_folder(args.out), None
         saved = _checkpoint(out, device)
         settings = _resumed_settings(args, saved.settings, saved.epoch, out)
@@ -272,35 +280,45 @@ def _train(args: argparse.Namespace) -> int:
         gn.seed(settings["seed"])
         model = _build(settings, X, y, X_val, y_val, device)
         history, done = {}, 0
-        if args.out is not None and runs.held(Path(args.out)):
+        if not lead:
+            out = previous = None
+        elif args.out is not None and runs.held(Path(args.out)):
             raise UsageError(f"{args.out} already holds a run "
                              f"({', '.join(runs.held(Path(args.out)))}), and gpunn never "
                              f"replaces one. Continue it with gpunn train --out "
                              f"{shlex.quote(args.out)} --resume, give another --out, or leave "
                              f"--out out for a new folder under {runs.RUNS}/.")
-        out, previous = runs.new_folder(args.out)
+        else:
+            out, previous = runs.new_folder(args.out)
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
     model.accuracy.init(y)  # the regression accuracy's precision, shown before training
-    if not args.quiet:
+    if not quiet:
+        if comm.size > 1:
+            print(f"data-parallel: {comm.size} processes ({comm.name}), each on "
+                  f"{'its own GPU, cuda:<rank on its machine>' if comm.name == 'nccl' else 'cpu'}"
+                  f"; batch {settings['batch_size'] or 'full'} shared out among them",
+                  flush=True)
         print(_describe(settings, model, X, X_val, done), flush=True)
         where = f"writing to {out}"
         if previous is not None:
             where += (f" (the previous complete run stays in {previous}, which {runs.LATEST} "
                       f"points at)")
         print(where, flush=True)
-    display = progress.choose(args.quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = runs.Run(model, settings, out, history, done, last, display)
+    display = progress.choose(quiet, model, done + 1, last, steps, len(X), batch_size)
+    run = runs.Run(model, settings, out, history, done, last, display) if lead else None
     started = time.perf_counter()
     try:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
                              validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
                              cuda_graph=args.cuda_graph,
-                             on_epoch_end=run.on_epoch_end,
+                             on_epoch_end=run.on_epoch_end if lead else None,
                              on_batch_end=display.batch_end if display.per_batch else None)
     finally:  # a bar left open would swallow the error line that follows
         display.close()
     seconds = time.perf_counter() - started
+    if not lead:
+        return 130 if result.interrupted else 0
     if result.interrupted:
         return run.interrupted()
     if last == done:
@@ -313,7 +331,7 @@ def _train(args: argparse.Namespace) -> int:
                               title=f"gpunn train --dataset {settings['dataset']}")
         written.append("training.png")
     linked = runs.point_latest(out) if args.out is None else None  # only folders gpunn named
-    if not args.quiet:
+    if not quiet:
         print(_summary(run.history, done, last, seconds, model.device))
         if reason is not None:
             print(f"training.png skipped: {reason}")

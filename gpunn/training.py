@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy
 
-from gpunn import _data
-from gpunn.backend import streaming
+from gpunn import _data, distributed
+from gpunn.backend import host_random, streaming
 from gpunn.backend.kernels import (
     TALLY_CORRECT,
     TALLY_ITERATIONS,
@@ -34,7 +34,7 @@ from gpunn.backend.kernels import (
     TALLY_NONFINITE,
     TALLY_SIZE,
 )
-from gpunn.errors import TrainingDivergedError
+from gpunn.errors import InvalidArgumentError, TrainingDivergedError
 
 log = logging.getLogger("gpunn")
 
@@ -79,9 +79,11 @@ class Step:
     can capture it as a graph: nothing here reads a device value or depends on host state that
     changes between steps."""
 
-    def __init__(self, model: Any, tally: Tally) -> None:
-        self.model, self.tally = model, tally
+    def __init__(self, model: Any, tally: Tally, comm: Any) -> None:
+        self.model, self.tally, self.comm = model, tally, comm
         self.backend = model.backend
+        self.share = 1.0  # data-parallel: this rank's rows over the global batch's
+        self.diverged = False  # a CPU rank's loss was not finite in this step
         # On the GPU, the output Softmax, the cross-entropy, its gradient and the accuracy are
         # one kernel (kernels/softmax_ce.cu); on the CPU the book's separate steps stay faster.
         self.fused_softmax_ce = self.backend.fused and model._combined is not None
@@ -103,9 +105,29 @@ class Step:
                 tally.add(TALLY_NONFINITE, ~self.backend.xp.isfinite(total))
             elif not math.isfinite(total):
                 # On the CPU the check is free: stop before the update, as the GPU kernels do.
-                raise _Diverged
+                if self.comm.size == 1:
+                    raise _Diverged
+                self.diverged = True  # every rank stops at this step (_combine)
             model._backward(output, y)
+        if self.comm.size > 1:
+            self._combine()
         model.optimizer.update_params(model.parameters, model.gradients, tally=tally.values)
+
+    def _combine(self) -> None:
+        """Data-parallel: the gradient of the global batch on every rank, from one in-place
+        allreduce of the flat gradient buffer. Each rank's gradient is of its own rows' mean
+        loss; weighted by its share of the rows and summed it is the global mean's (the
+        regularization gradient, the same on every rank, comes out once). Before that, the
+        ranks stop together when any loss was not finite (a synchronisation per step on a
+        GPU: the one price of several GPUs here)."""
+        diverged = self.diverged or (self.backend.fused
+                                     and self.tally.read()[TALLY_NONFINITE] > 0)
+        self.diverged = False
+        if self.comm.any_rank(diverged):
+            raise _Diverged
+        if self.share != 1.0:
+            self.model.gradients *= self.share
+        self.comm.allreduce(self.model.gradients)
 
     def compared(self, y: Any) -> int:
         """How many predictions one batch adds to the accuracy's count (known from shapes):
@@ -124,11 +146,18 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
           on_batch_end: Any, initial_epoch: int, cuda_graph: bool) -> History:
     """The loop behind ``Model.train`` (its docstring says what each argument does); the
     arguments are checked and the data prepared there."""
-    backend = model.backend
+    backend, comm = model.backend, distributed.current()
     steps, batch_size = _data.steps(len(X), batch_size)
+    if comm.size > 1:
+        _start_replicas(model, comm, len(X), batch_size, shuffle)
+        verbose = verbose and comm.rank == 0
+        if validation_data is not None:  # each rank evaluates its share; the sums are reduced
+            validation_data = tuple(part[slice(*_share(0, len(part), comm))]
+                                    for part in validation_data)
     tally = Tally(backend, model.optimizer.iterations)
-    step = Step(model, tally)
-    runner = _runner(backend, step, cuda_graph)
+    step = Step(model, tally, comm)
+    # NCCL inside a CUDA graph is not modelled by the double and not measured on a GPU yet.
+    runner = _runner(backend, step, cuda_graph and comm.size == 1)
     history = History()
     with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"), \
             runner:
@@ -141,8 +170,10 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                  or epoch == initial_epoch + epochs)
             if shown:
                 print(f"epoch: {epoch}")
-            for index, (batch_X, batch_y) in enumerate(
-                    streaming.batches(backend, X, y, batch_size, shuffle)):
+            for index, (batch_X, batch_y, rows) in enumerate(
+                    streaming.batches(backend, X, y, batch_size, shuffle, comm.rank,
+                                      comm.size)):
+                step.share = len(batch_y) / rows
                 printed = shown and (index % print_every == 0 or index == steps - 1)
                 before = tally.read() if printed else None
                 try:
@@ -163,7 +194,8 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                 step.compared(batch_y))
                 if on_batch_end is not None:
                     on_batch_end(epoch, index, steps)
-                if interrupt.requested:
+                if comm.any_rank(interrupt.requested):  # all ranks stop at the same step
+                    interrupt.requested = True
                     break
             values = tally.read()  # the one synchronisation of an epoch
             if values[TALLY_NONFINITE]:
@@ -175,15 +207,18 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                 if verbose:
                     print(f"interrupted in epoch {epoch}; returning the history so far")
                 break
-            logs = _epoch_logs(model, values)
+            loss_sum, samples, correct, compared = comm.allreduce_values(
+                [values[TALLY_LOSS], model.loss.accumulated_count, values[TALLY_CORRECT],
+                 model.accuracy.accumulated_count])
+            logs = _epoch_logs(model, loss_sum / max(samples, 1), correct / max(compared, 1))
             if not numpy.isfinite(logs["loss"]):
                 raise TrainingDivergedError(
                     f"The loss became {logs['loss']} at the end of epoch {epoch} "
                     f"(regularization loss {logs['regularization_loss']}). Lower the "
                     f"learning rate or the regularization strength.")
             if validation_data is not None:
-                logs["val_loss"], logs["val_accuracy"] = model._evaluate(*validation_data,
-                                                                         batch_size)
+                logs["val_loss"], logs["val_accuracy"] = _validate(model, comm,
+                                                                   validation_data, batch_size)
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             if shown:
@@ -214,6 +249,45 @@ class PlainStep:
         pass
 
 
+def _start_replicas(model: Any, comm: Any, samples: int, batch_size: int,
+                    shuffle: bool) -> None:
+    """Data-parallel: refuse ranks that differ, then start every replica from rank 0's
+    parameters and optimizer state."""
+    comm.agree("model", {"layers": [repr(layer) for layer in model.layers],
+                         "loss": repr(model.loss), "optimizer": repr(model.optimizer),
+                         "accuracy": repr(model.accuracy), "dtype": model.dtype,
+                         "iterations": model.optimizer.iterations})
+    comm.agree("data set size and batch size", {"samples": samples, "batch_size": batch_size,
+                                                "shuffle": shuffle})
+    # The shuffling order is drawn on every rank: the same seed gives the same order.
+    comm.agree("random seed (gpunn.seed)", host_random().bit_generator.state)
+    last = samples % batch_size or batch_size
+    if min(batch_size, last) < comm.size:
+        raise InvalidArgumentError(
+            f"{comm.size} processes share each batch, but a batch of {min(batch_size, last)} "
+            f"samples (batch_size={batch_size} over {samples} samples) leaves some with none. "
+            f"Use a batch size of at least {comm.size} that leaves a last batch of at least "
+            f"{comm.size} samples, or fewer processes.")
+    comm.broadcast(model.parameters)
+    for name in sorted(model.optimizer.state):
+        comm.broadcast(model.optimizer.state[name])
+
+
+def _share(start: int, stop: int, comm: Any) -> tuple[int, int]:
+    return streaming.share(start, stop, comm.rank, comm.size)
+
+
+def _validate(model: Any, comm: Any, validation_data: tuple, batch_size: int) -> tuple:
+    """The validation loss and accuracy; data-parallel, over every rank's share."""
+    loss, accuracy = model._evaluate(*validation_data, batch_size)
+    if comm.size == 1:
+        return loss, accuracy
+    loss_sum, samples, correct, compared = comm.allreduce_values(
+        [float(model.loss.accumulated_sum), model.loss.accumulated_count,
+         float(model.accuracy.accumulated_sum), model.accuracy.accumulated_count])
+    return loss_sum / max(samples, 1), correct / max(compared, 1)
+
+
 def _diverged(model: Any, epoch: int, index: int) -> TrainingDivergedError:
     return TrainingDivergedError(
         f"The loss became NaN or infinite in epoch {epoch}, step {index + 1}; the parameters "
@@ -231,13 +305,11 @@ def _print_step(model: Any, index: int, before: numpy.ndarray, after: numpy.ndar
           f"lr: {model.optimizer.current_learning_rate}")
 
 
-def _epoch_logs(model: Any, values: numpy.ndarray) -> dict[str, float]:
+def _epoch_logs(model: Any, data_loss: float, accuracy: float) -> dict[str, float]:
     # From the tally already read (what calculate_accumulated would read again).
-    data_loss = float(values[TALLY_LOSS]) / max(model.loss.accumulated_count, 1)
     regularization = model.loss.regularization_loss()
     return {"loss": data_loss + regularization, "data_loss": data_loss,
-            "regularization_loss": regularization,
-            "accuracy": float(values[TALLY_CORRECT]) / max(model.accuracy.accumulated_count, 1),
+            "regularization_loss": regularization, "accuracy": accuracy,
             "learning_rate": model.optimizer.current_learning_rate}
 
 

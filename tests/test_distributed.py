@@ -343,3 +343,170 @@ def test_two_ranks_on_one_simulated_gpu_are_refused_as_nccl_refuses_them():
     for line in ok(result, 2):
         assert line["error"].startswith("NCCL_ERROR_INVALID_USAGE")
         assert "Duplicate GPU" in line["error"]
+
+
+# ---- data-parallel training (gpunn/training.py) ------------------------------------------------
+
+TRAINING = """
+import hashlib, sys, numpy as np, gpunn as gn
+comm = gn.distributed.init({device!r})
+gn.seed(0)
+model = gn.Model(device=comm.device or {device!r}, dtype={dtype!r})
+model.add(gn.Dense(2, 32, weight_regularizer_l2=1e-4)); model.add(gn.ReLU())
+model.add(gn.Dense(32, 3)); model.add(gn.Softmax())
+model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(learning_rate=0.01, decay=1e-3),
+          accuracy=gn.CategoricalAccuracy())
+model.finalize()
+X, y = gn.datasets.spiral_data(50, 3, seed=1)
+X_val, y_val = gn.datasets.spiral_data(20, 3, seed=2)
+history = model.train(X, y, epochs=3, batch_size={batch}, validation_data=(X_val, y_val),
+                      verbose=(comm.rank == 0))
+flat = np.concatenate([a.ravel() for pair in model.get_parameters() for a in pair])
+report(rank=comm.rank, size=comm.size, device=model.device, history=history,
+       parameters=flat.tolist(), digest=hashlib.sha256(flat.tobytes()).hexdigest())
+"""
+
+
+def _reference(parts: int, *, batch: int, dtype: str = "float32"):
+    """One process: each global batch's gradient as the sum, in rank order, of ``parts`` shares'
+    gradients weighted by their rows (what ``parts`` ranks compute); ``parts=1`` is the plain
+    single-process step. Returns the flat parameters after 3 epochs."""
+    import numpy as np
+
+    import gpunn as gn
+    from gpunn.backend import host_random, streaming
+
+    gn.seed(0)
+    model = gn.Model(device="cpu", dtype=dtype)
+    model.add(gn.Dense(2, 32, weight_regularizer_l2=1e-4))
+    model.add(gn.ReLU())
+    model.add(gn.Dense(32, 3))
+    model.add(gn.Softmax())
+    model.set(loss=gn.CategoricalCrossentropy(),
+              optimizer=gn.Adam(learning_rate=0.01, decay=1e-3),
+              accuracy=gn.CategoricalAccuracy())
+    model.finalize()
+    X, y = gn.datasets.spiral_data(50, 3, seed=1)
+    X, y = X.astype(dtype), y
+    for _ in range(3):
+        order = host_random().permutation(len(X))
+        Xe, ye = X[order], y[order]
+        for start in range(0, len(X), batch):
+            stop = min(start + batch, len(X))
+            total = None
+            for rank in range(parts):
+                low, high = streaming.share(start, stop, rank, parts)
+                output = model._forward(Xe[low:high], training=True)
+                model._backward(output, ye[low:high])
+                part = model.gradients * ((high - low) / (stop - start)) if parts > 1 \
+                    else model.gradients.copy()
+                total = part if total is None else total + part
+            model.gradients[...] = total
+            model.optimizer.pre_update_params()
+            model.optimizer.update_params(model.parameters, model.gradients)
+            model.optimizer.post_update_params()
+        model.validation = None  # the validation pass draws nothing: nothing to mirror
+    return np.concatenate([a.ravel() for pair in model.get_parameters() for a in pair])
+
+
+def test_two_ranks_train_as_one_process_summing_the_two_half_batches():
+    import numpy as np
+
+    ranks = ok(mpiexec(2, TRAINING.format(device="cpu", dtype="float32", batch=32)), 2)
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # the replicas are bit-identical
+    trained = np.array(ranks[0]["parameters"], dtype=np.float32)
+    np.testing.assert_array_equal(trained, _reference(2, batch=32))
+    np.testing.assert_allclose(trained, _reference(1, batch=32), rtol=1e-6, atol=1e-7)
+    assert ranks[0]["history"] == ranks[1]["history"]  # metrics reduced before they are logged
+
+
+def test_three_ranks_and_a_batch_that_does_not_divide_by_them():
+    import numpy as np
+
+    ranks = ok(mpiexec(3, TRAINING.format(device="cpu", dtype="float64", batch=32)), 3)
+    assert len({line["digest"] for line in ranks}) == 1
+    trained = np.array(ranks[0]["parameters"])
+    # 32 rows as 11 + 11 + 10; MPI may sum three ranks in any order: rounding, in float64.
+    np.testing.assert_allclose(trained, _reference(3, batch=32, dtype="float64"), rtol=1e-12)
+    np.testing.assert_allclose(trained, _reference(1, batch=32, dtype="float64"), rtol=1e-9)
+
+
+def test_data_parallel_metrics_are_those_of_the_whole_data(tmp_path):
+    ranks = ok(mpiexec(2, TRAINING.format(device="cpu", dtype="float64", batch=150)), 2)
+    single = subprocess.run(
+        [sys.executable, "-c", REPORT_FUNCTION + TRAINING.format(device="cpu", dtype="float64",
+                                                                 batch=150)],
+        capture_output=True, text=True, timeout=TIMEOUT,
+        env={**os.environ, "GPUNN_TEST_RESULTS": str(tmp_path)})
+    assert single.returncode == 0, single.stderr
+    alone = json.loads((tmp_path / "0.json").read_text())["history"]
+    for key, values in ranks[0]["history"].items():
+        assert values == pytest.approx(alone[key], rel=1e-9), key
+
+
+def test_ranks_that_disagree_on_the_seed_are_refused():
+    result = mpiexec(2, """
+        import gpunn as gn
+        comm = gn.distributed.init("cpu")
+        gn.seed(comm.rank)
+        model = gn.Model(device="cpu")
+        model.add(gn.Dense(2, 3)); model.add(gn.Softmax())
+        model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.SGD(),
+                  accuracy=gn.CategoricalAccuracy())
+        model.finalize()
+        X, y = gn.datasets.spiral_data(10, 3, seed=1)
+        model.train(X, y, epochs=1, verbose=False)
+    """)
+    assert result.returncode != 0 and result.seconds < 30
+    assert "The ranks disagree on random seed" in result.stderr
+    assert "gpunn: rank" in result.stderr and "failed" in result.stderr
+
+
+def test_mpiexec_gpunn_train_writes_one_run_that_evaluate_confirms(tmp_path):
+    out = tmp_path / "run"
+    gpunn = str(Path(sys.executable).parent / "gpunn")
+    require(MPIEXEC is not None and HAS_MPI4PY, f"needs mpiexec and mpi4py: {distributed.MPI_HINT}")
+    trained = subprocess.run([MPIEXEC, "-n", "2", gpunn, "train", "--dataset", "spiral",
+                              "--epochs", "50", "--out", str(out), "--seed", "0", "--device",
+                              "cpu"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.startswith("data-parallel: 2 processes (mpi), each on cpu")
+    assert trained.stdout.count("wrote ") == 1  # rank 0 alone prints and writes
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        ["model.npz", "metrics.csv", "checkpoint.npz", "training.png"][:3 + plots_available()])
+    assert len((out / "metrics.csv").read_text().splitlines()) == 51
+    printed = trained.stdout.split("validation loss")[-1].split("accuracy ")[1].split()[0]
+    evaluated = subprocess.run([gpunn, "evaluate", str(out / "model.npz"), "--dataset", "spiral",
+                                "--seed", "0", "--device", "cpu"], capture_output=True, text=True,
+                               timeout=TIMEOUT)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"accuracy {printed}" in evaluated.stdout
+
+
+def test_a_failing_rank_in_gpunn_train_ends_the_job(tmp_path):
+    require(MPIEXEC is not None and HAS_MPI4PY, f"needs mpiexec and mpi4py: {distributed.MPI_HINT}")
+    gpunn = str(Path(sys.executable).parent / "gpunn")
+    started = time.monotonic()
+    result = subprocess.run([MPIEXEC, "-n", "2", gpunn, "train", "--dataset", "spiral",
+                             "--epochs", "5", "--batch-size", "1", "--out", str(tmp_path / "r"),
+                             "--device", "cpu"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode != 0 and time.monotonic() - started < 30
+    assert "gpunn: rank" in result.stderr and "leaves some with none" in result.stderr
+
+
+def plots_available() -> bool:
+    from gpunn import plots
+
+    return plots.missing() is None
+
+
+def test_two_ranks_train_on_two_simulated_gpus_through_nccl():
+    import numpy as np
+
+    ranks = ok(mpiexec(2, TRAINING.format(device="cuda", dtype="float64", batch=32),
+                       env=double_env(2)), 2)
+    assert [line["device"] for line in ranks] == ["cuda:0", "cuda:1"]  # cuda-sim:0 and :1
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+    # The fused kernels sum rows in another order than NumPy: rounding, in float64.
+    np.testing.assert_allclose(np.array(ranks[0]["parameters"]),
+                               _reference(2, batch=32, dtype="float64"), rtol=1e-9)

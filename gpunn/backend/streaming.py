@@ -12,19 +12,35 @@ import numpy
 from gpunn.backend import host_random
 
 
-def batches(backend: Any, X: Any, y: Any, batch_size: int, shuffle: bool) -> Iterator[tuple]:
-    """One epoch of (X, y) batches on ``backend``'s device, in a new random order if
-    ``shuffle`` (drawn from gpunn's host generator, the same on every device)."""
+def batches(backend: Any, X: Any, y: Any, batch_size: int, shuffle: bool, rank: int = 0,
+            size: int = 1) -> Iterator[tuple]:
+    """One epoch of (X, y, rows) batches on ``backend``'s device, in a new random order if
+    ``shuffle`` (drawn from gpunn's host generator, the same on every device). ``rows`` is the
+    global batch's; with ``size`` data-parallel ranks, this ``rank`` gets its share of it."""
     order = host_random().permutation(len(X)) if shuffle else None
+    ranges = [(start, min(start + batch_size, len(X)))
+              for start in range(0, max(len(X), 1), batch_size)]
     if backend.is_array(X) or not backend.fused:
         if order is not None:
             if backend.is_array(X):
                 order = backend.asarray(order)
             X, y = X[order], y[order]
-        for start in range(0, max(len(X), 1), batch_size):
-            yield X[start:start + batch_size], backend.asarray(y[start:start + batch_size])
+        for start, stop in ranges:
+            low, high = share(start, stop, rank, size)
+            yield X[low:high], backend.asarray(y[low:high]), stop - start
         return
-    yield from HostToDevice(backend, X, y, batch_size).epoch(order)
+    local = [share(start, stop, rank, size) for start, stop in ranges]
+    for (start, stop), batch in zip(ranges, HostToDevice(backend, X, y, batch_size).epoch(
+            order, local)):
+        yield (*batch, stop - start)
+
+
+def share(start: int, stop: int, rank: int, size: int) -> tuple[int, int]:
+    """The rows of [start, stop) that ``rank`` of ``size`` takes: as even as can be, the first
+    ``(stop - start) % size`` ranks one row more (as numpy.array_split)."""
+    rows, extra = divmod(stop - start, size)
+    low = start + rank * rows + min(rank, extra)
+    return low, low + rows + (rank < extra)
 
 
 class HostToDevice:
@@ -47,24 +63,22 @@ class HostToDevice:
         self.copied: list[Any] = [None] * self.DEPTH  # the copy into each slot has finished
         self.used: list[Any] = [None] * self.DEPTH  # the training step reading it has finished
 
-    def epoch(self, order: numpy.ndarray | None) -> Iterator[tuple]:
-        starts = list(range(0, max(len(self.arrays[0]), 1), self.batch_size))
-        if starts:
-            self._send(0, starts[0], order)
-        for k, start in enumerate(starts):
-            if k + 1 < len(starts):
-                self._send((k + 1) % self.DEPTH, starts[k + 1], order)
+    def epoch(self, order: numpy.ndarray | None, ranges: list[tuple[int, int]]) -> Iterator:
+        """The batches of rows [low, high) of each range, in ``order`` if given."""
+        if ranges:
+            self._send(0, *ranges[0], order)
+        for k, (start, stop) in enumerate(ranges):
+            if k + 1 < len(ranges):
+                self._send((k + 1) % self.DEPTH, *ranges[k + 1], order)
             slot = k % self.DEPTH
             train = self.cuda.get_current_stream()
             train.wait_event(self.copied[slot])
-            rows = min(self.batch_size, len(self.arrays[0]) - start)
-            yield tuple(buffer[:rows] for buffer in self.device[slot])
+            yield tuple(buffer[:stop - start] for buffer in self.device[slot])
             self.used[slot] = train.record()
 
-    def _send(self, slot: int, start: int, order: numpy.ndarray | None) -> None:
+    def _send(self, slot: int, start: int, stop: int, order: numpy.ndarray | None) -> None:
         if self.copied[slot] is not None:
             self.copied[slot].synchronize()  # its last copy left the pinned buffer
-        stop = min(start + self.batch_size, len(self.arrays[0]))
         rows = stop - start
         with self.copy_stream:
             if self.used[slot] is not None:
