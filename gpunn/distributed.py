@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ import numpy
 from gpunn.errors import GpunnError, InvalidArgumentError
 
 MPI_HINT = "pip install 'gpunn[mpi]'"
+ABORT_GRACE_SECONDS = 0.5
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # What each launcher sets in every process it starts: the number of processes. Read before
 # mpi4py is imported, so a plain run never loads MPI. (mpiexec of MPICH, Intel MPI and Slurm's
@@ -168,6 +170,9 @@ class MpiCommunicator(SingleProcess):
 
     def abort(self, code: int, message: str) -> None:
         _say(f"gpunn: rank {self.rank} {message}")
+        # mpiexec forwards each rank's output on its own time and drops what is still on the
+        # way when the job is aborted (seen: a traceback cut after its first line).
+        time.sleep(ABORT_GRACE_SECONDS)
         self.comm.Abort(code)
 
 

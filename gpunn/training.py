@@ -150,7 +150,8 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
     steps, batch_size = _data.steps(len(X), batch_size)
     if comm.size > 1:
         _start_replicas(model, comm, len(X), batch_size, shuffle)
-        verbose = verbose and comm.rank == 0
+        # Step lines are reduced over the ranks, so all take part; rank 0 alone prints.
+        verbose = comm.any_rank(verbose)
         if validation_data is not None:  # each rank evaluates its share; the sums are reduced
             validation_data = tuple(part[slice(*_share(0, len(part), comm))]
                                     for part in validation_data)
@@ -168,7 +169,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
             started_at = model.optimizer.iterations
             shown = verbose and (epoch % print_every == 0 or epoch == initial_epoch + 1
                                  or epoch == initial_epoch + epochs)
-            if shown:
+            if shown and comm.rank == 0:
                 print(f"epoch: {epoch}")
             for index, (batch_X, batch_y, rows) in enumerate(
                     streaming.batches(backend, X, y, batch_size, shuffle, comm.rank,
@@ -189,8 +190,8 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                                f"{index + 1}") from error
                 model.loss.accumulated_count += len(batch_y)
                 model.accuracy.accumulated_count += step.compared(batch_y)
-                if printed:
-                    _print_step(model, index, before, tally.read(), len(batch_y),
+                if printed:  # on every rank: the line shows all ranks' share of the batch
+                    _print_step(model, comm, index, before, tally.read(), len(batch_y),
                                 step.compared(batch_y))
                 if on_batch_end is not None:
                     on_batch_end(epoch, index, steps)
@@ -204,7 +205,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                 raise _diverged(model, epoch, done)
             if interrupt.requested:
                 history.interrupted = True
-                if verbose:
+                if verbose and comm.rank == 0:
                     print(f"interrupted in epoch {epoch}; returning the history so far")
                 break
             loss_sum, samples, correct, compared = comm.allreduce_values(
@@ -221,7 +222,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                                                    validation_data, batch_size)
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
-            if shown:
+            if shown and comm.rank == 0:
                 print(format_logs("training", logs))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
@@ -294,11 +295,14 @@ def _diverged(model: Any, epoch: int, index: int) -> TrainingDivergedError:
         f"are those before this step. Lower the learning rate or check the data.")
 
 
-def _print_step(model: Any, index: int, before: numpy.ndarray, after: numpy.ndarray,
+def _print_step(model: Any, comm: Any, index: int, before: numpy.ndarray, after: numpy.ndarray,
                 samples: int, compared: int) -> None:
     change = after - before
-    data_loss = change[TALLY_LOSS] / max(samples, 1)
-    accuracy = change[TALLY_CORRECT] / max(compared, 1)
+    loss_sum, samples, correct, compared = comm.allreduce_values(
+        [change[TALLY_LOSS], samples, change[TALLY_CORRECT], compared])
+    if comm.rank != 0:
+        return
+    data_loss, accuracy = loss_sum / max(samples, 1), correct / max(compared, 1)
     regularization = model.loss.regularization_loss()
     print(f"step: {index}, acc: {accuracy:.3f}, loss: {data_loss + regularization:.4g} "
           f"(data_loss: {data_loss:.4g}, reg_loss: {regularization:.4g}), "

@@ -510,3 +510,32 @@ def test_two_ranks_train_on_two_simulated_gpus_through_nccl():
     # The fused kernels sum rows in another order than NumPy: rounding, in float64.
     np.testing.assert_allclose(np.array(ranks[0]["parameters"]),
                                _reference(2, batch=32, dtype="float64"), rtol=1e-9)
+
+
+def test_ctrl_c_stops_every_rank_keeps_the_last_epoch_once_and_resume_goes_on(tmp_path):
+    require(MPIEXEC is not None and HAS_MPI4PY, f"needs mpiexec and mpi4py: {distributed.MPI_HINT}")
+    gpunn, out = str(Path(sys.executable).parent / "gpunn"), tmp_path / "run"
+    command = [MPIEXEC, "-n", "2", gpunn, "train", "--dataset", "spiral", "--epochs", "1000000",
+               "--out", str(out), "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        for _ in range(300):  # training has begun once the first progress line is out
+            time.sleep(0.1)
+            if (out / "checkpoint.npz").exists() or process.poll() is not None:
+                break
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)  # mpiexec passes Ctrl-C on to every rank
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode != 0
+    assert stderr.count("interrupted: ") == 1, stderr  # rank 0 alone saves and says so
+    kept = int(stderr.split("keeps epoch ")[1].split()[0])
+    resumed = subprocess.run([MPIEXEC, "-n", "2", gpunn, "train", "--out", str(out), "--resume",
+                              "--epochs", str(kept + 5), "--device", "cpu"],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"trained epochs {kept + 1}-{kept + 5}" in resumed.stdout
+    assert len((out / "metrics.csv").read_text().splitlines()) == kept + 5 + 1

@@ -38,6 +38,7 @@ SHELL = [line.strip() for language, text in BLOCKS if language in ("", "sh", "ba
 COMMANDS = [part.strip() for line in SHELL for part in line.split("&&")]
 PYTHON = [text for language, text in BLOCKS if language == "python"]
 SERVING = [text for text in PYTHON if "onnxruntime" in text]  # needs the exported model.onnx
+DISTRIBUTED = [text for text in PYTHON if "gn.distributed.init()" in text]  # under mpiexec
 QUICKSTART = ['pip install -e . && gpunn train',
               'pip install -e ".[dev]" && pytest && pytest --cupy-double']
 GPU = {'gpunn train --device cuda', 'pytest --device cuda'}
@@ -136,7 +137,7 @@ def test_the_benchmark_command_exists():
 
 
 def test_the_python_example_runs_as_written(capsys, monkeypatch):
-    (example,) = [text for text in PYTHON if text not in SERVING]
+    (example,) = [text for text in PYTHON if text not in SERVING + DISTRIBUTED]
     results = {}
     # On the default device (the GPU when there is one); then, if that was CUDA, on the CPU:
     # both must learn alike. Not to the digit: the fused GPU kernels sum in another order, and
@@ -150,3 +151,18 @@ def test_the_python_example_runs_as_written(capsys, monkeypatch):
         assert "validation accuracy" in capsys.readouterr().out
         results[device] = (namespace["history"]["accuracy"][-1], namespace["accuracy"])
     assert results["auto"] == pytest.approx(results.get("cpu", results["auto"]), abs=0.04)
+
+
+def test_the_data_parallel_example_runs_alone_and_on_two_ranks(tmp_path):
+    (example,) = DISTRIBUTED
+    script = tmp_path / "train.py"
+    script.write_text(example + "print(comm.rank, comm.size, history['accuracy'][-1])\n")
+    alone = _shell(f"{shlex.quote(sys.executable)} train.py", tmp_path, timeout=120)
+    assert alone.returncode == 0 and alone.stderr == "", alone.stderr
+    assert alone.stdout.splitlines()[-1].startswith("0 1 ")
+    ranks = _shell(f"mpiexec -n 2 {shlex.quote(sys.executable)} train.py", tmp_path,
+                   timeout=120)
+    assert ranks.returncode == 0, ranks.stderr
+    finals = sorted(line for line in ranks.stdout.splitlines() if line[:4] in ("0 2 ", "1 2 "))
+    assert [line[:4] for line in finals] == ["0 2 ", "1 2 "], ranks.stdout
+    assert finals[0].split()[-1] == finals[1].split()[-1]  # the metrics of all the data
