@@ -9,6 +9,15 @@ layer's activations. Bandwidth counts the bytes each op must read and write once
     relu_backward  dx = dy where x > 0 else 0         read dy and x, write dx  12 bytes/element
     bias_add       y = x + b                          read x, write y           8 bytes/element
     bias_relu      y = max(x + b, 0), fused           read x, write y           8 bytes/element
+    dropout        mask, y from x and uniform u       read x and u, write both 16 bytes/element
+    sgd_momentum   the optimizer's whole update       read g, read+write p, m  20 bytes/element
+    adam           the optimizer's whole update       read g, read+write p, m, v 28 bytes/element
+    softmax_ce     probs and dlogits of 10-class rows read logits, write both 12 bytes/element
+
+The optimizers' plain side is the optimizer's own NumPy-style update run on CuPy (a dozen
+whole-array operations); softmax_ce's is the book's Softmax and combined gradient. softmax_ce
+adds each row's loss and hit to one tally with atomics: on (2^26 / 10) rows those collide, so
+expect it below copy speed here and look at it at training batch sizes too.
 
 A plain expression that makes temporaries (the boolean mask, two passes for bias + ReLU) moves
 more bytes than that and so shows a lower rate: that is the point of the kernels. Each op is
@@ -31,6 +40,7 @@ import numpy
 
 import gpunn
 from benchmarks import timing
+from gpunn.backend.numpy_backend import NumpyBackend
 
 ELEMENTS = 1 << 26
 COLUMNS = 128
@@ -103,21 +113,7 @@ def kernel_bandwidth(backend: Any, *, elements: int = ELEMENTS, repeats: int = 5
         dy = rng.standard_normal((rows, COLUMNS), dtype=cupy.float32)
         b = rng.standard_normal((1, COLUMNS), dtype=cupy.float32)
         out = cupy.empty_like(x)
-        zero = numpy.float32(0)
-        item = x.itemsize
-        ops = {
-            # name: (bytes moved, gpunn kernel, plain CuPy)
-            "copy": (2 * n * item, None,
-                     lambda: out.data.copy_from_device_async(x.data, x.nbytes)),
-            "relu": (2 * n * item, lambda: backend.relu(x, out=out),
-                     lambda: cupy.maximum(x, zero, out=out)),
-            "relu_backward": (3 * n * item, lambda: backend.relu_backward(dy, x, out=out),
-                              lambda: cupy.where(x > zero, dy, zero)),
-            "bias_add": (2 * n * item + b.nbytes, lambda: backend.bias_add(x, b, out=out),
-                         lambda: cupy.add(x, b, out=out)),
-            "bias_relu": (2 * n * item + b.nbytes, lambda: backend.bias_relu(x, b, out=out),
-                          lambda: cupy.maximum(cupy.add(x, b, out=out), zero, out=out)),
-        }
+        ops = _ops(backend, x, dy, b, out)
         result: dict[str, Any] = {"elements": n, "shape": [rows, COLUMNS], "dtype": "float32",
                                   "launches_per_repeat": launches, "ops": {}}
         for name, (nbytes, kernel, plain) in ops.items():
@@ -136,3 +132,57 @@ def kernel_bandwidth(backend: Any, *, elements: int = ELEMENTS, repeats: int = 5
             if side in entry:
                 entry[side]["share_of_copy"] = entry[side]["gb_per_second"] / copy
     return result
+
+
+def _ops(backend: Any, x: Any, dy: Any, b: Any, out: Any) -> dict[str, tuple]:
+    """name: (bytes moved, gpunn kernel, plain CuPy), each a callable on the arrays given."""
+    cupy = backend.xp
+    n, item, zero = x.size, x.itemsize, numpy.float32(0)
+    u = cupy.random.default_rng(1).random(x.shape, dtype=cupy.float32)
+    mask = cupy.empty_like(x)
+    flat = [cupy.ascontiguousarray(a.ravel()) for a in (x, dy, out, mask)]
+    params, grads = flat[0].copy(), flat[1]
+    sgd = gpunn.SGD(learning_rate=1e-3, momentum=0.9)
+    adam = gpunn.Adam(learning_rate=1e-3)
+    for optimizer in (sgd, adam):
+        optimizer.to(backend)
+        optimizer.state = {name: cupy.zeros_like(params) for name in optimizer.STATE}
+        optimizer.state["scratch"] = cupy.empty_like(params)
+    tally = cupy.zeros(4, dtype=cupy.float64)
+    classes = 10
+    logits = x.reshape(-1, classes) if n % classes == 0 else x[:, :classes]
+    labels = cupy.zeros(len(logits), dtype=cupy.int64)
+    probs, dlogits = cupy.empty_like(logits), cupy.empty_like(logits)
+    softmax = gpunn.Softmax()
+    softmax.to(backend, "float32")
+    combined = gpunn.losses.SoftmaxCategoricalCrossentropy(backend)
+
+    def book_softmax_ce() -> None:
+        softmax.forward(logits)
+        combined.backward(softmax.output, labels)
+
+    return {
+        "copy": (2 * n * item, None, lambda: out.data.copy_from_device_async(x.data, x.nbytes)),
+        "relu": (2 * n * item, lambda: backend.relu(x, out=out),
+                 lambda: cupy.maximum(x, zero, out=out)),
+        "relu_backward": (3 * n * item, lambda: backend.relu_backward(dy, x, out=out),
+                          lambda: cupy.where(x > zero, dy, zero)),
+        "bias_add": (2 * n * item + b.nbytes, lambda: backend.bias_add(x, b, out=out),
+                     lambda: cupy.add(x, b, out=out)),
+        "bias_relu": (2 * n * item + b.nbytes, lambda: backend.bias_relu(x, b, out=out),
+                      lambda: cupy.maximum(cupy.add(x, b, out=out), zero, out=out)),
+        "dropout": (4 * n * item, lambda: backend.dropout(x, u, 0.9, mask=mask, out=out),
+                    lambda: NumpyBackend.dropout(backend, x, u, 0.9, mask=mask, out=out)),
+        "sgd_momentum": (5 * n * item,
+                         lambda: backend.optimizer_step("sgd_momentum", params, grads,
+                                                        sgd.state, sgd.config(), tally),
+                         lambda: sgd._update(params, grads, cupy)),
+        "adam": (7 * n * item,
+                 lambda: backend.optimizer_step("adam", params, grads, adam.state,
+                                                adam.config(), tally),
+                 lambda: adam._update(params, grads, cupy)),
+        "softmax_ce": (3 * logits.size * item + labels.nbytes,
+                       lambda: backend.softmax_ce(logits, labels, tally, probs=probs,
+                                                  dlogits=dlogits),
+                       book_softmax_ce),
+    }

@@ -213,6 +213,8 @@ class Model:
         A loss that becomes NaN or infinite raises TrainingDivergedError naming the epoch and
         step; the parameters are then those from before that step.
         Ctrl-C stops after the current step and returns the history so far.
+        After ``gpunn.distributed.init()`` in each of N processes (``mpiexec -n N``), training
+        is data-parallel: ``batch_size`` is the global batch, shared among the processes.
         """
         self._require_ready(training=True)
         epochs = _checks.integer("epochs", epochs, minimum=0)

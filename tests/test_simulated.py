@@ -108,3 +108,22 @@ def test_launches_and_synchronisations_per_training_step():
                      "epoch_sync": 1}
     spiral = step_counts.spiral_step_counts()  # one full-batch step per epoch
     assert spiral["sync"] == spiral["epoch_sync"] == 1 and spiral["launch"] == 4
+
+
+def test_every_op_the_gpu_bandwidth_benchmark_times_runs():
+    # The GPU benchmark cannot be timed here; each of its ops runs once on cuda-sim:0, so a
+    # GPU check does not meet a broken call first.
+    from benchmarks import gpu
+
+    backend = gn.device("cuda:0")
+    with backend.activate():
+        rng = cupy.random.default_rng(0)
+        x, dy = (rng.standard_normal((64, 20), dtype=cupy.float32) for _ in range(2))
+        b = rng.standard_normal((1, 20), dtype=cupy.float32)
+        ops = gpu._ops(backend, x, dy, b, cupy.empty_like(x))
+        assert {"dropout", "sgd_momentum", "adam", "softmax_ce"} <= set(ops)
+        for name, (nbytes, kernel, plain) in ops.items():
+            for work in (kernel, plain):
+                if work is not None:
+                    work()
+            assert nbytes > 0, name

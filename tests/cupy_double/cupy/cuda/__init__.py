@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
+import numpy as _numpy
+
 from cupy import _core, _sim
 from cupy.cuda import compiler, memory, runtime  # noqa: F401
 
@@ -77,6 +79,20 @@ class MemoryPointer:
     @property
     def device_id(self) -> int:
         return self._array._device
+
+    def copy_from_device_async(self, src: MemoryPointer, size: int, stream: _Any = None) -> None:
+        """Copy ``size`` bytes from ``src`` (a device-to-device copy: one launch)."""
+        if src.device_id != self.device_id:
+            raise NotImplementedError("the CuPy double copies within one device only")
+        target, source = (p._array._a.reshape(-1).view(_numpy.uint8) for p in (self, src))
+        if size > min(target.nbytes, source.nbytes):
+            raise ValueError(f"copy of {size} bytes past the end of a buffer [CuPy double]")
+
+        def copy() -> None:
+            target[:size] = source[:size]
+
+        copy()
+        _sim.launch(replay=copy)
 
 
 class Event:
