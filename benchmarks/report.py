@@ -29,6 +29,8 @@ def markdown(record: dict[str, Any]) -> str:
         lines += ["", *_kernels(record["kernels"])]
     if "step_counts" in record:
         lines += ["", *_counts(record["step_counts"])]
+    for device, result in record.get("distributed", {}).items():
+        lines += ["", *_distributed(device, result)]
     targets = _targets(record)
     if targets:
         lines += ["", *targets]
@@ -191,6 +193,46 @@ def _counts(counts: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _distributed(device: str, result: dict[str, Any]) -> list[str]:
+    lines = [f"## Data-parallel training on {device}: MLP {'-'.join(map(str, result['sizes']))}, "
+             f"global batch {result['global_batch']} shared among the ranks", "",
+             "| run | BLAS threads per rank | ms/step | allreduce ms/step (share of step) | "
+             "stop-check ms/step | samples/s | scaling efficiency |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    base = result["runs"].get("1 rank", {}).get("samples_per_second")
+    for label, run in result["runs"].items():
+        if "samples_per_second" not in run:
+            lines.append(f"| {label} | {run.get('skipped') or run.get('error')} | | | | | |")
+            continue
+        allreduce = max(run["allreduce_ms_per_step"])
+        rate = run["samples_per_second"]["median"]
+        efficiency = (f"{rate / (run['ranks'] * base['median']):.0%}"
+                      if base is not None and run["ranks"] > 1 else "–")
+        threads = ", ".join("?" if threads is None else str(threads)
+                            for threads in run["blas_threads"])
+        kept = run.get("OPENBLAS_NUM_THREADS")
+        threads += f" (OPENBLAS_NUM_THREADS={kept} kept)" if kept else ""
+        lines.append(f"| {label} | {threads} | {run['step_ms']:.1f} | {allreduce:.2f} "
+                     f"({allreduce / run['step_ms']:.1%}) | "
+                     f"{max(run['any_rank_ms_per_step']):.2f} | {_rate(run['samples_per_second'])} "
+                     f"| {efficiency} |")
+    gradient = next((run["gradient_bytes"] for run in result["runs"].values()
+                     if "gradient_bytes" in run), None)
+    size = f" of {gradient / 1e6:.1f} MB" if gradient else ""
+    same = result.get("efficiency_same_threads_per_rank")
+    if same is not None:
+        lines += ["", f"Scaling efficiency of 2 ranks against 1 rank with the BLAS threads each "
+                      f"of them has (cores // 2): {same:.0%}."]
+    lines += ["", f"Each rank runs under mpiexec ({result['repeats']} timed epochs of "
+                  f"{result['steps_per_repeat']} steps after a warm-up epoch; rank 0's median "
+                  f"step and epoch). Scaling efficiency: samples/s with N ranks over N times "
+                  f"those with 1 rank, at the same global batch. The allreduce is the one sum "
+                  f"of the flat gradient buffer{size} per step (the slowest rank's time); the "
+                  f"stop-check is the per-step agreement that every rank goes on, where a rank "
+                  f"waits for the slower one."]
+    return lines
+
+
 def _targets(record: dict[str, Any]) -> list[str]:
     rows = []
     for part, batch, target, what in TARGETS:
@@ -219,6 +261,8 @@ def chart(record: dict[str, Any], path: Path) -> Path | None:
     panels += [("spiral", device, result) for device, result in record.get("spiral", {}).items()]
     if "kernels" in record:
         panels.append(("kernels", "cuda", record["kernels"]))
+    panels += [("distributed", device, result)
+               for device, result in record.get("distributed", {}).items()]
     if not panels:
         return None
     figure = Figure(figsize=(5.5 * len(panels), 4.5), layout="constrained")
@@ -232,6 +276,12 @@ def chart(record: dict[str, Any], path: Path) -> Path | None:
         elif part == "spiral":
             _bars(axis, {"full batch": result["trainers"]}, "steps_per_second", "steps/s")
             axis.set_title(f"spiral {'-'.join(map(str, result['sizes']))} on {device}")
+        elif part == "distributed":
+            groups = {label.replace(", ", "\n"): {"gpunn": run}
+                      for label, run in result["runs"].items() if "samples_per_second" in run}
+            _bars(axis, groups, "samples_per_second", "samples/s")
+            axis.set_title(f"data-parallel MLP {'-'.join(map(str, result['sizes']))} on "
+                           f"{device}")
         else:
             groups = {name: {side: {"value": entry[side]["gb_per_second"]}
                              for side in ("gpunn", "cupy") if side in entry}

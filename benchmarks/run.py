@@ -1,11 +1,12 @@
 """Run: python -m benchmarks [--quick] [--repeats N] [--device all|cpu|cuda] [--out DIR]
 
-The command line: runs the parts asked for (sgemm, mlp, spiral, kernels, counts) with both
-sides' threads pinned, prints a Markdown table, and writes <name>.json, <name>.md and <name>.png
-to the output folder: benchmarks/results/ by default, runs/benchmarks/ for ``--quick`` (which
-shrinks every size for a smoke run whose numbers mean nothing). The name says the machine, what
-differs from a default run and the date (cpu-amd-epyc-2c-openblas-coretype-haswell-
-20261125T1530); a file that exists is never overwritten: the new one gets a suffix (-2, -3).
+The command line: runs the parts asked for (sgemm, mlp, spiral, kernels, counts, distributed)
+with both sides' threads pinned, prints a Markdown table, and writes <name>.json, <name>.md and
+<name>.png to the output folder: benchmarks/results/ by default, runs/benchmarks/ for
+``--quick`` (which shrinks every size for a smoke run whose numbers mean nothing). The name says
+the machine, what differs from a default run and the date (cpu-amd-epyc-2c-openblas-coretype-
+haswell-20261125T1530); a file that exists is never overwritten: the new one gets a suffix (-2,
+-3).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import gpu, machine, mlp, report, sgemm, spiral, timing
+from benchmarks import distributed, gpu, machine, mlp, report, sgemm, spiral, timing
 
-PARTS = ("sgemm", "mlp", "spiral", "kernels", "counts")
+PARTS = ("sgemm", "mlp", "spiral", "kernels", "counts", "distributed")
 RESULTS = Path(__file__).resolve().parent / "results"
 # Quick runs go here, relative to the current folder (runs/ is ignored by git), so that a smoke
 # run never lands beside the committed results.
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         _cuda(args, torch, sizes, record)
     if "counts" in args.parts:
         _counts(record)
+    if "distributed" in args.parts:
+        _distributed(args, record)
     record["machine"]["load_average_end"] = machine.load_average()
     # How long a run takes depends on the cores, the BLAS and the load: each result says it.
     record["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -239,6 +242,32 @@ def _counts(record: dict[str, Any]) -> None:
         record["skipped"]["counts"] = f"the count failed: {result.stderr.strip()[-500:]}"
         return
     record["step_counts"] = json.loads(result.stdout)
+
+
+def _distributed(args: argparse.Namespace, record: dict[str, Any]) -> None:
+    """Data-parallel training with 1 and 2 ranks under mpiexec (benchmarks/distributed.py), on
+    the CPU and, when CUDA works, on the GPUs; the ranks are processes of their own."""
+    devices = []
+    if args.device in ("all", "cpu"):
+        devices.append("cpu")
+    backend, reason = gpu.cuda_backend() if args.device in ("all", "cuda") else (None, None)
+    if backend is not None:
+        devices.append("cuda")
+    elif args.device in ("all", "cuda"):
+        record["skipped"]["distributed on cuda"] = f"no GPU ({reason})"
+    for device in devices:
+        gpus = backend.xp.cuda.runtime.getDeviceCount() if device == "cuda" else 0
+        result = distributed.run(quick=args.quick, device=device, seed=args.seed, gpus=gpus)
+        if "skipped" in result:
+            record["skipped"][f"distributed on {device}"] = result["skipped"]
+            print(f"distributed part on {device} skipped: {result['skipped']}")
+            continue
+        record.setdefault("distributed", {})[device] = result
+        shares = [run["other_processes_cpu_share"] for run in result["runs"].values()
+                  if run.get("other_processes_cpu_share") is not None]
+        if shares:
+            record.setdefault("other_processes_cpu_share", {})[f"{device} distributed"] = \
+                max(shares)
 
 
 def _write(args: argparse.Namespace, record: dict[str, Any]) -> int:

@@ -162,3 +162,43 @@ def test_the_launch_and_sync_counts_are_in_the_table(tmp_path):
     assert set(counts["mlp"]["cuda_graph"]) == {"32", "128", "1024"}
     assert "## Kernel launches and synchronisations per training step" in stdout
     assert "| MLP 784-128-128-10, before issue 10 | any | no | 53 |" in stdout
+
+
+def test_the_data_parallel_part_times_one_and_two_ranks(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+    from benchmarks import distributed as part
+    from gpunn import distributed
+
+    stdout, record = _run(tmp_path, "--no-torch", "--only", "distributed")
+    mpiexec, reason = part.find_mpiexec()
+    if mpiexec is None:
+        assert record["skipped"]["distributed on cpu"] == reason
+        assert "distributed" not in record
+        return
+    result = record["distributed"]["cpu"]
+    assert result["sizes"] == list(part.QUICK_SIZES)
+    assert result["global_batch"] == part.QUICK_BATCH
+    several = result["cores"] > 1
+    expected = ["1 rank", *([part.HALF] if several else []), "2 ranks",
+                *([part.OVERSUBSCRIBED] if several else [])]
+    assert list(result["runs"]) == expected
+    for label, run in result["runs"].items():
+        assert "error" not in run, run.get("error")
+        ranks = run["ranks"]
+        for key in ("step_ms", "samples_per_second", "allreduce_ms_per_step",
+                    "any_rank_ms_per_step", "blas_threads", "gradient_bytes", "last_epoch"):
+            assert key in run, (label, key)
+        assert run["step_ms"] > 0 and run["samples_per_second"]["median"] > 0
+        assert len(run["allreduce_ms_per_step"]) == len(run["blas_threads"]) == ranks
+        assert run["allreduce_calls_per_step"] == [1.0 if ranks > 1 else 0.0] * ranks
+        assert run["communicator"] == ("mpi" if ranks > 1 else "single")
+    if importlib.util.find_spec("threadpoolctl") is not None:
+        limited = result["runs"]["2 ranks"]["blas_threads"]
+        assert limited == [distributed.threads_per_rank(2)] * 2
+        if several:
+            assert result["runs"][part.OVERSUBSCRIBED]["blas_threads"] == [result["cores"]] * 2
+            assert result["runs"][part.HALF]["blas_threads"] == [result["cores"] // 2]
+    assert result["efficiency"] > 0
+    assert (result.get("efficiency_same_threads_per_rank", 0) > 0) == several
+    assert "## Data-parallel training on cpu: MLP 784-32-10, global batch 64" in stdout
+    assert "| run | BLAS threads per rank | ms/step | allreduce ms/step" in stdout
