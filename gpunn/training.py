@@ -195,8 +195,9 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                 step.compared(batch_y))
                 if on_batch_end is not None:
                     on_batch_end(epoch, index, steps)
-                if comm.any_rank(interrupt.requested):  # all ranks stop at the same step
-                    interrupt.requested = True
+                if comm.size > 1:  # all ranks stop at the same step
+                    interrupt.requested = comm.any_rank(interrupt.requested)
+                if interrupt.requested:
                     break
             values = tally.read()  # the one synchronisation of an epoch
             if values[TALLY_NONFINITE]:
@@ -208,11 +209,13 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                 if verbose and comm.rank == 0:
                     print(f"interrupted in epoch {epoch}; returning the history so far")
                 break
-            loss_sum, samples, correct, compared = comm.allreduce_values(
-                [values[TALLY_LOSS], model.loss.accumulated_count, values[TALLY_CORRECT],
-                 model.accuracy.accumulated_count])
+            sums = [float(values[TALLY_LOSS]), model.loss.accumulated_count,
+                    float(values[TALLY_CORRECT]), model.accuracy.accumulated_count]
+            if comm.size > 1:
+                sums = comm.allreduce_values(sums)
+            loss_sum, samples, correct, compared = sums
             logs = _epoch_logs(model, loss_sum / max(samples, 1), correct / max(compared, 1))
-            if not numpy.isfinite(logs["loss"]):
+            if not math.isfinite(logs["loss"]):
                 raise TrainingDivergedError(
                     f"The loss became {logs['loss']} at the end of epoch {epoch} "
                     f"(regularization loss {logs['regularization_loss']}). Lower the "

@@ -18,17 +18,18 @@ def batches(backend: Any, X: Any, y: Any, batch_size: int, shuffle: bool, rank: 
     ``shuffle`` (drawn from gpunn's host generator, the same on every device). ``rows`` is the
     global batch's; with ``size`` data-parallel ranks, this ``rank`` gets its share of it."""
     order = host_random().permutation(len(X)) if shuffle else None
-    ranges = [(start, min(start + batch_size, len(X)))
-              for start in range(0, max(len(X), 1), batch_size)]
     if backend.is_array(X) or not backend.fused:
         if order is not None:
             if backend.is_array(X):
                 order = backend.asarray(order)
             X, y = X[order], y[order]
-        for start, stop in ranges:
-            low, high = share(start, stop, rank, size)
+        for start in range(0, max(len(X), 1), batch_size):
+            stop = min(start + batch_size, len(X))
+            low, high = (start, stop) if size == 1 else share(start, stop, rank, size)
             yield X[low:high], backend.asarray(y[low:high]), stop - start
         return
+    ranges = [(start, min(start + batch_size, len(X)))
+              for start in range(0, max(len(X), 1), batch_size)]
     local = [share(start, stop, rank, size) for start, stop in ranges]
     for (start, stop), batch in zip(ranges, HostToDevice(backend, X, y, batch_size).epoch(
             order, local)):
