@@ -288,7 +288,9 @@ def chart(record: dict[str, Any], path: Path) -> Path | None:
                       for name, entry in result["ops"].items()}
             _bars(axis, groups, None, "GB/s")
             axis.set_title("GPU elementwise ops")
-    figure.suptitle(f"gpunn vs PyTorch: {record.get('name', '')} (median, min–max)")
+    # The run's name can be longer than one panel is wide: on a line of its own, smaller.
+    figure.suptitle(f"gpunn vs PyTorch (median, min–max)\n{record.get('name', '')}",
+                    fontsize="medium")
     figure.savefig(path, dpi=110)
     return path
 
