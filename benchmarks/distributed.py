@@ -13,8 +13,8 @@ skipped, saying why. Every rank builds the 784-1024-1024-10 MLP (ReLU, softmax c
 Adam, float32), big enough that the matrix products dominate a CPU step, and trains it with
 ``model.train`` on the same synthetic data (benchmarks/mlp.py's), a global batch of 512 shared
 among the ranks. The first epoch is a warm-up; each later epoch is one repeat. The worker
-wraps its communicator's ``allreduce`` (and ``any_rank``, the per-step check that all ranks go
-on, where a rank waits for the slower one) with a clock, without touching gpunn.
+wraps its communicator's ``allreduce`` (and ``allreduce_values``, the per-step vote of all ranks
+on going on, where a rank waits for the slower one) with a clock, without touching gpunn.
 
 Threads: ``gpunn.distributed.init()`` gives each of N ranks on a machine cores // N BLAS
 threads unless the user set OPENBLAS_NUM_THREADS (or OMP/MKL_NUM_THREADS); the measured runs
@@ -165,7 +165,8 @@ def _summarize(reports: list[dict[str, Any]], batch: int) -> dict[str, Any]:
                                            first["epoch_seconds"]),
         "allreduce_ms_per_step": [1000 * sum(r["allreduce_seconds"]) / steps for r in reports],
         "allreduce_calls_per_step": [len(r["allreduce_seconds"]) / steps for r in reports],
-        "any_rank_ms_per_step": [1000 * sum(r["any_rank_seconds"]) / steps for r in reports],
+        "vote_ms_per_step": [1000 * sum(r["allreduce_values_seconds"]) / steps
+                             for r in reports],
         "gradient_bytes": first["gradient_bytes"],
         "last_epoch": first["last_epoch"],
     }
@@ -209,7 +210,7 @@ def worker(args: argparse.Namespace) -> None:
     comm = gpunn.distributed.init(args.device)
     setting = next((f"{name}={os.environ[name]}" for name in THREAD_VARIABLES
                     if name in os.environ), "none")
-    collectives: dict[str, list[tuple[float, float]]] = {"allreduce": [], "any_rank": []}
+    collectives: dict[str, list[tuple[float, float]]] = {"allreduce": [], "allreduce_values": []}
     for name, log in collectives.items():
         setattr(comm, name, _clocked(getattr(comm, name), log, comm, args.device))
     sizes = [int(size) for size in args.sizes.split(",")]

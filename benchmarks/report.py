@@ -197,7 +197,7 @@ def _distributed(device: str, result: dict[str, Any]) -> list[str]:
     lines = [f"## Data-parallel training on {device}: MLP {'-'.join(map(str, result['sizes']))}, "
              f"global batch {result['global_batch']} shared among the ranks", "",
              "| run | BLAS threads per rank | ms/step | allreduce ms/step (share of step) | "
-             "stop-check ms/step | samples/s | scaling efficiency |",
+             "vote ms/step | samples/s | scaling efficiency |",
              "|---|---|---:|---:|---:|---:|---:|"]
     base = result["runs"].get("1 rank", {}).get("samples_per_second")
     for label, run in result["runs"].items():
@@ -214,7 +214,7 @@ def _distributed(device: str, result: dict[str, Any]) -> list[str]:
         threads += f" (OPENBLAS_NUM_THREADS={kept} kept)" if kept else ""
         lines.append(f"| {label} | {threads} | {run['step_ms']:.1f} | {allreduce:.2f} "
                      f"({allreduce / run['step_ms']:.1%}) | "
-                     f"{max(run['any_rank_ms_per_step']):.2f} | {_rate(run['samples_per_second'])} "
+                     f"{max(run['vote_ms_per_step']):.2f} | {_rate(run['samples_per_second'])} "
                      f"| {efficiency} |")
     gradient = next((run["gradient_bytes"] for run in result["runs"].values()
                      if "gradient_bytes" in run), None)
@@ -228,8 +228,8 @@ def _distributed(device: str, result: dict[str, Any]) -> list[str]:
                   f"step and epoch). Scaling efficiency: samples/s with N ranks over N times "
                   f"those with 1 rank, at the same global batch. The allreduce is the one sum "
                   f"of the flat gradient buffer{size} per step (the slowest rank's time); the "
-                  f"stop-check is the per-step agreement that every rank goes on, where a rank "
-                  f"waits for the slower one."]
+                  f"vote is the per-step agreement of the ranks (did a loss diverge, was Ctrl-C "
+                  f"pressed), where a rank waits for the slower one."]
     return lines
 
 

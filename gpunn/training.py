@@ -88,6 +88,8 @@ class Step:
         self.backend = model.backend
         self.share = 1.0  # data-parallel: this rank's rows over the global batch's
         self.diverged = False  # a CPU rank's loss was not finite in this step
+        self.interrupt: Any = None  # the loop's Ctrl-C flag
+        self.stop = False  # data-parallel: whether any rank had pressed Ctrl-C at the vote
         # On the GPU, the output Softmax, the cross-entropy, its gradient and the accuracy are
         # one kernel (kernels/softmax_ce.cu); on the CPU the book's separate steps stay faster.
         self.fused_softmax_ce = self.backend.fused and model._combined is not None
@@ -128,7 +130,10 @@ class Step:
         diverged = self.diverged or (self.backend.fused
                                      and self.tally.read()[TALLY_NONFINITE] > 0)
         self.diverged = False
-        if self.comm.any_rank(diverged):
+        # One vote for both questions: did a loss diverge, and did anyone press Ctrl-C.
+        diverged, stop = self.comm.allreduce_values([diverged, self.interrupt.requested])
+        self.stop = stop > 0  # the same on every rank, unlike a Ctrl-C arriving after the vote
+        if diverged:
             raise _Diverged
         if self.share != 1.0:
             self.model.gradients *= self.share
@@ -167,6 +172,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
     history = History()
     with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"), \
             runner:
+        step.interrupt = interrupt
         for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
             tally.new_epoch()
             model.loss.new_pass(into=tally.loss)
@@ -176,6 +182,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                  or epoch == initial_epoch + epochs)
             if shown and comm.rank == 0:
                 print(f"epoch: {epoch}")
+            stopping = False
             for index, (batch_X, batch_y, rows) in enumerate(
                     streaming.batches(backend, X, y, batch_size, shuffle, comm.rank,
                                       comm.size)):
@@ -200,16 +207,15 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                 step.compared(batch_y))
                 if on_batch_end is not None:
                     on_batch_end(epoch, index, steps)
-                if comm.size > 1:  # all ranks stop at the same step
-                    interrupt.requested = comm.any_rank(interrupt.requested)
-                if interrupt.requested:
+                stopping = step.stop if comm.size > 1 else interrupt.requested
+                if stopping:  # with several ranks the step's vote decides: all stop together
                     break
             values = tally.read()  # the one synchronisation of an epoch
             if values[TALLY_NONFINITE]:
                 done = int(values[TALLY_ITERATIONS]) - started_at
                 model.optimizer.iterations = int(values[TALLY_ITERATIONS])
                 raise _diverged(model, epoch, done)
-            if interrupt.requested:
+            if stopping:
                 history.interrupted = True
                 if verbose and comm.rank == 0:
                     print(f"interrupted in epoch {epoch}; returning the history so far")

@@ -186,7 +186,7 @@ def test_the_data_parallel_part_times_one_and_two_ranks(tmp_path, monkeypatch):
         assert "error" not in run, run.get("error")
         ranks = run["ranks"]
         for key in ("step_ms", "samples_per_second", "allreduce_ms_per_step",
-                    "any_rank_ms_per_step", "blas_threads", "gradient_bytes", "last_epoch"):
+                    "vote_ms_per_step", "blas_threads", "gradient_bytes", "last_epoch"):
             assert key in run, (label, key)
         assert run["step_ms"] > 0 and run["samples_per_second"]["median"] > 0
         assert len(run["allreduce_ms_per_step"]) == len(run["blas_threads"]) == ranks
