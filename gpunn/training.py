@@ -80,8 +80,9 @@ class Tally:
 
 class Step:
     """One training step's device work, the same for every batch of one shape, so that CUDA
-    can capture it as a graph: nothing here reads a device value or depends on host state that
-    changes between steps."""
+    can capture it as a graph: in a single process nothing here reads a device value or depends
+    on host state that changes between steps (data-parallel steps vote, in ``_combine``, and
+    run without graphs)."""
 
     def __init__(self, model: Any, tally: Tally, comm: Any) -> None:
         self.model, self.tally, self.comm = model, tally, comm
@@ -148,7 +149,8 @@ class Step:
 
 
 class _Diverged(Exception):
-    """Raised inside a CPU step whose loss was not finite; the loop turns it into the error."""
+    """Raised inside a step before its update when a loss was not finite (on the CPU, or on
+    any rank of a data-parallel run); the loop turns it into TrainingDivergedError."""
 
 
 def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, shuffle: bool,
