@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import step_counts
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 STEP = """
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_benchmarks:
         record["benchmarks_cuda"] = _run([sys.executable, "-m", "benchmarks", "--device",
                                           "cuda"])
-    double_env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "cupy_double")}
+    double_env = {**os.environ, "PYTHONPATH": step_counts.doubles_path()}
     simulated = subprocess.run([sys.executable, "-m", "benchmarks.step_counts"], cwd=ROOT,
                                env=double_env, capture_output=True, text=True)
     record["double_vs_gpu"] = {

@@ -228,13 +228,16 @@ def _cuda(args: argparse.Namespace, torch: Any, sizes: dict[str, int],
 def _counts(record: dict[str, Any]) -> None:
     """Launches and synchronisations per training step, counted by the CuPy double in a process
     of its own (its ``cupy`` must not meet the real one); a source checkout has it."""
-    double = Path(__file__).resolve().parent.parent / "tests" / "cupy_double"
+    from benchmarks import step_counts
+
+    double = step_counts.DOUBLES[0]
     if not double.is_dir():
         record["skipped"]["counts"] = f"the CuPy double is not here ({double}): a checkout has it"
         return
     print("[cuda-sim] launches and synchronisations per step (CuPy double) ...", flush=True)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(double), str(double.parent.parent), os.environ.get("PYTHONPATH", "")])}
+        [step_counts.doubles_path(), str(double.parent.parent),
+         os.environ.get("PYTHONPATH", "")])}
     environment.pop("GPUNN_DEVICE", None)
     result = subprocess.run([sys.executable, "-m", "benchmarks.step_counts"], env=environment,
                             capture_output=True, text=True, check=False)

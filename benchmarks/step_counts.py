@@ -1,9 +1,10 @@
-"""Run: PYTHONPATH=tests/cupy_double python -m benchmarks.step_counts
+"""Run: PYTHONPATH=tests/cupy_double:tests/nvmath_double python -m benchmarks.step_counts
 (``python -m benchmarks`` runs it too, in a process of its own, and puts it in its table.)
 
 Kernel launches and device-to-host synchronisations per training step, counted by the strict
-CuPy double (tests/cupy_double) on its simulated device cuda-sim:0: counts, not timings (the
-double is not a GPU). For the 784-128-128-10 MLP (ReLU, softmax cross-entropy, Adam, float32) at
+CuPy double (tests/cupy_double, with the nvmath-python double beside it for the matrix products
+that a graph captures) on its simulated device cuda-sim:0: counts, not timings (the double is not
+a GPU). For the 784-128-128-10 MLP (ReLU, softmax cross-entropy, Adam, float32) at
 batch 32, 128 and 1024, and the book's spiral model (2-64-3, full batch of 300), each with and
 without CUDA graphs. A step is the difference between an epoch of 2N steps and one of N steps,
 and an epoch the difference between 2 epochs and 1, so what happens once per call cancels out;
@@ -14,7 +15,9 @@ benchmarks' own (benchmarks/mlp.py, benchmarks/spiral.py, benchmarks/trainers.py
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -33,15 +36,27 @@ BEFORE = {"mlp": {"launch": 53, "raw_launch": 5, "sync": 1, "h2d": 0},
           "spiral": {"launch": 47, "raw_launch": 3, "sync": 3, "h2d": 0}}
 
 
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+DOUBLES = (TESTS / "cupy_double", TESTS / "nvmath_double")
+
+
+def doubles_path() -> str:
+    """A PYTHONPATH that makes ``cupy`` and ``nvmath`` the doubles (a source checkout has them)."""
+    return os.pathsep.join(map(str, DOUBLES))
+
+
 def counters() -> Any:
-    """The double's counters, or SystemExit when ``cupy`` is not the double."""
+    """The double's counters, or SystemExit when ``cupy`` or ``nvmath`` is not the double."""
     try:
         import cupy
+        import nvmath
     except ImportError:
-        cupy = None
-    if not hasattr(cupy, "_sim"):
-        raise SystemExit("step counts come from the CuPy double: run with "
-                         "PYTHONPATH=tests/cupy_double (real CuPy counts nothing)")
+        cupy = nvmath = None
+    if not hasattr(cupy, "_sim") or not str(getattr(nvmath, "__file__", "")).startswith(
+            str(DOUBLES[1])):
+        raise SystemExit("step counts come from the CuPy and nvmath-python doubles: run with "
+                         "PYTHONPATH=tests/cupy_double:tests/nvmath_double (a GPU counts "
+                         "nothing)")
     return cupy._sim
 
 

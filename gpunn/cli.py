@@ -24,7 +24,18 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import backend, checkpoint, datasets, distributed, export, io, plots, progress, runs
+from gpunn import (
+    backend,
+    checkpoint,
+    datasets,
+    distributed,
+    export,
+    io,
+    plots,
+    progress,
+    runs,
+    training,
+)
 from gpunn.backend import kernels, nvrtc
 from gpunn.errors import FileFormatError, GpunnError
 
@@ -300,6 +311,10 @@ def _train(args: argparse.Namespace) -> int:
                   f"; batch {settings['batch_size'] or 'full'} shared out among them",
                   flush=True)
         print(_describe(settings, model, X, X_val, done), flush=True)
+        graph = training.why_no_cuda_graph(model, True, comm) if args.cuda_graph \
+            else "--no-cuda-graph"
+        if model.backend.fused:  # CUDA: say whether the step runs as a CUDA graph, and why not
+            print(f"CUDA graph: {'on' if graph is None else f'off ({graph})'}", flush=True)
         where = f"writing to {out}"
         if previous is not None:
             where += (f" (the previous complete run stays in {previous}, which {runs.LATEST} "
@@ -332,6 +347,8 @@ def _train(args: argparse.Namespace) -> int:
         written.append("training.png")
     linked = runs.point_latest(out) if args.out is None else None  # only folders gpunn named
     if not quiet:
+        if model.backend.fused and graph is None and result.cuda_graph != "captured":
+            print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
         print(_summary(run.history, done, last, seconds, model.device))
         if reason is not None:
             print(f"training.png skipped: {reason}")

@@ -105,7 +105,7 @@ class Dense(Layer):
                 f"{tuple(inputs.shape)}."
             )
         self.inputs = inputs
-        output = self.backend.xp.dot(inputs, self.weights)
+        output = self.backend.gemm(inputs, self.weights)
         if fused_relu is None:
             self.output = self.backend.bias_add(output, self.biases, out=output)
         else:
@@ -113,11 +113,14 @@ class Dense(Layer):
                                                                      out=output)
 
     def backward(self, dvalues: Any) -> None:
-        xp = self.backend.xp
-        xp.dot(self.inputs.T, dvalues, out=self.dweights)
-        self.backend.column_sums(dvalues, out=self.dbiases)
+        backend = self.backend
+        backend.gemm(self.inputs, dvalues, out=self.dweights, trans_a=True)  # inputs.T @ dvalues
+        backend.column_sums(dvalues, out=self.dbiases)
         self._regularization_gradients()
-        self.dinputs = xp.dot(dvalues, self.weights.T) if self.compute_dinputs else None
+        if self.compute_dinputs:
+            self.dinputs = backend.gemm(dvalues, self.weights, trans_b=True)  # dvalues @ weights.T
+        else:
+            self.dinputs = None
 
     def _regularization_gradients(self) -> None:
         xp = self.backend.xp

@@ -40,9 +40,11 @@ log = logging.getLogger("gpunn")
 
 
 class History(dict):
-    """Per-epoch metrics, ``history["loss"][epoch]``; ``interrupted`` is True after Ctrl-C."""
+    """Per-epoch metrics, ``history["loss"][epoch]``; ``interrupted`` is True after Ctrl-C;
+    ``cuda_graph`` says whether the step ran as a CUDA graph: "captured" or "off: <why>"."""
 
     interrupted = False
+    cuda_graph = "off: not trained yet"
 
 
 class Tally:
@@ -169,8 +171,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                                     for part in validation_data)
     tally = Tally(backend, model.optimizer.iterations)
     step = Step(model, tally, comm)
-    # NCCL inside a CUDA graph is not modelled by the double and not measured on a GPU yet.
-    runner = _runner(backend, step, cuda_graph and comm.size == 1)
+    runner = _runner(model, step, cuda_graph, comm)
     history = History()
     with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"), \
             runner:
@@ -242,22 +243,44 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                 print(format_logs("training", logs))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
+    history.cuda_graph = runner.status
     return history
 
 
-def _runner(backend: Any, step: Step, cuda_graph: bool) -> Any:
-    if cuda_graph and backend.fused:
-        from gpunn.backend.graphs import GraphedStep
+def why_no_cuda_graph(model: Any, cuda_graph: bool, comm: Any = None) -> str | None:
+    """Why ``train`` will run the step without CUDA graphs, or None if it will capture it."""
+    if not cuda_graph:
+        return "cuda_graph=False"
+    if (comm or distributed.current()).size > 1:
+        # NCCL inside a graph is neither modelled by the double nor measured on a GPU
+        return "data-parallel steps run without CUDA graphs"
+    return model.backend.why_no_cuda_graph()
 
-        return GraphedStep(backend, step)
-    return PlainStep(step)
+
+def _runner(model: Any, step: Step, cuda_graph: bool, comm: Any) -> Any:
+    reason = why_no_cuda_graph(model, cuda_graph, comm)
+    if reason is not None:
+        if model.backend.fused:
+            log.info("gpunn: training without CUDA graphs: %s", reason)
+        return PlainStep(step, f"off: {reason}")
+    from gpunn.backend.graphs import GraphedStep
+
+    return GraphedStep(model.backend, step, lambda: _baked(model))
+
+
+def _baked(model: Any) -> tuple:
+    """The host values a captured step passes to its kernels, and the dropout generator: when
+    one changes (a callback setting the learning rate), the step is captured again."""
+    return (tuple(model.optimizer.config().values()),
+            tuple(tuple(layer.config().values()) for layer in model.layers),
+            getattr(model.accuracy, "precision", None), id(model.backend.random))
 
 
 class PlainStep:
-    """Runs every step as it comes (the CPU, and CUDA with cuda_graph=False)."""
+    """Runs every step as it comes (the CPU, and CUDA without graphs)."""
 
-    def __init__(self, step: Step) -> None:
-        self.run = step
+    def __init__(self, step: Step, status: str) -> None:
+        self.run, self.status = step, status
 
     def __enter__(self) -> PlainStep:
         return self

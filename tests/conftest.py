@@ -21,6 +21,7 @@ import gpunn
 
 TESTS = Path(__file__).resolve().parent
 CUPY_DOUBLE = TESTS / "cupy_double"
+NVMATH_DOUBLE = TESTS / "nvmath_double"  # nvmath-python's cuBLAS bindings on the same devices
 
 
 def pytest_addoption(parser):
@@ -32,18 +33,24 @@ def pytest_addoption(parser):
 
 
 def install_cupy_double() -> None:
-    """Make ``import cupy`` find the double, here and in subprocesses the tests start."""
-    if "cupy" in sys.modules and not hasattr(sys.modules["cupy"], "_sim"):
-        raise pytest.UsageError("--cupy-double: the real cupy is already imported")
-    sys.path.insert(0, str(CUPY_DOUBLE))
+    """Make ``import cupy`` (and ``import nvmath``) find the doubles, here and in subprocesses
+    the tests start."""
+    for name, double in (("cupy", CUPY_DOUBLE), ("nvmath", NVMATH_DOUBLE)):
+        module = sys.modules.get(name)
+        if module is not None and not str(getattr(module, "__file__", "")).startswith(
+                str(double)):
+            raise pytest.UsageError(f"--cupy-double: the real {name} is already imported")
+    doubles = [str(CUPY_DOUBLE), str(NVMATH_DOUBLE)]
+    sys.path[:0] = doubles
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(CUPY_DOUBLE), *filter(None, [os.environ.get("PYTHONPATH")])])
+        [*doubles, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def pytest_ignore_collect(collection_path, config):
     """The double's own tests, and gpunn's under faults only the double can make, run in the
     --cupy-double session, where ``cupy`` is the double."""
-    if collection_path.name in ("test_cupy_double.py", "test_simulated.py"):
+    if collection_path.name in ("test_cupy_double.py", "test_nvmath_double.py",
+                                "test_simulated.py"):
         return not config.getoption("--cupy-double")
     return None
 

@@ -65,6 +65,10 @@ def test_gpunn_train_on_cuda_learns_what_the_cpu_learns(tmp_path, capsys, argv):
                                      tmp_path / device)
         assert status == 0 and err == "", err
         assert f"on {gn.device(device).device}: loss" in stdout
+        # CUDA says whether its step runs as a CUDA graph, in the first lines, and it does
+        lines = stdout.splitlines()
+        assert ("CUDA graph: on" in lines[:4]) == (device == "cuda")
+        assert "CUDA graph: off" not in stdout
         histories[device] = checkpoint.load(tmp_path / device / "checkpoint.npz",
                                             device="cpu").history
     cpu, cuda = histories["cpu"], histories["cuda"]

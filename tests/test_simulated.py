@@ -98,7 +98,8 @@ def test_launches_and_synchronisations_per_training_step():
     # a change that adds one fails here; lower them when a change removes some.
     graphed = step_counts.mlp_step_counts(batch_size=128)
     print(f"per training step on cuda-sim:0 (MLP 784-128-128-10, batch 128): {graphed}")
-    # Copy the batch into the graph's inputs (X and y), launch the graph.
+    # Copy the batch into the graph's inputs (X and y), launch the graph (whose products are
+    # cuBLAS called directly: CuPy refuses its own cuBLAS calls during a capture).
     assert graphed == {"launch": 3, "raw_launch": 0, "graph_launch": 1, "sync": 0, "h2d": 0,
                        "epoch_sync": 1}
     plain = step_counts.mlp_step_counts(batch_size=128, cuda_graph=False)
@@ -108,6 +109,21 @@ def test_launches_and_synchronisations_per_training_step():
                      "epoch_sync": 1}
     spiral = step_counts.spiral_step_counts()  # one full-batch step per epoch
     assert spiral["sync"] == spiral["epoch_sync"] == 1 and spiral["launch"] == 4
+
+
+def test_an_mlp_epoch_replays_its_step_as_a_cuda_graph():
+    # Issue 17's measure, with the double refusing cuBLAS during a capture as CuPy does: an
+    # epoch of 2,048 samples at batch 128 (16 steps) of a new 784-128-128-10 MLP. The first
+    # step runs plain, the second is captured and launched, the other 14 replay.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2048, 784)).astype(np.float32)
+    y = rng.integers(0, 10, len(X))
+    model = build_model("cuda:0", (784, 128, 128, 10))
+    X_device, y_device = model.backend.asarray(X), model.backend.asarray(y)
+    sim.reset_counters()
+    history = model.train(X_device, y_device, epochs=1, batch_size=128, verbose=False)
+    assert history.cuda_graph == "captured"
+    assert sim.counters["graph_launch"] == 15 and sim.counters["sync"] <= 4
 
 
 def test_every_op_the_gpu_bandwidth_benchmark_times_runs():

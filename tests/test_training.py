@@ -71,29 +71,110 @@ def assert_same_training(first, second):
         np.testing.assert_allclose(history_a[key], history_b[key], rtol=1e-6, err_msg=key)
 
 
+def assert_captured(history, replays):
+    """The step ran as a CUDA graph: said by the history, and on the double, counted."""
+    assert history.cuda_graph == "captured"
+    sim = _simulated()
+    if sim is not None:
+        assert sim.counters["graph_launch"] == replays
+
+
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_cuda_graphs_change_no_result(backend, optimizer):
     _cuda_only(backend)
     X, y = _data()  # 70 samples in batches of 16: a shorter last batch in every epoch
     plain = _train(backend, cuda_graph=False, X=X, y=y, optimizer=optimizer)
+    assert plain[1].cuda_graph == "off: cuda_graph=False"
     graphed = _train(backend, cuda_graph=True, X=X, y=y, optimizer=optimizer)
-    sim = _simulated()
-    if sim is not None:  # 3 epochs of 5 steps; each shape's first step runs without a graph
-        assert sim.counters["graph_launch"] == 3 * 5 - 2
+    # 3 epochs of 5 steps; each shape's first step (of 16 rows, and of the last 6) runs plain,
+    # its second is captured and launched, the rest replay
+    assert_captured(graphed[1], replays=3 * 5 - 2)
     assert_same_training(plain, graphed)
 
 
-@pytest.mark.parametrize("head", ["sigmoid", "linear"])
+@pytest.mark.parametrize("head", ["sigmoid", "linear", "one-hot softmax"])
 def test_cuda_graphs_with_dropout_and_other_losses(backend, head):
     _cuda_only(backend)
     X, y = _data()
-    if head == "sigmoid":
+    if head != "linear":  # one-hot labels: the book's Softmax and cross-entropy, not the fused
         y = (y[:, None] == np.arange(3)).astype(np.float32)
     else:
         y = X[:, :3] * 0.5
-    kwargs = {"head": head, "dropout": 0.2, "optimizer": "adam"}
-    assert_same_training(_train(backend, cuda_graph=False, X=X, y=y, **kwargs),
-                         _train(backend, cuda_graph=True, X=X, y=y, **kwargs))
+    kwargs = {"head": head.split()[-1], "dropout": 0.2, "optimizer": "adam"}
+    plain = _train(backend, cuda_graph=False, X=X, y=y, **kwargs)
+    graphed = _train(backend, cuda_graph=True, X=X, y=y, **kwargs)
+    assert_captured(graphed[1], replays=3 * 5 - 2)
+    assert_same_training(plain, graphed)
+
+
+def test_the_spiral_models_full_batch_step_is_captured(backend):
+    _cuda_only(backend)
+    X, y = gn.datasets.spiral_data(samples=100, classes=3, seed=0)
+    runs = []
+    for cuda_graph in (False, True):
+        gn.seed(5)
+        model = build_model(backend, (2, 64, 3))
+        model.finalize()
+        sim = _simulated()
+        if sim is not None:
+            sim.reset_counters()
+        runs.append((model, model.train(X, y, epochs=6, cuda_graph=cuda_graph, verbose=False)))
+    assert_captured(runs[1][1], replays=6 - 1)  # one step an epoch
+    assert_same_training(*runs)
+
+
+@pytest.mark.parametrize("change", ["learning rate", "dropout rate", "reseed"])
+def test_a_change_between_steps_is_captured_again_not_replayed_stale(backend, change):
+    # A captured step bakes in the host values it passed (learning rate, dropout rate) and the
+    # dropout generator: changed by a callback, the graph must be captured again.
+    _cuda_only(backend)
+    X, y = _data()
+    results = []
+    for cuda_graph in (False, True):
+        model = _model(backend, "sgd", dropout=0.3)
+
+        def change_at(epoch, step, steps, model=model):
+            if (epoch, step) != (2, 1):
+                return
+            if change == "learning rate":
+                model.optimizer.learning_rate *= 0.1
+            elif change == "dropout rate":
+                model.layers[2].rate = 0.6
+            else:
+                gn.seed(99)
+
+        gn.seed(12)
+        history = model.train(X, y, epochs=3, batch_size=16, cuda_graph=cuda_graph,
+                              on_batch_end=change_at, verbose=False)
+        results.append((model, history))
+    assert results[1][1].cuda_graph == "captured"
+    assert_same_training(*results)
+
+
+def test_without_nvmath_the_step_runs_plain_and_says_why(backend, monkeypatch, caplog):
+    _cuda_only(backend)
+    from gpunn.backend import blas
+
+    def missing():
+        raise ImportError("No module named 'nvmath'")
+
+    monkeypatch.setattr(blas, "load", missing)
+    monkeypatch.setattr(backend, "_blas", None)
+    X, y = _data()
+    plain = _train(backend, cuda_graph=False, X=X, y=y)
+    with caplog.at_level(logging.INFO, logger="gpunn"):
+        graphed = _train(backend, cuda_graph=True, X=X, y=y)
+    assert graphed[1].cuda_graph.startswith(
+        f"off: matrix products cannot be captured on {backend.device}: No module named")
+    assert any("training without CUDA graphs" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert_same_training(plain, graphed)
+
+
+def test_the_cpu_says_it_runs_no_cuda_graphs():
+    X, y = _data()
+    _, history = _train(gn.device("cpu"), cuda_graph=True, X=X, y=y, epochs=1)
+    assert history.cuda_graph == "off: the CPU runs no CUDA graphs"
 
 
 class _SyncingLoss(gn.MeanSquaredError):
@@ -114,12 +195,16 @@ def test_a_step_that_cannot_be_captured_runs_without_graphs(backend, caplog):
         model.set(loss=_SyncingLoss())
         model.finalize()
         gn.seed(12)
-        with caplog.at_level(logging.WARNING, logger="gpunn"):
+        with caplog.at_level(logging.INFO, logger="gpunn"):
             history = model.train(X, y, epochs=2, batch_size=16, cuda_graph=cuda_graph,
                                   verbose=False)
         results.append((model, history))
-    warnings = [r.getMessage() for r in caplog.records if "CUDA graph" in r.getMessage()]
-    assert len(warnings) == 1 and "training goes on without CUDA graphs" in warnings[0]
+    said = [r for r in caplog.records if "without CUDA graphs" in r.getMessage()]
+    # one INFO line for the failed capture (and one for the run with cuda_graph=False)
+    assert [r.levelno for r in said] == [logging.INFO, logging.INFO]
+    assert "the capture failed" in said[1].getMessage()
+    assert results[1][1].cuda_graph.startswith("off: the capture failed (RuntimeError: the "
+                                               "current stream is capturing")
     assert_same_training(*results)
 
 
@@ -164,5 +249,9 @@ def test_the_cli_trains_without_cuda_graphs_when_asked(tmp_path, capsys):
     from gpunn import cli
 
     code = cli.main(["train", "--epochs", "2", "--out", str(tmp_path / "run"),
-                     "--no-cuda-graph", "--quiet"])
+                     "--no-cuda-graph"])
     assert code == 0 and (tmp_path / "run" / "model.npz").is_file()
+    if gn.device("auto").fused:  # CUDA says so; the CPU, which runs no graphs, says nothing
+        assert "CUDA graph: off (--no-cuda-graph)" in capsys.readouterr().out.splitlines()[:4]
+    else:
+        assert "CUDA graph" not in capsys.readouterr().out

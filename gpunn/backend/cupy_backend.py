@@ -92,6 +92,8 @@ class CupyBackend(NumpyBackend):
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._ones_cache = {}
         self._functions: dict[tuple[str, str], Any] = {}  # (kernel, dtype) -> loaded kernel
+        self._blas: Any = None  # gpunn.backend.blas.Blas, made on the first capturable run
+        self._blas_bound: Any = None  # the same while ``capturable`` is in force
         self._check_kernels()
 
     def _check_kernels(self) -> None:
@@ -112,9 +114,10 @@ class CupyBackend(NumpyBackend):
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         # cuBLAS allocates its workspace outside CuPy's pool and reports a failure as
-        # CUBLASError CUBLAS_STATUS_ALLOC_FAILED (status 3) instead of OutOfMemoryError.
+        # CUBLAS_STATUS_ALLOC_FAILED (status 3) instead of OutOfMemoryError: CuPy raises it as
+        # CUBLASError, nvmath-python (gpunn.backend.blas) as cuBLASError.
         return super().is_out_of_memory(error) or (
-            type(error).__name__ == "CUBLASError" and getattr(error, "status", None) == 3)
+            type(error).__name__.lower() == "cublaserror" and getattr(error, "status", None) == 3)
 
     def __repr__(self) -> str:
         return f"<gpunn backend {self.device}>"
@@ -144,6 +147,48 @@ class CupyBackend(NumpyBackend):
     def seed(self, seed: int) -> None:
         with self._cuda_device:
             self.random = self.xp.random.default_rng(seed)
+
+    # ---- matrix products ---------------------------------------------------------------------
+
+    def gemm(self, a: Any, b: Any, out: Any = None, *, trans_a: bool = False,
+             trans_b: bool = False) -> Any:
+        # CuPy's dot, except inside ``capturable``: there cuBLAS directly (gpunn.backend.blas),
+        # for every step of a graphed run, so captured and uncaptured steps compute alike.
+        if self._blas_bound is None or a.dtype != b.dtype or a.dtype.name not in kernels.DTYPES:
+            return super().gemm(a, b, out=out, trans_a=trans_a, trans_b=trans_b)
+        with self._cuda_device:
+            a, b = self._contiguous(a), self._contiguous(b)
+            if out is None:
+                out = self.xp.empty((a.shape[1] if trans_a else a.shape[0],
+                                     b.shape[0] if trans_b else b.shape[1]), dtype=a.dtype)
+            return self._blas_bound.gemm(a, b, out, trans_a, trans_b)
+
+    def why_no_cuda_graph(self) -> str | None:
+        if self._blas is None:
+            from gpunn.backend import blas
+
+            try:
+                self._blas = blas.Blas(self.xp, self._cuda_device)
+            except Exception as error:  # ImportError; a cuBLAS that does not start
+                return (f"matrix products cannot be captured on {self.device}: "
+                        f"{' '.join(str(error).split())[:300]}")
+        return None
+
+    @contextlib.contextmanager
+    def capturable(self, stream: Any) -> Any:
+        """Within this block, matrix products are issued to cuBLAS directly on ``stream``, where
+        a CUDA graph can capture them (CuPy refuses cuBLAS during a capture). Raises
+        DeviceUnavailableError, saying why, when that cannot be had (nvmath-python missing)."""
+        reason = self.why_no_cuda_graph()
+        if reason is not None:
+            raise DeviceUnavailableError(reason)
+        with self._cuda_device:
+            self._blas.bind(stream)
+        self._blas_bound = self._blas
+        try:
+            yield
+        finally:
+            self._blas_bound = None
 
     # ---- kernel-backed ops -----------------------------------------------------------------
 

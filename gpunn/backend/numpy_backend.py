@@ -77,6 +77,21 @@ class NumpyBackend:
         """Uniform samples in [0, 1) drawn on the device, for dropout masks."""
         return self.random.random(shape, dtype=dtype)
 
+    # ---- matrix products ---------------------------------------------------------------------
+
+    def gemm(self, a: Any, b: Any, out: Any = None, *, trans_a: bool = False,
+             trans_b: bool = False) -> Any:
+        """``op(a) @ op(b)``, into ``out`` when given, where ``op`` transposes its matrix when
+        ``trans_a`` / ``trans_b`` is set: every matrix product of a layer goes through here.
+
+        Example: ``backend.gemm(inputs, dvalues, out=dweights, trans_a=True)``.
+        """
+        return self.xp.dot(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+    def why_no_cuda_graph(self) -> str | None:
+        """Why a training step on this device cannot run as a CUDA graph, or None if it can."""
+        return "the CPU runs no CUDA graphs"
+
     # ---- reductions on small batches ----------------------------------------------------------
     # np.sum(axis=...) and np.max(axis=1) pay several microseconds per call on the narrow arrays of
     # a small network; as products with a ones vector (BLAS) and as a reduction over a transposed
@@ -84,11 +99,11 @@ class NumpyBackend:
 
     def column_sums(self, x: Any, out: Any = None) -> Any:
         """``x.sum(axis=0, keepdims=True)``: e.g. the bias gradient."""
-        return self.xp.dot(self._ones(x.shape[0], x.dtype).reshape(1, -1), x, out=out)
+        return self.gemm(self._ones(x.shape[0], x.dtype).reshape(1, -1), x, out=out)
 
     def row_sums(self, x: Any) -> Any:
         """``x.sum(axis=1, keepdims=True)``."""
-        return self.xp.dot(x, self._ones(x.shape[1], x.dtype).reshape(-1, 1))
+        return self.gemm(x, self._ones(x.shape[1], x.dtype).reshape(-1, 1))
 
     def row_max(self, x: Any) -> Any:
         """``x.max(axis=1, keepdims=True)``."""

@@ -142,6 +142,9 @@ devices = [Device(i) for i in range(DEVICE_COUNT)]
 # The arrays whose ``.data.ptr`` was taken, by address: how the double's NCCL, handed bare
 # pointers as the real one is, finds the memory (and device) behind them.
 pointers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+# Live streams by ``Stream.ptr``: how a library handed a bare stream pointer (the nvmath double's
+# cublas.set_stream) finds the stream.
+streams: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _current = [0]  # the current device (CUDA keeps one per thread; the double keeps one)
 
 

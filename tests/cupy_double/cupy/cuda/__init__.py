@@ -121,6 +121,8 @@ class Stream:
         self._null, self.is_non_blocking = null, non_blocking
         self.ptr = 0 if null else id(self)
         self.device_id = _sim.current()
+        if not null:
+            _sim.streams[self.ptr] = self
 
     def __enter__(self) -> Stream:
         _sim.stream_stack.append(None if self._null else self)

@@ -1,0 +1,122 @@
+"""Matrix products that a CUDA graph can capture: cuBLAS called directly.
+
+CuPy 14 refuses every cuBLAS call while the current stream is capturing (its ``setStream``
+raises ``NotImplementedError: calling cuBLAS API during stream capture is currently
+unsupported``; cupy_backends/cuda/libs/cublas.pyx), so a training step whose Dense layers use
+``cupy.dot`` can never become a CUDA graph. cuBLAS itself can be captured (NVIDIA's cuBLAS
+guide, "CUDA Graphs Support") when the handle has a workspace of its own: without one it takes
+memory from its default workspace pool during the capture. This module calls cuBLAS through
+NVIDIA's low-level bindings in nvmath-python (``nvmath.bindings.cublas``, an extra of gpunn's
+CUDA install): one handle per device, bound to the stream that trains, with a persistent
+workspace set again after every change of stream (``cublasSetStream`` resets it).
+
+The product is ``cublasGemmEx`` with the arguments CuPy's own ``dot`` passes (cupy/_core/
+_routines_linalg.pyx, tensordot_core_v11): the same transposes, leading dimensions, compute type
+(32F, or 32F_FAST_TF32 when CUPY_TF32 is set; 64F for float64) and algorithm
+(GEMM_DEFAULT_TENSOR_OP from compute capability 8.0). Row-major C = op(A) @ op(B) is computed as
+the column-major C^T = op(B)^T op(A)^T, so no operand is copied.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy
+
+from gpunn.errors import InvalidArgumentError
+
+# cuBLAS's own default workspace on Hopper and Blackwell is 32 MiB (4 MiB before): the same
+# size keeps its choice of algorithms the same inside and outside a capture.
+WORKSPACE_BYTES = 32 * 2**20
+INSTALL_HINT = ("pip install 'gpunn[cuda12]' (or 'gpunn[cuda13]') brings it, or "
+                "pip install nvmath-python")
+
+
+def load() -> Any:
+    """``nvmath.bindings.cublas`` and ``nvmath``, or ImportError saying how to install them."""
+    try:
+        import nvmath
+        from nvmath.bindings import cublas
+    except ImportError as error:
+        raise ImportError(f"nvmath-python is not installed ({error}); {INSTALL_HINT}") from error
+    return nvmath, cublas
+
+
+class Blas:
+    """cuBLAS products on one device, on whatever stream is current when they are issued.
+
+    Example: ``Blas(cupy, 0).gemm(x, w, out)`` is ``cupy.dot(x, w, out=out)``, capturable.
+    """
+
+    def __init__(self, cupy: Any, device: Any) -> None:
+        nvmath, self.cublas = load()
+        self.cupy, self.device = cupy, device
+        cublas = self.cublas
+        self.types = {numpy.dtype("float32"): int(nvmath.CudaDataType.CUDA_R_32F),
+                      numpy.dtype("float64"): int(nvmath.CudaDataType.CUDA_R_64F)}
+        tf32 = int(os.environ.get("CUPY_TF32", "0") or 0) > 0  # what CuPy's dot reads
+        self.compute = {
+            numpy.dtype("float32"): int(cublas.ComputeType.COMPUTE_32F_FAST_TF32 if tf32
+                                        else cublas.ComputeType.COMPUTE_32F),
+            numpy.dtype("float64"): int(cublas.ComputeType.COMPUTE_64F)}
+        # alpha = 1 and beta = 0 read from host memory at each call (and baked into a graph)
+        self.scalars = {numpy.dtype("float32"): (numpy.ones(1, "float32"),
+                                                 numpy.zeros(1, "float32")),
+                        numpy.dtype("float64"): (numpy.ones(1, "float64"),
+                                                 numpy.zeros(1, "float64"))}
+        self.op = (int(cublas.Operation.N), int(cublas.Operation.T))
+        with device:
+            major = int(device.compute_capability) // 10
+            self.algo = int(cublas.GemmAlgo.DEFAULT_TENSOR_OP if major >= 8
+                            else cublas.GemmAlgo.DEFAULT)
+            self.workspace = cupy.empty(WORKSPACE_BYTES, dtype="uint8")
+            self.handle = cublas.create()
+        self.stream_ptr: int | None = None
+        self.stream: Any = None
+
+    def bind(self, stream: Any) -> None:
+        """Issue the products to ``stream`` (with the workspace, which binding resets)."""
+        if stream.ptr != self.stream_ptr:
+            self.cublas.set_stream(self.handle, stream.ptr)
+            self.cublas.set_workspace(self.handle, self.workspace.data.ptr, WORKSPACE_BYTES)
+            self.stream_ptr, self.stream = stream.ptr, stream  # kept alive while bound
+
+    def gemm(self, a: Any, b: Any, out: Any, trans_a: bool, trans_b: bool) -> Any:
+        """``op(a) @ op(b)`` into ``out`` (C-contiguous, float32 or float64, all one dtype;
+        ``op`` transposes where asked): one cuBLAS launch on the current stream."""
+        dtype = out.dtype
+        if dtype not in self.types or a.dtype != dtype or b.dtype != dtype:
+            raise InvalidArgumentError(f"gemm multiplies float32 or float64 arrays of one "
+                                       f"dtype; received {a.dtype}, {b.dtype} into {dtype}.")
+        if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+            raise InvalidArgumentError("gemm needs C-contiguous operands and output.")
+        rows, inner = a.shape[::-1] if trans_a else a.shape
+        inner_b, cols = b.shape[::-1] if trans_b else b.shape
+        if inner != inner_b or out.shape != (rows, cols):
+            raise InvalidArgumentError(
+                f"gemm: op(a) is ({rows}, {inner}) and op(b) ({inner_b}, {cols}); they do not "
+                f"multiply into out of shape {tuple(out.shape)}.")
+        if rows == 0 or cols == 0:
+            return out
+        if inner == 0:
+            out.fill(0)
+            return out
+        self.bind(self.cupy.cuda.get_current_stream())
+        one, zero = self.scalars[dtype]
+        kind = self.types[dtype]
+        # Column-major C^T (cols x rows) = op(B)^T (cols x inner) op(A)^T (inner x rows):
+        # a row-major matrix is its own transpose in column-major order, leading dimension
+        # its row length.
+        self.cublas.gemm_ex(
+            self.handle, self.op[trans_b], self.op[trans_a], cols, rows, inner,
+            one.ctypes.data, b.data.ptr, kind, b.shape[1], a.data.ptr, kind, a.shape[1],
+            zero.ctypes.data, out.data.ptr, kind, cols, self.compute[dtype], self.algo)
+        return out
+
+    def close(self) -> None:
+        """Release the handle (the workspace goes with this object)."""
+        if self.handle is not None:
+            with self.device:
+                self.cublas.destroy(self.handle)
+            self.handle = None

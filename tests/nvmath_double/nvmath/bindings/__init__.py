@@ -1,0 +1,1 @@
+"""``nvmath.bindings`` of the double: only ``cublas``."""

@@ -1,0 +1,199 @@
+"""``nvmath.bindings.cublas`` of the double: handles, streams, workspaces and ``gemm_ex`` on the
+CuPy double's simulated devices, with the real binding's names and parameters.
+
+A product computes with NumPy on the simulated memory behind the device pointers it is given,
+read as cuBLAS reads them (column-major, leading dimensions), counts one launch, and inside a
+capture of the handle's stream is recorded for the graph to replay. Refused, as cuBLAS or the
+GPU would refuse them (``cuBLASError`` with cuBLAS's status), with "[nvmath double: ...]" saying
+why: a pointer that is not device memory on the handle's device, an operand reaching past its
+buffer, a stream of another device, a product on the legacy default stream during a capture,
+and, the hazard a graph cannot survive, a product captured while the handle has no workspace of
+its own (cuBLAS would take one from its pool during the capture; cublasSetStream resets the
+workspace, so it must be set again after every change of stream).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+
+import numpy
+from cupy import _sim
+
+from nvmath import _api
+
+_NAMESPACE = "nvmath.bindings.cublas"
+Operation = _api.real_enum(_NAMESPACE, "Operation")
+ComputeType = _api.real_enum(_NAMESPACE, "ComputeType")
+GemmAlgo = _api.real_enum(_NAMESPACE, "GemmAlgo")
+Status = _api.real_enum(_NAMESPACE, "Status")
+
+_DTYPES = {0: numpy.dtype("float32"), 1: numpy.dtype("float64")}  # CUDA_R_32F, CUDA_R_64F
+_SCALAR = {int(ComputeType.COMPUTE_32F): ctypes.c_float,
+           int(ComputeType.COMPUTE_32F_FAST_TF32): ctypes.c_float,
+           int(ComputeType.COMPUTE_32F_PEDANTIC): ctypes.c_float,
+           int(ComputeType.COMPUTE_64F): ctypes.c_double,
+           int(ComputeType.COMPUTE_64F_PEDANTIC): ctypes.c_double}
+
+
+class cuBLASError(Exception):  # noqa: N801 (the real name)
+    """A cuBLAS status other than success."""
+
+    def __init__(self, status, why: str = "") -> None:
+        self.status = int(status)
+        super().__init__(f"{Status(self.status).name}" + (f" [nvmath double: {why}]" if why
+                                                          else ""))
+
+    def __reduce__(self):
+        return (type(self), (self.status,))
+
+
+class _Handle:
+    def __init__(self) -> None:
+        self.device = _sim.current()
+        self.stream = None  # the legacy default stream, as after cublasCreate
+        self.workspace: tuple | None = None  # (memory, bytes) set by set_workspace
+
+
+_handles: dict[int, _Handle] = {}
+_numbers = itertools.count(0x5100)
+
+
+def _handle(handle) -> _Handle:
+    found = _handles.get(int(handle))
+    if found is None:
+        raise cuBLASError(Status.NOT_INITIALIZED, f"no live handle {handle}")
+    return found
+
+
+def create():
+    handle = next(_numbers)
+    _handles[handle] = _Handle()
+    return handle
+
+
+def destroy(handle):
+    _handle(handle)
+    del _handles[int(handle)]
+
+
+def set_stream(handle, stream_id):
+    state = _handle(handle)
+    if int(stream_id) == 0:
+        state.stream = None
+    else:
+        stream = _sim.streams.get(int(stream_id))
+        if stream is None:
+            raise cuBLASError(Status.INVALID_VALUE, f"{stream_id} is no live stream")
+        state.stream = stream
+    state.workspace = None  # cublasSetStream resets the workspace to cuBLAS's own pool
+
+
+def get_stream(handle):
+    stream = _handle(handle).stream
+    return 0 if stream is None else stream.ptr
+
+
+def set_workspace(handle, workspace, workspace_size_in_bytes):
+    state = _handle(handle)
+    memory = _memory(state, workspace, "workspace")
+    if int(workspace_size_in_bytes) > memory.nbytes:
+        raise cuBLASError(Status.INVALID_VALUE, f"a workspace of {workspace_size_in_bytes} "
+                          f"bytes in a buffer of {memory.nbytes}")
+    state.workspace = (memory, int(workspace_size_in_bytes))
+
+
+def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb, beta, c,
+            ctype, ldc, compute_type, algo):
+    """C (m x n) = alpha op(A) op(B) + beta C, column-major, as cublasGemmEx."""
+    state = _handle(handle)
+    if int(atype) != int(btype) or int(atype) != int(ctype) or int(atype) not in _DTYPES:
+        raise cuBLASError(Status.NOT_SUPPORTED, "the double multiplies float32 or float64 "
+                          "operands of one type")
+    scalar = _SCALAR.get(int(compute_type))
+    if scalar is None or (scalar is ctypes.c_double) != (int(atype) == 1):
+        raise cuBLASError(Status.NOT_SUPPORTED, f"compute type {compute_type} for data type "
+                          f"{atype}")
+    if min(m, n, k) < 0 or lda < max(1, m if transa == Operation.N else k) \
+            or ldb < max(1, k if transb == Operation.N else n) or ldc < max(1, m):
+        raise cuBLASError(Status.INVALID_VALUE, "a negative size or a leading dimension too "
+                          "small")
+    dtype = _DTYPES[int(atype)]
+    rows_a, cols_a = (m, k) if transa == Operation.N else (k, m)
+    rows_b, cols_b = (k, n) if transb == Operation.N else (n, k)
+    A = _matrix(state, a, rows_a, cols_a, lda, dtype, "A")
+    B = _matrix(state, b, rows_b, cols_b, ldb, dtype, "B")
+    C = _matrix(state, c, m, n, ldc, dtype, "C")
+    one = scalar.from_address(int(alpha)).value  # host pointer mode: read at the call
+    zero = scalar.from_address(int(beta)).value
+    op_a = A if transa == Operation.N else A.T
+    op_b = B if transb == Operation.N else B.T
+
+    def product() -> None:
+        # As NumPy's dot of the row-major operands (op_b.T @ op_a.T is C transposed), so a
+        # product here equals the CuPy double's cupy.dot of the same arrays bit for bit.
+        with numpy.errstate(all="ignore"):
+            result = numpy.dot(op_b.T, op_a.T).T
+            if one != 1:
+                result = result * dtype.type(one)
+            if zero != 0:
+                result = result + dtype.type(zero) * C
+        C[...] = result
+
+    _issue(state, product)
+
+
+def _issue(state: _Handle, work) -> None:
+    if state.device != _sim.current():
+        raise cuBLASError(Status.EXECUTION_FAILED, f"the handle belongs to cuda-sim:"
+                          f"{state.device}, the current device is cuda-sim:{_sim.current()}")
+    if state.stream is not None and state.stream.device_id != state.device:
+        raise cuBLASError(Status.EXECUTION_FAILED, f"the handle's stream is on cuda-sim:"
+                          f"{state.stream.device_id}, the handle on cuda-sim:{state.device}")
+    capture = _sim.capture
+    if capture is not None and state.stream is None:
+        raise cuBLASError(Status.EXECUTION_FAILED, "cudaErrorStreamCaptureImplicit: work on "
+                          "the legacy default stream while another stream captures")
+    if capture is not None and state.stream is capture.stream:
+        if state.workspace is None:
+            raise cuBLASError(Status.ALLOC_FAILED, "a product captured while the handle has "
+                              "no workspace of its own: cuBLAS would allocate one during the "
+                              "capture (cublasSetWorkspace after every cublasSetStream)")
+        work()
+        capture.operations.append(work)
+        return
+    work()
+    _sim.counters["launch"] += 1
+    _sim.counters["cublas"] += 1
+
+
+def _memory(state: _Handle, pointer, what: str) -> numpy.ndarray:
+    """The simulated device memory from ``pointer`` to the end of its buffer, as bytes."""
+    array = _sim.pointers.get(int(pointer))
+    if array is None:
+        raise cuBLASError(Status.EXECUTION_FAILED, f"{what} at {pointer:#x} is not device "
+                          f"memory (an illegal address on a GPU; the double knows the pointers "
+                          f"taken from ndarray.data.ptr)")
+    if array._device != state.device:
+        raise cuBLASError(Status.EXECUTION_FAILED, f"{what} lives on cuda-sim:{array._device}, "
+                          f"the handle on cuda-sim:{state.device}")
+    if not array._a.flags.c_contiguous:
+        raise cuBLASError(Status.EXECUTION_FAILED, f"{what} is a strided view; the double "
+                          f"resolves pointers of contiguous arrays only")
+    return array._a.reshape(-1).view(numpy.uint8)
+
+
+def _matrix(state: _Handle, pointer, rows: int, cols: int, ld: int, dtype, what: str):
+    """The column-major rows x cols matrix at ``pointer`` with leading dimension ``ld``."""
+    memory = _memory(state, pointer, what)
+    needed = ((cols - 1) * ld + rows) * dtype.itemsize if rows and cols else 0
+    if needed > memory.nbytes:
+        raise cuBLASError(Status.EXECUTION_FAILED, f"{what} ({rows} x {cols}, ld {ld}) reaches "
+                          f"{needed} bytes into a buffer of {memory.nbytes} (an illegal memory "
+                          f"access on a GPU)")
+    flat = memory.view(dtype)
+    return numpy.lib.stride_tricks.as_strided(flat, shape=(rows, cols),
+                                              strides=(dtype.itemsize, ld * dtype.itemsize))
+
+
+_api.verify(_NAMESPACE, globals())
