@@ -72,24 +72,42 @@ def _model(device):
     return build_model(device, (2, 256, 3))
 
 
-@pytest.mark.parametrize("headroom, cause", [(3 * 2**20, "CUBLAS_STATUS_ALLOC_FAILED"),
-                                             (16 * 2**20, "Out of memory allocating")])
+# cuBLAS through CuPy (cuda_graph=False) takes its workspace from free memory; the direct
+# calls of a graphed run (gpunn.backend.blas) bring a workspace of their own, so there the batch's
+# activations are what no longer fits.
+@pytest.mark.parametrize("headroom, cause, cuda_graph", [
+    (3 * 2**20, "CUBLAS_STATUS_ALLOC_FAILED", False),
+    (16 * 2**20, "Out of memory allocating", False),
+    (3 * 2**20, "Out of memory allocating", True)])
 def test_a_full_device_is_an_out_of_memory_error_with_a_batch_hint(monkeypatch, headroom,
-                                                                   cause):
+                                                                   cause, cuda_graph):
     X, y = gn.datasets.spiral_data(samples=3000, classes=3, seed=0)
     model = _model("cuda:1")
     X_device, y_device = model.backend.asarray(X), model.backend.asarray(y)
     before = model.get_parameters()
+    if cuda_graph:  # the direct calls' handle and workspace, made before the device fills up
+        assert model.backend.why_no_cuda_graph() is None
     # Room for the data and parameters; then cuBLAS's workspace or the batch's activations
     # do not fit.
     monkeypatch.setattr(sim.devices[1], "capacity", sim.devices[1].allocated + headroom)
     with pytest.raises(gn.DeviceOutOfMemoryError, match=r"cuda:1 ran out of memory in epoch 1, "
                                                         r"step 1 .*Try batch_size=4500") as raised:
-        model.train(X_device, y_device, epochs=1, batch_size=9000, verbose=False)
+        model.train(X_device, y_device, epochs=1, batch_size=9000, verbose=False,
+                    cuda_graph=cuda_graph)
     assert cause in str(raised.value)
     for (w0, b0), (w1, b1) in zip(before, model.get_parameters()):
         np.testing.assert_array_equal(w0, w1)
         np.testing.assert_array_equal(b0, b1)
+
+
+def test_cublas_alloc_failed_from_either_binding_is_out_of_memory():
+    from cupy_backends.cuda.libs.cublas import CUBLASError
+    from nvmath.bindings import cublas
+
+    backend = gn.device("cuda:0")
+    assert backend.is_out_of_memory(CUBLASError(3))  # through CuPy
+    assert backend.is_out_of_memory(cublas.cuBLASError(3))  # through nvmath-python
+    assert not backend.is_out_of_memory(cublas.cuBLASError(13))
 
 
 def test_launches_and_synchronisations_per_training_step():
