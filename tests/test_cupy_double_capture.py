@@ -141,3 +141,76 @@ def test_generator_draws_are_captured_and_curands_host_api_is_absent():
     u = made["u"].get()
     assert ((0 <= u) & (u < 1)).all()
     assert not hasattr(cupy.random, "RandomState")
+
+
+# ---- copies through a MemoryPointer ------------------------------------------------------------
+
+def _buffers():
+    """A device source and target, and host memory, of 4 float32 each."""
+    source = cupy.asarray(np.arange(4, dtype=np.float32))
+    target = cupy.zeros(4, np.float32)
+    return source, target, np.full(4, 7.0, np.float32)
+
+
+SYNCHRONOUS = "the current stream is capturing, so synchronous API calls are disallowed"
+REFUSED_COPIES = {
+    "copy_from_device": (SYNCHRONOUS, lambda s, t, h: t.data.copy_from_device(s.data, 16)),
+    "copy_from device": (SYNCHRONOUS, lambda s, t, h: t.data.copy_from(s.data, 16)),
+    "copy_from_host": (SYNCHRONOUS, lambda s, t, h: t.data.copy_from_host(h.ctypes.data, 16)),
+    "copy_from host": (SYNCHRONOUS, lambda s, t, h: t.data.copy_from(h.ctypes.data, 16)),
+    "copy_to_host": (SYNCHRONOUS, lambda s, t, h: s.data.copy_to_host(h.ctypes.data, 16)),
+    "memset": (SYNCHRONOUS, lambda s, t, h: s.data.memset(0, 16)),
+    "copy_from_host_async": ("the current stream is capturing, so H2D transfers are disallowed",
+                             lambda s, t, h: t.data.copy_from_host_async(h.ctypes.data, 16)),
+    "copy_from_async host": ("the current stream is capturing, so H2D transfers are disallowed",
+                             lambda s, t, h: t.data.copy_from_async(h.ctypes.data, 16)),
+    "copy_to_host_async": ("the current stream is capturing, so D2H transfers are disallowed",
+                           lambda s, t, h: s.data.copy_to_host_async(h.ctypes.data, 16)),
+}
+# What each copy leaves in (source, target, host), which start as [0, 1, 2, 3], 0s and 7s.
+ARANGE, ZEROS, SEVENS = [0, 1, 2, 3], [0] * 4, [7] * 4
+COPIED = {"copy_from_device": (ARANGE, ARANGE, SEVENS),
+          "copy_from device": (ARANGE, ARANGE, SEVENS),
+          "copy_from_host": (ARANGE, SEVENS, SEVENS), "copy_from host": (ARANGE, SEVENS, SEVENS),
+          "copy_to_host": (ARANGE, ZEROS, ARANGE), "memset": (ZEROS, ZEROS, SEVENS),
+          "copy_from_host_async": (ARANGE, SEVENS, SEVENS),
+          "copy_from_async host": (ARANGE, SEVENS, SEVENS),
+          "copy_to_host_async": (ARANGE, ZEROS, ARANGE)}
+
+
+@pytest.mark.parametrize("name", REFUSED_COPIES)
+def test_synchronous_and_host_copies_are_refused_in_a_capture(name):
+    message, copy = REFUSED_COPIES[name]
+    source, target, host = _buffers()
+    with pytest.raises(RuntimeError, match=message):
+        _in_capture(lambda: copy(source, target, host))
+    assert (source.get().tolist(), target.get().tolist(), host.tolist()) == (
+        ARANGE, ZEROS, SEVENS)  # the refused copy changed nothing
+    copy(source, target, host)  # outside a capture it copies
+    assert (source.get().tolist(), target.get().tolist(), host.tolist()) == COPIED[name]
+
+
+@pytest.mark.parametrize("copy", [
+    lambda s, t: t.data.copy_from_device_async(s.data, 16),
+    lambda s, t: t.data.copy_from_async(s.data, 16),
+], ids=["copy_from_device_async", "copy_from_async device"])
+def test_device_to_device_copies_on_the_stream_are_captured(copy):
+    source, target, _ = _buffers()
+    graph, stream = _in_capture(lambda: copy(source, target))
+    assert target.get().tolist() == [0] * 4  # recorded, not run
+    graph.launch(stream)
+    assert target.get().tolist() == [0, 1, 2, 3]
+
+
+def test_memset_async_is_captured():
+    source, _, _ = _buffers()
+    graph, stream = _in_capture(lambda: source.data.memset_async(0, 8))
+    assert source.get().tolist() == [0, 1, 2, 3]
+    graph.launch(stream)
+    assert source.get().tolist() == [0, 0, 2, 3]
+
+
+def test_a_copy_past_the_end_of_the_buffer_is_refused():
+    source, target, _ = _buffers()
+    with pytest.raises(ValueError, match="past the end"):
+        target.data.copy_from_device_async(source.data, 20)

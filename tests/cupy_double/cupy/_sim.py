@@ -29,7 +29,8 @@ CUBLAS_WORKSPACE = 4 * 2**20
 
 # "sync": every device-to-host synchronisation; "launch": every kernel launch (CuPy's own
 # operations count one each, RawKernel launches too, also under "raw_launch"); "h2d": copies
-# from the host; "get_function": RawModule.get_function calls; "module_load": modules loaded.
+# from the host; "d2h": asynchronous copies to the host (MemoryPointer.copy_to_host_async, no
+# synchronisation); "get_function": RawModule.get_function calls; "module_load": modules loaded.
 counters: collections.Counter = collections.Counter()
 sync_reasons: collections.Counter = collections.Counter()
 
