@@ -5,6 +5,7 @@ and synchronisations of a training step. Collected in the ``pytest --cupy-double
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from helpers import build_model
 
 import gpunn as gn
 from gpunn import backend as backend_module
-from gpunn import cli
+from gpunn import cli, training
 from gpunn.backend import cupy_backend
+from gpunn.backend.graphs import GraphedStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/
 from benchmarks import step_counts  # noqa: E402
@@ -108,6 +110,36 @@ def test_launches_and_synchronisations_per_training_step():
                      "epoch_sync": 1}
     spiral = step_counts.spiral_step_counts()  # one full-batch step per epoch
     assert spiral["sync"] == spiral["epoch_sync"] == 1 and spiral["launch"] == 4
+
+
+def test_todays_training_step_is_not_captured_because_cublas_refuses(monkeypatch, caplog):
+    """Issue 17, as things stand: CuPy 14.2 refuses cuBLAS while a stream captures, and the
+    step's matrix products go through cupy.dot, so the capture fails at the first Dense
+    layer's product and the whole epoch runs without CUDA graphs (on a GPU too). When the
+    products go through a cuBLAS binding that may be captured, flip the assertions below:
+    ``runner.failed is None`` and a graph launch for every step but the first (7 here)."""
+    runners = []
+    make_runner = training._runner
+    monkeypatch.setattr(training, "_runner",
+                        lambda *args: runners.append(make_runner(*args)) or runners[-1])
+    gn.seed(0)
+    model = build_model("cuda:0", step_counts.MLP)  # 784-128-128-10, Adam
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8 * 128, 784)).astype(np.float32)
+    y = rng.integers(0, 10, len(X))
+    sim.reset_counters()
+    with caplog.at_level(logging.WARNING, logger="gpunn"):
+        model.train(X, y, epochs=1, batch_size=128, verbose=False)
+    (runner,) = runners
+    assert isinstance(runner, GraphedStep) and runner.graphs == {}
+    assert runner.failed == (
+        "NotImplementedError: calling cuBLAS API during stream capture is currently "
+        "unsupported [CuPy double: cupy.dot of float32 (128, 784) and float32 (784, 128) "
+        "inside a simulated CUDA graph capture]")
+    assert sim.counters["graph_launch"] == 0
+    assert [r.getMessage() for r in caplog.records if "CUDA graph" in r.getMessage()] == [
+        f"gpunn: the training step could not be captured as a CUDA graph ({runner.failed}); "
+        f"training goes on without CUDA graphs."]
 
 
 def test_every_op_the_gpu_bandwidth_benchmark_times_runs():
