@@ -49,8 +49,8 @@ def install_cupy_double() -> None:
 def pytest_ignore_collect(collection_path, config):
     """The double's own tests, and gpunn's under faults only the double can make, run in the
     --cupy-double session, where ``cupy`` is the double."""
-    if collection_path.name in ("test_cupy_double.py", "test_nvmath_double.py",
-                                "test_simulated.py"):
+    if collection_path.name in ("test_cupy_double.py", "test_cupy_double_capture.py",
+                                "test_nvmath_double.py", "test_simulated.py"):
         return not config.getoption("--cupy-double")
     return None
 

@@ -118,6 +118,7 @@ def _parameters(function):
                                                      cupy.random.Generator),
     ("cupy.RawModule", cupy.RawModule), ("cupy.cuda.Device", cupy.cuda.Device),
     ("cupy.cuda.runtime", cupy.cuda.runtime), ("cupy.random", cupy.random),
+    ("cupy.cuda.MemoryPointer", cupy.cuda.MemoryPointer),
 ])
 def test_every_parameter_the_double_takes_the_real_cupy_takes(namespace, owner):
     """Functions written out in the double take no parameter, *args or **kwargs that the real

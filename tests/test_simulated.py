@@ -5,6 +5,8 @@ and synchronisations of a training step. Collected in the ``pytest --cupy-double
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 from pathlib import Path
 
@@ -15,8 +17,9 @@ from helpers import build_model
 
 import gpunn as gn
 from gpunn import backend as backend_module
-from gpunn import cli
+from gpunn import cli, training
 from gpunn.backend import cupy_backend
+from gpunn.backend.graphs import GraphedStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/
 from benchmarks import step_counts  # noqa: E402
@@ -142,6 +145,37 @@ def test_an_mlp_epoch_replays_its_step_as_a_cuda_graph():
     history = model.train(X_device, y_device, epochs=1, batch_size=128, verbose=False)
     assert history.cuda_graph == "captured"
     assert sim.counters["graph_launch"] == 15 and sim.counters["sync"] <= 4
+
+
+def test_a_step_with_cupys_own_products_is_not_captured_because_cublas_refuses(monkeypatch,
+                                                                                caplog):
+    """Why issue 17 moved the products: CuPy 14.2 refuses cuBLAS while a stream captures, so
+    with the products on cupy.dot (as before, when ``capturable`` did nothing) the capture
+    fails at the first Dense layer's product and the epoch runs without CUDA graphs."""
+    monkeypatch.setattr(cupy_backend.CupyBackend, "capturable",
+                        lambda self, stream: contextlib.nullcontext())
+    runners = []
+    make_runner = training._runner
+    monkeypatch.setattr(training, "_runner",
+                        lambda *args: runners.append(make_runner(*args)) or runners[-1])
+    gn.seed(0)
+    model = build_model("cuda:0", step_counts.MLP)  # 784-128-128-10, Adam
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8 * 128, 784)).astype(np.float32)
+    y = rng.integers(0, 10, len(X))
+    sim.reset_counters()
+    with caplog.at_level(logging.INFO, logger="gpunn"):
+        history = model.train(X, y, epochs=1, batch_size=128, verbose=False)
+    (runner,) = runners
+    assert isinstance(runner, GraphedStep) and runner.graphs == {}
+    assert runner.failed == (
+        "the capture failed (NotImplementedError: calling cuBLAS API during stream capture is "
+        "currently unsupported [CuPy double: cupy.dot of float32 (128, 784) and float32 (784, "
+        "128) inside a simulated CUDA graph capture])")
+    assert history.cuda_graph == f"off: {runner.failed}"
+    assert sim.counters["graph_launch"] == 0
+    assert [r.getMessage() for r in caplog.records if "CUDA graph" in r.getMessage()] == [
+        f"gpunn: training without CUDA graphs: {runner.failed}"]
 
 
 def test_every_op_the_gpu_bandwidth_benchmark_times_runs():

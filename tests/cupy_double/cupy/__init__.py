@@ -13,7 +13,7 @@ from typing import Any as _Any
 
 import numpy as _numpy
 
-from cupy import _core, _sim, cuda, random  # noqa: F401  (cupy.cuda, cupy.random)
+from cupy import _core, _linalg, _sim, cuda, random  # noqa: F401  (cupy.cuda, cupy.random)
 from cupy._core import check_call as _check_call
 from cupy._core import cupy_function as _cupy_function
 from cupy._core import fresh as _fresh
@@ -46,26 +46,13 @@ for _name in ("where", "clip", "sum", "mean", "std", "var", "max", "min", "amax"
               "argmax", "argmin", "all", "any", "count_nonzero", "concatenate", "stack",
               "empty_like", "zeros_like", "ones_like", "full_like", "ascontiguousarray",
               "reshape", "ravel", "transpose", "allclose", "array_equal", "isclose", "cumsum",
-              "sort", "argsort", "unique", "take", "outer", "einsum", "around", "round"):
+              "sort", "argsort", "unique", "take", "outer", "around", "round"):
     globals()[_name] = _cupy_function(_name)
 
+# ---- matrix products: cuBLAS where CuPy calls it (refused in a capture; see cupy/_linalg.py) ---
+for _name in ("dot", "matmul", "vdot", "inner", "tensordot", "einsum"):
+    globals()[_name] = _linalg.product(_name)
 
-
-def _cublas(name: str) -> _Any:
-    """A matrix product: cuBLAS, which needs free memory for its workspace."""
-    product = _cupy_function(name)
-
-    def function(*args: _Any, **kwargs: _Any) -> _Any:
-        _check_call("cupy", name, args, kwargs)
-        _sim.cublas_workspace()
-        return product(*args, **kwargs)
-
-    function.__name__ = function.__qualname__ = name
-    function.checked_at_call = True
-    return function
-
-
-dot, matmul = _cublas("dot"), _cublas("matmul")
 
 # ---- arrays made on the device, from nothing ----------------------------------------------------
 

@@ -29,7 +29,8 @@ CUBLAS_WORKSPACE = 4 * 2**20
 
 # "sync": every device-to-host synchronisation; "launch": every kernel launch (CuPy's own
 # operations count one each, RawKernel launches too, also under "raw_launch"); "h2d": copies
-# from the host; "get_function": RawModule.get_function calls; "module_load": modules loaded.
+# from the host; "d2h": asynchronous copies to the host (MemoryPointer.copy_to_host_async, no
+# synchronisation); "get_function": RawModule.get_function calls; "module_load": modules loaded.
 counters: collections.Counter = collections.Counter()
 sync_reasons: collections.Counter = collections.Counter()
 
@@ -37,6 +38,25 @@ sync_reasons: collections.Counter = collections.Counter()
 def reset_counters() -> None:
     counters.clear()
     sync_reasons.clear()
+
+
+def capturing(stream: Any = None) -> bool:
+    """Whether ``stream`` (default: the current one) is capturing: CuPy asks
+    runtime.streamIsCapturing(stream_ptr) before each call it refuses in a capture."""
+    if stream is None:
+        stream = current_stream()  # None: the legacy default stream, which never captures
+    return capture is not None and capture.stream is stream
+
+
+def library_call(library: str, what: str) -> None:
+    """A call into a CUDA library's host API. cuBLAS, cuRAND, cuSOLVER and cuSPARSE each set the
+    current stream first (their setStream: cupy_backends/cuda/libs/cublas.pyx:642,
+    curand.pyx:140, cusolver.pyx:1495, cusparse.pyx:1331 in CuPy 14.2.0), and that refuses a
+    capturing stream. The double exposes only cuBLAS (cupy._linalg)."""
+    if capturing():
+        raise NotImplementedError(f"calling {library} API during stream capture is currently "
+                                  f"unsupported [CuPy double: {what} inside a simulated CUDA "
+                                  f"graph capture]")
 
 
 def sync(reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes as _ctypes
 from typing import Any as _Any
 
 import numpy as _numpy
@@ -80,19 +81,112 @@ class MemoryPointer:
     def device_id(self) -> int:
         return self._array._device
 
+    def _bytes(self, size: int) -> _numpy.ndarray:
+        """The ``size`` bytes of simulated memory from ``ptr``, within the array's buffer."""
+        buffer = self._array._a
+        while isinstance(buffer.base, _numpy.ndarray):
+            buffer = buffer.base
+        start = self.ptr - buffer.ctypes.data
+        flat = buffer.ravel(order="K").view(_numpy.uint8)
+        if not 0 <= size <= flat.size - start:
+            raise ValueError(f"copy of {size} bytes past the end of a buffer [CuPy double]")
+        return flat[start:start + size]
+
+    def _refuse_synchronous(self, what: str) -> None:
+        # CuPy 14.2.0 cupy/cuda/memory.pyx:543 (copy_from_device), :590 (copy_from_host),
+        # :688 (copy_to_host), :742 (memset): the calls on the legacy default stream.
+        if _sim.capturing():
+            raise RuntimeError(f"the current stream is capturing, so synchronous API calls are "
+                               f"disallowed [CuPy double: MemoryPointer.{what} inside a "
+                               f"simulated CUDA graph capture]")
+
+    def copy_from_device(self, src: MemoryPointer, size: int) -> None:
+        """Copy ``size`` bytes from ``src`` (synchronous: refused while capturing)."""
+        self._refuse_synchronous("copy_from_device")
+        self.copy_from_device_async(src, size)
+
     def copy_from_device_async(self, src: MemoryPointer, size: int, stream: _Any = None) -> None:
         """Copy ``size`` bytes from ``src`` (a device-to-device copy: one launch)."""
         if src.device_id != self.device_id:
             raise NotImplementedError("the CuPy double copies within one device only")
-        target, source = (p._array._a.reshape(-1).view(_numpy.uint8) for p in (self, src))
-        if size > min(target.nbytes, source.nbytes):
-            raise ValueError(f"copy of {size} bytes past the end of a buffer [CuPy double]")
+        target, source = self._bytes(size), src._bytes(size)
 
         def copy() -> None:
-            target[:size] = source[:size]
+            target[...] = source
 
         copy()
         _sim.launch(replay=copy)
+
+    def copy_from_host(self, mem: _Any, size: int) -> None:
+        """Copy ``size`` bytes from host address ``mem`` (synchronous: refused while
+        capturing)."""
+        self._refuse_synchronous("copy_from_host")
+        self._bytes(size)[...] = _host_bytes(mem, size)
+        _sim.counters["h2d"] += 1
+
+    def copy_from_host_async(self, mem: _Any, size: int, stream: _Any = None) -> None:
+        """Copy ``size`` bytes from pinned host memory at ``mem`` on ``stream``."""
+        if _sim.capturing(stream):  # memory.pyx:617
+            raise RuntimeError("the current stream is capturing, so H2D transfers are "
+                               "disallowed [CuPy double: MemoryPointer.copy_from_host_async "
+                               "inside a simulated CUDA graph capture]")
+        self._bytes(size)[...] = _host_bytes(mem, size)
+        _sim.counters["h2d"] += 1
+
+    def copy_from(self, mem: _Any, size: int) -> None:
+        """copy_from_device for a MemoryPointer, else copy_from_host (both synchronous)."""
+        if isinstance(mem, MemoryPointer):
+            self.copy_from_device(mem, size)
+        else:
+            self.copy_from_host(mem, size)
+
+    def copy_from_async(self, mem: _Any, size: int, stream: _Any = None) -> None:
+        """copy_from_device_async for a MemoryPointer, else copy_from_host_async."""
+        if isinstance(mem, MemoryPointer):
+            self.copy_from_device_async(mem, size, stream)
+        else:
+            self.copy_from_host_async(mem, size, stream)
+
+    def copy_to_host(self, mem: _Any, size: int) -> None:
+        """Copy ``size`` bytes to host address ``mem`` (synchronous: one synchronisation,
+        refused while capturing)."""
+        self._refuse_synchronous("copy_to_host")
+        _sim.sync("MemoryPointer.copy_to_host")
+        _host_bytes(mem, size)[...] = self._bytes(size)
+
+    def copy_to_host_async(self, mem: _Any, size: int, stream: _Any = None) -> None:
+        """Copy ``size`` bytes to pinned host memory at ``mem`` on ``stream`` (no
+        synchronisation; counted under "d2h")."""
+        if _sim.capturing(stream):  # memory.pyx:715
+            raise RuntimeError("the current stream is capturing, so D2H transfers are "
+                               "disallowed [CuPy double: MemoryPointer.copy_to_host_async "
+                               "inside a simulated CUDA graph capture]")
+        _host_bytes(mem, size)[...] = self._bytes(size)
+        _sim.counters["d2h"] += 1
+
+    def memset(self, value: int, size: int) -> None:
+        """Set ``size`` bytes to ``value`` (synchronous: refused while capturing)."""
+        self._refuse_synchronous("memset")
+        self.memset_async(value, size)
+
+    def memset_async(self, value: int, size: int, stream: _Any = None) -> None:
+        """Set ``size`` bytes to ``value`` on ``stream`` (one launch)."""
+        target = self._bytes(size)
+
+        def fill() -> None:
+            target.fill(value & 0xFF)
+
+        fill()
+        _sim.launch(replay=fill)
+
+
+def _host_bytes(mem: _Any, size: int) -> _numpy.ndarray:
+    """``size`` bytes of host memory at ``mem`` (an int or a ctypes.c_void_p), as CuPy takes
+    a host address."""
+    if size == 0:
+        return _numpy.empty(0, _numpy.uint8)
+    address = mem if isinstance(mem, int) else mem.value
+    return _numpy.ctypeslib.as_array((_ctypes.c_uint8 * size).from_address(address))
 
 
 class Event:
