@@ -328,6 +328,48 @@ def test_gpunn_on_the_double_says_it_is_simulated():
     assert backend.xp is cupy and "cuda-sim" in repr(cupy.cuda.Device(0))
 
 
+# ---- copies from pinned memory ------------------------------------------------------------------
+
+def _copy_from_pinned(stream):
+    """A device array and the pinned host array copied into it on ``stream``."""
+    memory = cupy.cuda.alloc_pinned_memory(12)
+    host = np.frombuffer(memory, np.float32, 3)
+    host[...] = (1.0, 2.0, 3.0)
+    device = cupy.zeros(3, dtype=np.float32)
+    device.set(host, stream=stream)
+    return device, host
+
+
+def _get_on(stream, device):
+    with stream:
+        device.get()
+
+
+@pytest.mark.parametrize("wait", [lambda stream, device: stream.synchronize(),
+                                  lambda stream, device: stream.record().synchronize(),
+                                  lambda stream, device: cupy.cuda.Device(0).synchronize(),
+                                  _get_on],
+                         ids=["stream", "event-after", "device", "get-on-its-stream"])
+def test_pinned_memory_may_be_freed_once_its_copies_were_waited_for(wait):
+    stream = cupy.cuda.Stream(non_blocking=True)
+    device, host = _copy_from_pinned(stream)
+    wait(stream, device)
+    del host
+    assert sim.take_hazards() == [] and device.get().tolist() == [1.0, 2.0, 3.0]
+
+
+def test_pinned_memory_freed_while_a_copy_from_it_may_run_is_a_hazard():
+    stream = cupy.cuda.Stream(non_blocking=True)
+    before = stream.record()
+    device, host = _copy_from_pinned(stream)
+    before.synchronize()  # recorded before the copy: does not wait for it
+    device.get()  # on the default stream, not the copy's
+    del host
+    hazards = sim.take_hazards()
+    assert len(hazards) == 1 and "12 bytes of pinned host memory were freed while a copy" \
+        in hazards[0]
+
+
 # ---- CUDA graphs --------------------------------------------------------------------------------
 
 def _capture(work, *, private_pool=True):

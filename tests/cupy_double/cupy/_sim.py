@@ -127,6 +127,70 @@ class Capture:
         return self.operations
 
 
+# ---- copies from pinned host memory -------------------------------------------------------------
+# On a GPU a copy from page-locked (pinned) host memory is asynchronous: the GPU reads the host
+# buffer until the copy is done, and pinned memory freed before then goes back to CuPy's pool
+# (whose next user writes it while the copy still reads it). The host knows a copy is done only
+# once it waited for it: a synchronize of its stream or device, of an event recorded on its
+# stream after it, or a device-to-host copy on its stream. The double runs each copy at once but
+# keeps it in flight until such a wait; pinned memory freed with a copy in flight is a hazard,
+# kept in ``hazards``: tests/conftest.py fails the test that left one. Stricter than CUDA: a
+# wait on another stream that waited for the copy's stream (Stream.wait_event) does not count.
+
+hazards: list[str] = []
+
+
+class Copy:
+    """A copy from pinned memory on ``stream`` (None: the legacy default stream)."""
+
+    def __init__(self, stream: Any, device: int) -> None:
+        self.stream, self.device, self.done = stream, device, False
+
+
+in_flight: list[Copy] = []
+
+
+def pinned_owner(array: numpy.ndarray) -> Any:
+    """The pinned memory (cupy.cuda.alloc_pinned_memory) under a host array, or None."""
+    owner: Any = array
+    while owner is not None and not hasattr(owner, "_copies"):
+        owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+    return owner
+
+
+def copied_from_pinned(memory: Any, stream: Any) -> None:
+    """A copy from ``memory`` issued on ``stream``: in flight until the host waits for it."""
+    copy = Copy(stream, current())
+    in_flight.append(copy)
+    memory._copies[:] = [*(earlier for earlier in memory._copies if not earlier.done), copy]
+
+
+def waited(copies: list[Copy]) -> None:
+    """The host waited for ``copies``: their pinned memory may be reused or freed."""
+    for copy in copies:
+        copy.done = True
+    in_flight[:] = [copy for copy in in_flight if not copy.done]
+
+
+def pinned_freed(copies: list[Copy], nbytes: int) -> None:
+    """Called when pinned memory is freed, with the copies ever issued from it."""
+    pending = [copy for copy in copies if not copy.done]
+    if pending:
+        streams = ", ".join(sorted({"the default stream" if copy.stream is None
+                                    else f"stream {copy.stream.ptr:#x}" for copy in pending}))
+        copies = "a copy" if len(pending) == 1 else f"{len(pending)} copies"
+        hazards.append(f"{nbytes} bytes of pinned host memory were freed while {copies} from "
+                       f"them could still be running ({streams}): wait for them first (the "
+                       f"stream's or an event's synchronize)")
+
+
+def take_hazards() -> list[str]:
+    """The hazards recorded since the last call, and forget them."""
+    taken = hazards[:]
+    hazards.clear()
+    return taken
+
+
 class Device:
     def __init__(self, index: int) -> None:
         self.index = index
