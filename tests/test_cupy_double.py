@@ -201,6 +201,21 @@ def test_random_generators_are_bound_to_their_device():
         generator.random(3)
 
 
+def test_xorwow_keeps_a_state_per_thread_of_its_kernels():
+    sms = cupy.cuda.Device(0).attributes["MultiProcessorCount"]
+    assert cupy.random.default_rng(0).bit_generator._state_size() == 8 * 256 * sms  # CuPy's
+    gc.collect()
+    before = sim.devices[0].allocated
+    bits = cupy.random.XORWOW(0, size=512)
+    assert bits._state_size() == 512 and sim.devices[0].allocated == before + 512 * 48
+    with pytest.raises(ValueError, match="multiple of 256"):
+        cupy.random.XORWOW(0, size=300)
+    with cupy.cuda.Device(1):
+        on_one = cupy.random.XORWOW(0, size=256)
+    with pytest.raises(RuntimeError, match="allocated in a different device"):
+        cupy.random.Generator(on_one).random(3)
+
+
 def test_out_of_memory_past_the_capacity_and_memory_comes_back(monkeypatch):
     gc.collect()  # what earlier tests left on the device is freed, or counted below
     monkeypatch.setattr(sim.devices[1], "capacity", sim.devices[1].allocated + 10_000)
