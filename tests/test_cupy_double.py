@@ -201,6 +201,22 @@ def test_random_generators_are_bound_to_their_device():
         generator.random(3)
 
 
+@pytest.mark.parametrize("value, expected", [(None, [0, 1, 2]), ("2", [2]), ("2,0", [2, 0]),
+                                             ("0,7,1", [0]), ("1,1", [1]), ("", [])])
+def test_a_process_sees_the_gpus_cuda_visible_devices_names(value, expected):
+    assert sim.visible_devices(value, 3) == expected
+
+
+def test_a_process_shown_one_gpu_calls_it_device_0():
+    # As Slurm's srun --gpus-per-task=1 shows rank 1 the machine's second GPU.
+    code = ("import cupy; r = cupy.cuda.runtime; "
+            "print(r.getDeviceCount(), r.getDeviceProperties(0)['pciBusID'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "GPUNN_CUPY_DOUBLE_VISIBLE_DEVICES": "1",
+                                             "PYTHONPATH": str(CUPY_DOUBLE)})
+    assert result.stdout.split() == ["1", "1"], result.stderr
+
+
 def test_xorwow_keeps_a_state_per_thread_of_its_kernels():
     sms = cupy.cuda.Device(0).attributes["MultiProcessorCount"]
     assert cupy.random.default_rng(0).bit_generator._state_size() == 8 * 256 * sms  # CuPy's

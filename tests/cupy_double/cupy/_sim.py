@@ -15,7 +15,7 @@ from typing import Any
 import numpy
 
 GIB = 2**30
-DEVICE_COUNT = int(os.environ.get("GPUNN_CUPY_DOUBLE_DEVICES", "2"))
+DEVICE_COUNT = int(os.environ.get("GPUNN_CUPY_DOUBLE_DEVICES", "2"))  # the simulated machine's
 DEFAULT_CAPACITY = int(float(os.environ.get("GPUNN_CUPY_DOUBLE_MEMORY_GIB", "16")) * GIB)
 NAME = "gpunn CuPy double (simulated device, not a GPU)"
 VERSION = "14.2.0"  # the CuPy release whose API the double copies (cupy_api.json)
@@ -191,9 +191,30 @@ def take_hazards() -> list[str]:
     return taken
 
 
+def visible_devices(value: str | None, count: int) -> list[int]:
+    """The machine's GPUs a process sees, in order, as CUDA_VISIBLE_DEVICES picks them: a comma
+    list of indices, read up to the first that names no GPU (or one already named)."""
+    if value is None:
+        return list(range(count))
+    seen: list[int] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) >= count or int(item) in seen:
+            break
+        seen.append(int(item))
+    return seen
+
+
+# A launcher may show each process GPUs of its own (Slurm's srun --gpus-per-task=1 sets
+# CUDA_VISIBLE_DEVICES per rank): then device 0 of one process and device 0 of another are
+# different GPUs (``physical``, which NCCL's duplicate check compares). The double reads its own
+# variable, GPUNN_CUPY_DOUBLE_VISIBLE_DEVICES: the real CUDA_VISIBLE_DEVICES names real GPUs.
+VISIBLE = visible_devices(os.environ.get("GPUNN_CUPY_DOUBLE_VISIBLE_DEVICES"), DEVICE_COUNT)
+
+
 class Device:
-    def __init__(self, index: int) -> None:
-        self.index = index
+    def __init__(self, index: int, physical: int) -> None:
+        self.index, self.physical = index, physical
         self.capacity = DEFAULT_CAPACITY
         self.allocated = 0
 
@@ -202,7 +223,7 @@ class Device:
         return f"cuda-sim:{self.index}"
 
 
-devices = [Device(i) for i in range(DEVICE_COUNT)]
+devices = [Device(i, physical) for i, physical in enumerate(VISIBLE)]
 # The arrays whose ``.data.ptr`` was taken, by address: how the double's NCCL, handed bare
 # pointers as the real one is, finds the memory (and device) behind them.
 pointers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
