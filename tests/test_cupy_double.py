@@ -258,6 +258,13 @@ def test_a_full_device_fails_cublas_with_its_own_error(monkeypatch):
     assert raised.value.status == 3
 
 
+def test_an_older_gpu_reports_its_compute_capability_as_cupy_does(monkeypatch):
+    monkeypatch.setattr(sim, "compute_capability", "52")
+    properties = cupy.cuda.runtime.getDeviceProperties(1)
+    assert cupy.cuda.Device(1).compute_capability == "52"
+    assert (properties["major"], properties["minor"]) == (5, 2)
+
+
 def test_no_driver_looks_as_it_does_to_cupy(monkeypatch):
     monkeypatch.setattr(sim, "driver_version", 0)
     with pytest.raises(cupy.cuda.runtime.CUDARuntimeError, match="cudaErrorInsufficientDriver"):

@@ -23,6 +23,9 @@ VERSION = "14.2.0"  # the CuPy release whose API the double copies (cupy_api.jso
 # The CUDA version the simulated driver supports; 0 simulates a machine with no NVIDIA driver
 # (CUDA then reports cudaErrorInsufficientDriver and a driver version of 0).
 driver_version = 12080
+# The simulated GPUs' compute capability, as CuPy's Device.compute_capability writes it (major
+# and minor digits: "90" for an H100 or H200); "52" simulates a Maxwell GPU.
+compute_capability = "90"
 # cuBLAS allocates its workspace outside CuPy's pool; with less free memory than this a matrix
 # product fails with CUBLASError CUBLAS_STATUS_ALLOC_FAILED, as it does on a full GPU.
 CUBLAS_WORKSPACE = 4 * 2**20

@@ -55,7 +55,7 @@ class Device:
 
     @property
     def compute_capability(self) -> str:
-        return "90"
+        return _sim.compute_capability
 
     @property
     def mem_info(self) -> tuple[int, int]:
