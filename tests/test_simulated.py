@@ -43,6 +43,19 @@ def test_no_nvidia_driver_is_said_plainly(monkeypatch, fresh_backends, capsys):
     assert "CUDA driver:    not found (no NVIDIA driver)" in printed and "0.0" not in printed
 
 
+def test_a_gpu_older_than_the_kernels_need_is_refused_at_device_choice(monkeypatch,
+                                                                       fresh_backends):
+    monkeypatch.setattr(sim, "compute_capability", "52")  # Maxwell: no float64 atomicAdd
+    with pytest.raises(gn.DeviceUnavailableError,
+                       match=r"cuda:0 has compute capability 5\.2; gpunn's CUDA kernels need 6\.0 "
+                             r"or newer .*--device cpu") as raised:
+        gn.device("cuda")
+    assert "compile" not in str(raised.value)
+    assert gn.device("auto").device == "cpu"
+    monkeypatch.setattr(sim, "compute_capability", "60")  # Pascal: enough
+    assert gn.device("cuda").device == "cuda:0"
+
+
 def test_a_cupy_that_cannot_compile_fails_at_device_choice_with_the_fix(monkeypatch,
                                                                         fresh_backends):
     def no_headers(self, name):

@@ -30,6 +30,9 @@ BLOCK = 256
 # arithmetic. CuPy launches ceil(states / 256) blocks of 256, so the count must be a multiple
 # of 256 (its threads past the last state would read and write past the end).
 RANDOM_STATES_PER_SM = 2 * 256
+# The oldest GPUs the kernels run on: compute capability 6.0 (Pascal), the first with atomicAdd
+# on doubles, which softmax_ce.cu sums the loss with.
+MIN_COMPUTE_CAPABILITY = (6, 0)
 _modules: dict[str, Any] = {}  # kernel file -> cupy.RawModule, compiled once per process
 
 
@@ -73,6 +76,17 @@ def count_devices(cupy: Any) -> int:
         raise DeviceUnavailableError(f"CUDA is not available: {reason} {INSTALL_HINT}") from error
 
 
+def _check_compute_capability(device: str, found: str) -> None:
+    """Refuse a GPU older than the kernels need; ``found`` as CuPy writes it ("52", "120")."""
+    major, minor = divmod(int(found), 10)
+    if (major, minor) < MIN_COMPUTE_CAPABILITY:
+        needed = ".".join(map(str, MIN_COMPUTE_CAPABILITY))
+        raise DeviceUnavailableError(
+            f"{device} has compute capability {major}.{minor}; gpunn's CUDA kernels need "
+            f"{needed} or newer (NVIDIA Pascal, 2016, and later GPUs). Train on the CPU "
+            f"(--device cpu, or gpunn.Model(device='cpu')), or on a newer GPU.")
+
+
 class CupyBackend(NumpyBackend):
     """Arrays on one CUDA device; elementwise ops and the fused training step by our kernels."""
 
@@ -94,6 +108,7 @@ class CupyBackend(NumpyBackend):
         self.index = index
         self.device = f"cuda:{index}"
         self._cuda_device = cupy.cuda.Device(index)
+        _check_compute_capability(self.device, self._cuda_device.compute_capability)
         with self._cuda_device:
             self.sms = self._cuda_device.attributes["MultiProcessorCount"]
         self.max_blocks = self.sms * 32  # blocks enough to fill the device; the loop does the rest
