@@ -140,3 +140,19 @@ def test_every_op_the_gpu_bandwidth_benchmark_times_runs():
                 if work is not None:
                     work()
             assert nbytes > 0, name
+
+
+def test_the_softmax_benchmark_times_the_kernel_alone():
+    # 64 * 17 elements are no whole number of 10-class rows, as 2^26 are not; a strided view of
+    # them would be copied before every launch, and the copy timed with the kernel.
+    from benchmarks import gpu
+
+    backend = gn.device("cuda:0")
+    with backend.activate():
+        x = cupy.zeros((64, 17), dtype=cupy.float32)
+        nbytes, kernel, _ = gpu._ops(backend, x, x, x[:1], cupy.empty_like(x))["softmax_ce"]
+        sim.reset_counters()
+        kernel()
+    assert sim.counters["launch"] == sim.counters["raw_launch"] == 1
+    rows = 64 * 17 // 10
+    assert nbytes == 3 * rows * 10 * 4 + rows * 8
