@@ -75,14 +75,20 @@ def tf32_off(torch: Any) -> Iterator[dict[str, Any]]:
     if torch is None:
         yield settings
         return
-    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    settings["torch.backends.cuda.matmul.allow_tf32"] = False
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    # PyTorch 2.9 made fp32_precision ("ieee" or "tf32") the switch; reading allow_tf32 after a
+    # script set fp32_precision raises, so allow_tf32 only where it is the only switch.
+    name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    off = "ieee" if name == "fp32_precision" else False
+    previous = (getattr(matmul, name), getattr(cudnn, name))
+    setattr(matmul, name, off)
+    setattr(cudnn, name, off)
+    settings[f"torch.backends.cuda.matmul.{name}"] = off
     try:
         yield settings
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+        setattr(matmul, name, previous[0])
+        setattr(cudnn, name, previous[1])
 
 
 def _event_seconds(cupy: Any, work: Any, *, launches: int, repeats: int) -> list[float]:
@@ -150,7 +156,9 @@ def _ops(backend: Any, x: Any, dy: Any, b: Any, out: Any) -> dict[str, tuple]:
         optimizer.state["scratch"] = cupy.empty_like(params)
     tally = cupy.zeros(4, dtype=cupy.float64)
     classes = 10
-    logits = x.reshape(-1, classes) if n % classes == 0 else x[:, :classes]
+    # Whole 10-class rows of x's first elements: a contiguous view (2^26 elements are no whole
+    # number of rows, and a strided view would be copied before every launch, and timed).
+    logits = x.reshape(-1)[:n // classes * classes].reshape(-1, classes)
     labels = cupy.zeros(len(logits), dtype=cupy.int64)
     probs, dlogits = cupy.empty_like(logits), cupy.empty_like(logits)
     softmax = gpunn.Softmax()

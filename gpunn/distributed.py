@@ -176,17 +176,32 @@ class MpiCommunicator(SingleProcess):
         self.comm.Abort(code)
 
 
+def rank_device(local_rank: int, visible: int) -> str:
+    """The GPU a rank trains on, of the ``visible`` ones it sees: cuda:(local_rank % visible).
+
+    Under mpiexec every rank sees all the GPUs of its machine, and local rank r takes GPU r. A
+    launcher that gives each rank GPUs of its own through CUDA_VISIBLE_DEVICES (Slurm's
+    ``srun --gpus-per-task=1``) shows every rank its GPU as cuda:0, where taking cuda:r (as
+    Horovod's and PyTorch's examples do, with their local rank) fails on every rank but the
+    first. Two ranks left on one GPU (more ranks than GPUs) are refused by NCCL.
+
+    Example: ``rank_device(3, 4)`` is "cuda:3"; ``rank_device(3, 1)`` is "cuda:0".
+    """
+    return f"cuda:{local_rank % max(visible, 1)}"
+
+
 class NcclCommunicator(MpiCommunicator):
-    """One GPU per rank (the local rank's), device arrays reduced by NCCL through CuPy; host
+    """One GPU per rank (see rank_device), device arrays reduced by NCCL through CuPy; host
     arrays, metrics and configuration through MPI."""
 
     name = "nccl"
 
     def __init__(self, MPI: Any) -> None:
         super().__init__(MPI)
-        from gpunn.backend import device
+        from gpunn.backend import cupy_backend, device
 
-        self.device = f"cuda:{self.local_rank}"
+        visible = cupy_backend.count_devices(cupy_backend.import_cupy())
+        self.device = rank_device(self.local_rank, visible)
         self.backend = device(self.device)  # DeviceUnavailableError when the GPU is missing
         import cupy
         from cupy.cuda import nccl
@@ -198,7 +213,15 @@ class NcclCommunicator(MpiCommunicator):
         self.cupy, self.nccl = cupy, nccl
         unique_id = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
         with self.backend.activate():  # NCCL binds the communicator to the current device
-            self.communicator = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+            try:
+                self.communicator = nccl.NcclCommunicator(self.size, unique_id, self.rank)
+            except Exception as error:  # NcclError: its text alone does not say which GPU
+                raise GpunnError(
+                    f"NCCL could not start on rank {self.rank} ({self.device}: local rank "
+                    f"{self.local_rank} of {self.local_size} on this machine, which shows it "
+                    f"{visible} GPU(s)): {_cause(error)}. NCCL refuses ranks that share a GPU "
+                    f"(invalid usage); to avoid that, start at most one rank per GPU, or give "
+                    f"each rank a GPU of its own (srun --gpus-per-task=1).") from error
 
     def broadcast(self, array: Any, root: int = 0) -> None:
         if isinstance(array, numpy.ndarray):

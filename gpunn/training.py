@@ -17,6 +17,7 @@ A step is forward, loss, backward and the optimizer update, as in the book. What
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -186,33 +187,35 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
             if shown and comm.rank == 0:
                 print(f"epoch: {epoch}")
             stopping = False
-            for index, (batch_X, batch_y, rows) in enumerate(
-                    streaming.batches(backend, X, y, batch_size, shuffle, comm.rank,
-                                      comm.size)):
-                step.share = len(batch_y) / rows
-                printed = shown and (index % print_every == 0 or index == steps - 1)
-                before = tally.read() if printed else None
-                try:
-                    model.optimizer.pre_update_params()
-                    runner.run(batch_X, batch_y)
-                    model.optimizer.post_update_params()
-                except _Diverged:
-                    raise _diverged(model, epoch, index) from None
-                except Exception as error:
-                    if not backend.is_out_of_memory(error):
-                        raise
-                    raise model._out_of_memory(error, batch_size, f"epoch {epoch}, step "
-                                               f"{index + 1}") from error
-                model.loss.accumulated_count += len(batch_y)
-                model.accuracy.accumulated_count += step.compared(batch_y)
-                if printed:  # on every rank: the line shows all ranks' share of the batch
-                    _print_step(model, comm, index, before, tally.read(), len(batch_y),
-                                step.compared(batch_y))
-                if on_batch_end is not None:
-                    on_batch_end(epoch, index, steps)
-                stopping = step.stop if comm.size > 1 else interrupt.requested
-                if stopping:  # with several ranks the step's vote decides: all stop together
-                    break
+            # Closed when the loop is left early: host-streamed batches then wait for their
+            # copies and free their buffers here, not when the generator is collected.
+            with contextlib.closing(streaming.batches(backend, X, y, batch_size, shuffle,
+                                                      comm.rank, comm.size)) as feed:
+                for index, (batch_X, batch_y, rows) in enumerate(feed):
+                    step.share = len(batch_y) / rows
+                    printed = shown and (index % print_every == 0 or index == steps - 1)
+                    before = tally.read() if printed else None
+                    try:
+                        model.optimizer.pre_update_params()
+                        runner.run(batch_X, batch_y)
+                        model.optimizer.post_update_params()
+                    except _Diverged:
+                        raise _diverged(model, epoch, index) from None
+                    except Exception as error:
+                        if not backend.is_out_of_memory(error):
+                            raise
+                        raise model._out_of_memory(error, batch_size, f"epoch {epoch}, step "
+                                                   f"{index + 1}") from error
+                    model.loss.accumulated_count += len(batch_y)
+                    model.accuracy.accumulated_count += step.compared(batch_y)
+                    if printed:  # on every rank: the line shows all ranks' share of the batch
+                        _print_step(model, comm, index, before, tally.read(), len(batch_y),
+                                    step.compared(batch_y))
+                    if on_batch_end is not None:
+                        on_batch_end(epoch, index, steps)
+                    stopping = step.stop if comm.size > 1 else interrupt.requested
+                    if stopping:  # with several ranks the step's vote decides: all stop together
+                        break
             values = tally.read()  # the one synchronisation of an epoch
             if values[TALLY_NONFINITE]:
                 done = int(values[TALLY_ITERATIONS]) - started_at

@@ -7,8 +7,12 @@
 // host: iterations = tally[TALLY_ITERATIONS], and after a non-finite loss
 // (tally[TALLY_NONFINITE] != 0) no kernel changes anything, so the parameters stay those from
 // before the diverging step. The NumPy twin of each rule is its optimizer's _update method;
-// the arithmetic is the same, in the same order and precision (hyperparameters combined in
-// double, then rounded to T as NumPy rounds a Python float for a float32 array).
+// the operations are the same, in the same order and precision (hyperparameters combined in
+// double, then rounded to T as NumPy rounds a Python float for a float32 array). The results are
+// not always the same bits: NVRTC contracts a * b + c into a fused multiply-add by default
+// (--fmad=true, which CuPy and gpunn keep), rounding once where NumPy rounds twice, so on a GPU
+// an update can differ from the twin in its last bit. The tests' host build (g++ with
+// -ffp-contract=off) does not contract, and equals the twin bit for bit.
 
 #include "common.cuh"
 

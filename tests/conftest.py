@@ -97,6 +97,16 @@ def pytest_generate_tests(metafunc):
                              ids=[device_id(name) for name in metafunc.config.gpunn_devices])
 
 
+@pytest.fixture(autouse=True)
+def _pinned_copies_are_waited_for():
+    """On the double, a test fails if pinned host memory was freed while a copy from it could
+    still run on a GPU (see tests/cupy_double/cupy/_sim.py)."""
+    yield
+    if simulated():
+        hazards = sys.modules["cupy"]._sim.take_hazards()
+        assert not hazards, "\n".join(hazards)
+
+
 @pytest.fixture
 def second_cuda_device():
     """A second CUDA device (cuda:1) for the multi-device tests; on the double, cuda-sim:1."""

@@ -110,6 +110,19 @@ def test_seed_repeats_draws(backend):
     np.testing.assert_array_equal(backend.to_numpy(first[1]), backend.to_numpy(second[1]))
 
 
+def test_dropout_draws_from_a_generator_sized_for_the_device(backend):
+    # CuPy's default XORWOW reads and writes 2,048 states per multiprocessor on every draw.
+    if not backend.fused:
+        pytest.skip("the size of CuPy's XORWOW generator: a CUDA matter")
+    sms = backend.xp.cuda.Device(backend.index).attributes["MultiProcessorCount"]
+    expected = cupy_backend.RANDOM_STATES_PER_SM * sms
+    assert expected % 256 == 0  # CuPy's generator kernels run blocks of 256 threads, one a state
+    for seed in (None, 3):
+        if seed is not None:
+            gpunn.seed(seed)
+        assert backend.random.bit_generator._state_size() == expected
+
+
 # ---- transfer and the kernel-backed ops, on every device -----------------------------------------
 
 def test_transfer_round_trip(backend):

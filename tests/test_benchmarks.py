@@ -142,6 +142,42 @@ def test_an_existing_result_is_never_overwritten(tmp_path, monkeypatch):
     assert run.free_name(folder, "smoke") == "smoke-3"
 
 
+def test_tf32_off_uses_pytorchs_fp32_precision_where_it_has_it(monkeypatch):
+    # PyTorch 2.9 and later: once a script set fp32_precision, reading allow_tf32 raises
+    # ("mix of the legacy and new APIs").
+    torch = pytest.importorskip("torch")
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+    from benchmarks import gpu
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip(f"PyTorch {torch.__version__} has allow_tf32 alone (the next test)")
+    before = matmul.fp32_precision, cudnn.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        with gpu.tf32_off(torch) as settings:
+            assert (matmul.fp32_precision, cudnn.fp32_precision) == ("ieee", "ieee")
+        assert settings["torch.backends.cuda.matmul.fp32_precision"] == "ieee"
+        assert (matmul.fp32_precision, cudnn.fp32_precision) == ("tf32", before[1])
+    finally:
+        matmul.fp32_precision, cudnn.fp32_precision = before
+
+
+def test_tf32_off_falls_back_to_allow_tf32_on_older_pytorch(monkeypatch):
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+    from types import SimpleNamespace
+
+    from benchmarks import gpu
+
+    old = SimpleNamespace(backends=SimpleNamespace(
+        cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=True)),
+        cudnn=SimpleNamespace(allow_tf32=True)))
+    with gpu.tf32_off(old) as settings:
+        assert not old.backends.cuda.matmul.allow_tf32 and not old.backends.cudnn.allow_tf32
+    assert settings["torch.backends.cuda.matmul.allow_tf32"] is False
+    assert old.backends.cuda.matmul.allow_tf32 and old.backends.cudnn.allow_tf32
+
+
 def test_the_gpu_check_refuses_without_a_real_gpu():
     from helpers import cuda_available
 

@@ -202,6 +202,37 @@ def test_random_generators_are_bound_to_their_device():
         generator.random(3)
 
 
+@pytest.mark.parametrize("value, expected", [(None, [0, 1, 2]), ("2", [2]), ("2,0", [2, 0]),
+                                             ("0,7,1", [0]), ("1,1", [1]), ("", [])])
+def test_a_process_sees_the_gpus_cuda_visible_devices_names(value, expected):
+    assert sim.visible_devices(value, 3) == expected
+
+
+def test_a_process_shown_one_gpu_calls_it_device_0():
+    # As Slurm's srun --gpus-per-task=1 shows rank 1 the machine's second GPU.
+    code = ("import cupy; r = cupy.cuda.runtime; "
+            "print(r.getDeviceCount(), r.getDeviceProperties(0)['pciBusID'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "GPUNN_CUPY_DOUBLE_VISIBLE_DEVICES": "1",
+                                             "PYTHONPATH": str(CUPY_DOUBLE)})
+    assert result.stdout.split() == ["1", "1"], result.stderr
+
+
+def test_xorwow_keeps_a_state_per_thread_of_its_kernels():
+    sms = cupy.cuda.Device(0).attributes["MultiProcessorCount"]
+    assert cupy.random.default_rng(0).bit_generator._state_size() == 8 * 256 * sms  # CuPy's
+    gc.collect()
+    before = sim.devices[0].allocated
+    bits = cupy.random.XORWOW(0, size=512)
+    assert bits._state_size() == 512 and sim.devices[0].allocated == before + 512 * 48
+    with pytest.raises(ValueError, match="multiple of 256"):
+        cupy.random.XORWOW(0, size=300)
+    with cupy.cuda.Device(1):
+        on_one = cupy.random.XORWOW(0, size=256)
+    with pytest.raises(RuntimeError, match="allocated in a different device"):
+        cupy.random.Generator(on_one).random(3)
+
+
 def test_out_of_memory_past_the_capacity_and_memory_comes_back(monkeypatch):
     gc.collect()  # what earlier tests left on the device is freed, or counted below
     monkeypatch.setattr(sim.devices[1], "capacity", sim.devices[1].allocated + 10_000)
@@ -226,6 +257,13 @@ def test_a_full_device_fails_cublas_with_its_own_error(monkeypatch):
     with pytest.raises(CUBLASError, match="CUBLAS_STATUS_ALLOC_FAILED") as raised:
         cupy.dot(a, a)
     assert raised.value.status == 3
+
+
+def test_an_older_gpu_reports_its_compute_capability_as_cupy_does(monkeypatch):
+    monkeypatch.setattr(sim, "compute_capability", "52")
+    properties = cupy.cuda.runtime.getDeviceProperties(1)
+    assert cupy.cuda.Device(1).compute_capability == "52"
+    assert (properties["major"], properties["minor"]) == (5, 2)
 
 
 def test_no_driver_looks_as_it_does_to_cupy(monkeypatch):
@@ -327,6 +365,48 @@ def test_launches_are_counted_and_views_are_free():
 def test_gpunn_on_the_double_says_it_is_simulated():
     backend = gpunn.device("cuda:0")
     assert backend.xp is cupy and "cuda-sim" in repr(cupy.cuda.Device(0))
+
+
+# ---- copies from pinned memory ------------------------------------------------------------------
+
+def _copy_from_pinned(stream):
+    """A device array and the pinned host array copied into it on ``stream``."""
+    memory = cupy.cuda.alloc_pinned_memory(12)
+    host = np.frombuffer(memory, np.float32, 3)
+    host[...] = (1.0, 2.0, 3.0)
+    device = cupy.zeros(3, dtype=np.float32)
+    device.set(host, stream=stream)
+    return device, host
+
+
+def _get_on(stream, device):
+    with stream:
+        device.get()
+
+
+@pytest.mark.parametrize("wait", [lambda stream, device: stream.synchronize(),
+                                  lambda stream, device: stream.record().synchronize(),
+                                  lambda stream, device: cupy.cuda.Device(0).synchronize(),
+                                  _get_on],
+                         ids=["stream", "event-after", "device", "get-on-its-stream"])
+def test_pinned_memory_may_be_freed_once_its_copies_were_waited_for(wait):
+    stream = cupy.cuda.Stream(non_blocking=True)
+    device, host = _copy_from_pinned(stream)
+    wait(stream, device)
+    del host
+    assert sim.take_hazards() == [] and device.get().tolist() == [1.0, 2.0, 3.0]
+
+
+def test_pinned_memory_freed_while_a_copy_from_it_may_run_is_a_hazard():
+    stream = cupy.cuda.Stream(non_blocking=True)
+    before = stream.record()
+    device, host = _copy_from_pinned(stream)
+    before.synchronize()  # recorded before the copy: does not wait for it
+    device.get()  # on the default stream, not the copy's
+    del host
+    hazards = sim.take_hazards()
+    assert len(hazards) == 1 and "12 bytes of pinned host memory were freed while a copy" \
+        in hazards[0]
 
 
 # ---- CUDA graphs --------------------------------------------------------------------------------

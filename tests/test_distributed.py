@@ -322,6 +322,48 @@ def test_nccl_allreduce_of_device_buffers_on_simulated_gpus(n):
         assert nccl_check.startswith("NcclError: NCCL_ERROR_INVALID_ARGUMENT")
 
 
+@pytest.mark.parametrize("local_rank, visible, expected", [
+    (0, 4, "cuda:0"), (3, 4, "cuda:3"),  # mpiexec: every rank sees every GPU of its machine
+    (3, 1, "cuda:0"),  # srun --gpus-per-task=1: each rank sees its own GPU as device 0
+    (3, 2, "cuda:1"),  # --gpus-per-task=2: local rank 3 sees GPUs 6 and 7 as 0 and 1
+])
+def test_each_rank_takes_a_gpu_it_can_see(local_rank, visible, expected):
+    assert distributed.rank_device(local_rank, visible) == expected
+
+
+def test_ranks_shown_one_gpu_each_train_on_it():
+    # As Slurm's srun --gpus-per-task=1 starts them: each rank sees its GPU as device 0.
+    code = """
+        import os
+        rank = os.environ.get("PMI_RANK") or os.environ["OMPI_COMM_WORLD_RANK"]
+        os.environ["GPUNN_CUPY_DOUBLE_VISIBLE_DEVICES"] = rank
+        import cupy, gpunn.distributed as d
+        c = d.init("cuda")
+        with c.backend.activate():
+            x = cupy.full(3, c.rank + 1.0, dtype=cupy.float32)
+            c.allreduce(x)
+            gpu = cupy.cuda.runtime.getDeviceProperties(0)["pciBusID"]
+        report(rank=c.rank, device=c.device, gpu=gpu, sum=x.get().tolist())
+    """
+    for rank, line in enumerate(ok(mpiexec(2, code, env=double_env(2)), 2)):
+        assert line == {"rank": rank, "device": "cuda:0", "gpu": rank, "sum": [3.0] * 3}
+
+
+def test_two_ranks_on_a_machine_with_one_gpu_are_told_why_nccl_refuses_them():
+    result = mpiexec(2, """
+        import gpunn.distributed as d
+        try:
+            d.init("cuda")
+        except Exception as error:
+            report(rank=__import__("mpi4py.MPI").MPI.COMM_WORLD.rank, error=str(error),
+                   kind=type(error).__name__)
+    """, env=double_env(1))
+    for line in ok(result, 2):
+        assert line["kind"] == "GpunnError", line
+        assert line["error"].startswith(f"NCCL could not start on rank {line['rank']} (cuda:0")
+        assert "Duplicate GPU" in line["error"] and "one rank per GPU" in line["error"]
+
+
 def test_mpi_moves_device_arrays_through_the_host():
     ranks = ok(mpiexec(2, DEVICES.format(device="cpu"), env=double_env(2)), 2)
     for line in ranks:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,39 @@ def test_reading_the_compile_log_corrupts_nothing():
         assert nvrtc.compile_file(module, filename, "sm_90").ok
     space = " "
     assert list(space.encode()) == [32]  # the shared one-byte object, read byte by byte
+
+
+def _ptx(module, source, name, options):
+    """The PTX NVRTC makes of kernel ``name`` in ``source`` for compute_90 with ``options``."""
+    ok = module.nvrtcResult.NVRTC_SUCCESS
+    error, program = module.nvrtcCreateProgram(source.encode(), b"k.cu", 0, [], [])
+    assert error == ok
+    try:
+        module.nvrtcAddNameExpression(program, name.encode())
+        options = [b"--gpu-architecture=compute_90", *(o.encode() for o in options)]
+        (error,) = module.nvrtcCompileProgram(program, len(options), options)
+        assert error == ok, error
+        _, size = module.nvrtcGetPTXSize(program)
+        ptx = bytearray(size)
+        module.nvrtcGetPTX(program, ptx)
+        return bytes(ptx).decode()
+    finally:
+        module.nvrtcDestroyProgram(program)
+
+
+@pytest.mark.compiler
+def test_nvrtc_fuses_the_optimizers_multiply_adds_which_the_host_build_does_not():
+    # Why optimizers.cu equals its NumPy twin bit for bit on the host (g++ -ffp-contract=off)
+    # but not always on a GPU: with gpunn's options NVRTC contracts a * b + c into one rounding.
+    module, reason = nvrtc.load()
+    require(module is not None, reason)
+    source = kernels.read_source("optimizers.cu")
+    options = kernels.NVRTC_OPTIONS + kernels.CUPY_OPTIONS
+    fma = re.compile(r"\bfma\.rn\.ftz\.f32\b")  # -ftz=true: the float32 FMA flushes too
+    assert fma.search(_ptx(module, source, "adam<float>", options))
+    assert not fma.search(_ptx(module, source, "adam<float>", (*options, "--fmad=false")))
+    host_build = (Path(__file__).parent / "kernel_host" / "__init__.py").read_text()
+    assert '"-ffp-contract=off"' in host_build
 
 
 def test_every_kernel_instance_is_listed():
@@ -330,7 +364,8 @@ def test_host_optimizer_kernels_match_the_optimizers(host, rule, dtype, size, ge
     gradients = [_random(size, dtype, seed=10 + step) for step in range(4)]
     optimizer = OPTIMIZERS[rule]()
     assert optimizer.decay and rule.startswith(type(optimizer).__name__.lower())
-    # Same operations, same order and precision, no FMA on the host: equal bit for bit.
+    # Same operations, same order and precision, no FMA on the host: equal bit for bit (not on a
+    # GPU, where NVRTC fuses multiply-adds: see kernels/optimizers.cu).
     expected, expected_state = _twin_steps(optimizer, parameters.copy(), gradients, 5)
     got, state = _kernel_steps(host, rule, optimizer, parameters.copy(), gradients, 5,
                                **geometry)

@@ -46,6 +46,19 @@ def test_no_nvidia_driver_is_said_plainly(monkeypatch, fresh_backends, capsys):
     assert "CUDA driver:    not found (no NVIDIA driver)" in printed and "0.0" not in printed
 
 
+def test_a_gpu_older_than_the_kernels_need_is_refused_at_device_choice(monkeypatch,
+                                                                       fresh_backends):
+    monkeypatch.setattr(sim, "compute_capability", "52")  # Maxwell: no float64 atomicAdd
+    with pytest.raises(gn.DeviceUnavailableError,
+                       match=r"cuda:0 has compute capability 5\.2; gpunn's CUDA kernels need 6\.0 "
+                             r"or newer .*--device cpu") as raised:
+        gn.device("cuda")
+    assert "compile" not in str(raised.value)
+    assert gn.device("auto").device == "cpu"
+    monkeypatch.setattr(sim, "compute_capability", "60")  # Pascal: enough
+    assert gn.device("cuda").device == "cuda:0"
+
+
 def test_a_cupy_that_cannot_compile_fails_at_device_choice_with_the_fix(monkeypatch,
                                                                         fresh_backends):
     def no_headers(self, name):
@@ -195,3 +208,19 @@ def test_every_op_the_gpu_bandwidth_benchmark_times_runs():
                 if work is not None:
                     work()
             assert nbytes > 0, name
+
+
+def test_the_softmax_benchmark_times_the_kernel_alone():
+    # 64 * 17 elements are no whole number of 10-class rows, as 2^26 are not; a strided view of
+    # them would be copied before every launch, and the copy timed with the kernel.
+    from benchmarks import gpu
+
+    backend = gn.device("cuda:0")
+    with backend.activate():
+        x = cupy.zeros((64, 17), dtype=cupy.float32)
+        nbytes, kernel, _ = gpu._ops(backend, x, x, x[:1], cupy.empty_like(x))["softmax_ce"]
+        sim.reset_counters()
+        kernel()
+    assert sim.counters["launch"] == sim.counters["raw_launch"] == 1
+    rows = 64 * 17 // 10
+    assert nbytes == 3 * rows * 10 * 4 + rows * 8

@@ -5,13 +5,16 @@ host data streamed through pinned memory. The CUDA cases run on a GPU or, with
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 
 import numpy as np
 import pytest
 from helpers import build_model
 
 import gpunn as gn
+from gpunn.backend import streaming
 
 OPTIMIZERS = {
     "sgd": lambda: gn.SGD(learning_rate=0.5, decay=1e-3),
@@ -243,6 +246,73 @@ def test_host_data_streams_through_pinned_memory(backend, monkeypatch):
     if sim is not None:  # X and y of every batch, nothing else
         assert sim.counters["h2d"] == 2 * 3 * 5
     assert_same_training(on_device, streamed)
+
+
+def _leave_early(model, leave, X, y):
+    """Train until on_batch_end leaves the first epoch after its second batch."""
+
+    def stop(epoch, index, steps):
+        if index == 1 and leave == "exception":
+            raise RuntimeError("stopped by on_batch_end")
+        if index == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    if leave == "exception":
+        with pytest.raises(RuntimeError, match="stopped by on_batch_end"):
+            model.train(X, y, epochs=2, batch_size=16, on_batch_end=stop, verbose=False)
+    else:
+        history = model.train(X, y, epochs=2, batch_size=16, on_batch_end=stop, verbose=False)
+        assert history.interrupted and not history.get("loss")
+
+
+@pytest.mark.parametrize("leave", ["exception", "ctrl-c"])
+def test_an_epoch_left_early_waits_for_its_copies_before_freeing_their_buffers(backend,
+                                                                              monkeypatch, leave):
+    # Left after its second batch, while the copy of the third may still be running; the double
+    # also fails the test if pinned memory was freed before the host waited for its copies.
+    _cuda_only(backend)
+    monkeypatch.setattr(type(backend), "holds", lambda self, nbytes: False)
+    copy_streams, synchronized = [], []
+    make, synchronize = streaming.HostToDevice.__init__, backend.xp.cuda.Stream.synchronize
+
+    def spy_make(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        copy_streams.append(self.copy_stream)
+
+    def spy_synchronize(self):
+        synchronized.append(self)
+        synchronize(self)
+
+    monkeypatch.setattr(streaming.HostToDevice, "__init__", spy_make)
+    monkeypatch.setattr(backend.xp.cuda.Stream, "synchronize", spy_synchronize)
+    _leave_early(_model(backend), leave, *_data())
+    assert len(copy_streams) == 1 and any(s is copy_streams[0] for s in synchronized)
+
+
+@pytest.mark.parametrize("leave", ["exception", "ctrl-c"])
+def test_the_loop_closes_the_epochs_batches_when_it_leaves_early(backend, monkeypatch, leave):
+    # Then host-streamed buffers are released at once, after their copies, on any Python; an
+    # abandoned generator is closed only when collected (at once in CPython, by reference count).
+    closed = []
+    batches = streaming.batches
+
+    class Batches:
+        def __init__(self, *args):
+            self.feed = batches(*args)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.feed)
+
+        def close(self):
+            closed.append(True)
+            self.feed.close()
+
+    monkeypatch.setattr(streaming, "batches", Batches)
+    _leave_early(_model(backend), leave, *_data())
+    assert closed == [True]
 
 
 def test_the_cli_trains_without_cuda_graphs_when_asked(tmp_path, capsys):

@@ -21,6 +21,18 @@ INSTALL_HINT = (
     "'gpunn[cuda13]' (nvidia-smi shows the CUDA version the driver supports)."
 )
 BLOCK = 256
+# Dropout's uniforms come from CuPy's XORWOW generator, whose kernels run one thread per
+# generator state, and every thread reads and writes its 48-byte state on every draw, however
+# few values are drawn. cupy.random.default_rng() makes 2,048 states per multiprocessor (CuPy's
+# full occupancy: 270,336 on an H200's 132, 26 MB moved per draw). 512 (two of CuPy's 256-thread
+# blocks) moves a quarter of that and, by estimate (not yet measured on a GPU), still keeps
+# large draws at the memory's speed: 16 warps per multiprocessor hide the generator's
+# arithmetic. CuPy launches ceil(states / 256) blocks of 256, so the count must be a multiple
+# of 256 (its threads past the last state would read and write past the end).
+RANDOM_STATES_PER_SM = 2 * 256
+# The oldest GPUs the kernels run on: compute capability 6.0 (Pascal), the first with atomicAdd
+# on doubles, which softmax_ce.cu sums the loss with.
+MIN_COMPUTE_CAPABILITY = (6, 0)
 _modules: dict[str, Any] = {}  # kernel file -> cupy.RawModule, compiled once per process
 
 
@@ -64,6 +76,17 @@ def count_devices(cupy: Any) -> int:
         raise DeviceUnavailableError(f"CUDA is not available: {reason} {INSTALL_HINT}") from error
 
 
+def _check_compute_capability(device: str, found: str) -> None:
+    """Refuse a GPU older than the kernels need; ``found`` as CuPy writes it ("52", "120")."""
+    major, minor = divmod(int(found), 10)
+    if (major, minor) < MIN_COMPUTE_CAPABILITY:
+        needed = ".".join(map(str, MIN_COMPUTE_CAPABILITY))
+        raise DeviceUnavailableError(
+            f"{device} has compute capability {major}.{minor}; gpunn's CUDA kernels need "
+            f"{needed} or newer (NVIDIA Pascal, 2016, and later GPUs). Train on the CPU "
+            f"(--device cpu, or gpunn.Model(device='cpu')), or on a newer GPU.")
+
+
 class CupyBackend(NumpyBackend):
     """Arrays on one CUDA device; elementwise ops and the fused training step by our kernels."""
 
@@ -85,10 +108,11 @@ class CupyBackend(NumpyBackend):
         self.index = index
         self.device = f"cuda:{index}"
         self._cuda_device = cupy.cuda.Device(index)
+        _check_compute_capability(self.device, self._cuda_device.compute_capability)
         with self._cuda_device:
-            self.random = cupy.random.default_rng()
-            sms = self._cuda_device.attributes["MultiProcessorCount"]
-        self.max_blocks = sms * 32  # enough blocks to fill the device; the loop covers the rest
+            self.sms = self._cuda_device.attributes["MultiProcessorCount"]
+        self.max_blocks = self.sms * 32  # blocks enough to fill the device; the loop does the rest
+        self.random = self._generator(None)
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._ones_cache = {}
         self._functions: dict[tuple[str, str], Any] = {}  # (kernel, dtype) -> loaded kernel
@@ -145,8 +169,14 @@ class CupyBackend(NumpyBackend):
         return nbytes <= free // 4
 
     def seed(self, seed: int) -> None:
+        self.random = self._generator(seed)
+
+    def _generator(self, seed: int | None) -> Any:
+        """A random generator on this device with RANDOM_STATES_PER_SM states per
+        multiprocessor (see there), seeded from ``seed`` (None: fresh entropy from the OS)."""
         with self._cuda_device:
-            self.random = self.xp.random.default_rng(seed)
+            states = self.xp.random.XORWOW(seed, size=RANDOM_STATES_PER_SM * self.sms)
+            return self.xp.random.Generator(states)
 
     # ---- matrix products ---------------------------------------------------------------------
 

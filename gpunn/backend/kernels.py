@@ -31,7 +31,9 @@ KERNELS = {
 UNTYPED = ("advance",)
 # NumPy dtype name -> C++ type name.
 DTYPES = {"float32": "float", "float64": "double"}
-# NVRTC options gpunn gives CuPy at run time.
+# NVRTC options gpunn gives CuPy at run time. NVRTC's default --fmad=true stays: a * b + c
+# becomes one fused multiply-add, so on a GPU a kernel can differ from its NumPy twin in the last
+# bit (the host build in tests/kernel_host does not contract, and matches it exactly).
 NVRTC_OPTIONS = ("--std=c++14",)
 # What CuPy adds to every compile (cupy/cuda/compiler.py): float32 subnormals flush to zero, in
 # inputs and results. So on CUDA a float32 kernel equals its NumPy twin on values with

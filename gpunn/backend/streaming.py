@@ -4,6 +4,7 @@ next batch in flight while this one trains."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,9 +32,10 @@ def batches(backend: Any, X: Any, y: Any, batch_size: int, shuffle: bool, rank: 
     ranges = [(start, min(start + batch_size, len(X)))
               for start in range(0, max(len(X), 1), batch_size)]
     local = [share(start, stop, rank, size) for start, stop in ranges]
-    for (start, stop), batch in zip(ranges, HostToDevice(backend, X, y, batch_size).epoch(
-            order, local)):
-        yield (*batch, stop - start)
+    # Closed with this generator, so an epoch left early waits for its copies (see epoch).
+    with contextlib.closing(HostToDevice(backend, X, y, batch_size).epoch(order, local)) as feed:
+        for (start, stop), batch in zip(ranges, feed):
+            yield (*batch, stop - start)
 
 
 def share(start: int, stop: int, rank: int, size: int) -> tuple[int, int]:
@@ -65,17 +67,25 @@ class HostToDevice:
         self.used: list[Any] = [None] * self.DEPTH  # the training step reading it has finished
 
     def epoch(self, order: numpy.ndarray | None, ranges: list[tuple[int, int]]) -> Iterator:
-        """The batches of rows [low, high) of each range, in ``order`` if given."""
-        if ranges:
-            self._send(0, *ranges[0], order)
-        for k, (start, stop) in enumerate(ranges):
-            if k + 1 < len(ranges):
-                self._send((k + 1) % self.DEPTH, *ranges[k + 1], order)
-            slot = k % self.DEPTH
-            train = self.cuda.get_current_stream()
-            train.wait_event(self.copied[slot])
-            yield tuple(buffer[:stop - start] for buffer in self.device[slot])
-            self.used[slot] = train.record()
+        """The batches of rows [low, high) of each range, in ``order`` if given. Close it when
+        leaving early: it then waits for the copies still running."""
+        try:
+            if ranges:
+                self._send(0, *ranges[0], order)
+            for k, (start, stop) in enumerate(ranges):
+                if k + 1 < len(ranges):
+                    self._send((k + 1) % self.DEPTH, *ranges[k + 1], order)
+                slot = k % self.DEPTH
+                train = self.cuda.get_current_stream()
+                train.wait_event(self.copied[slot])
+                yield tuple(buffer[:stop - start] for buffer in self.device[slot])
+                self.used[slot] = train.record()
+        finally:
+            # The buffers go back to CuPy's pools with this object. An epoch left early (an
+            # exception, Ctrl-C, divergence) has the next batch's copy running, which no
+            # training stream waited for; even after the last batch only the training stream
+            # waited for it, not the host, which may reuse pinned memory at once.
+            self.copy_stream.synchronize()
 
     def _send(self, slot: int, start: int, stop: int, order: numpy.ndarray | None) -> None:
         if self.copied[slot] is not None:

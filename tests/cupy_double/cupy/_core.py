@@ -261,8 +261,11 @@ def _unary(name: str) -> Any:
 
 
 def _sync(array: ndarray, reason: str) -> numpy.ndarray:
-    """Copy to the host: one device-to-host synchronisation."""
+    """Copy to the host: one device-to-host synchronisation (of the current stream, so the
+    copies from pinned memory issued on it are done)."""
     _sim.sync(reason)
+    stream = _sim.current_stream()
+    _sim.waited([copy for copy in _sim.in_flight if copy.stream is stream])
     return array._a
 
 
@@ -389,6 +392,10 @@ class ndarray:
         self._check_device()
         _sim.host_to_device()
         self._a[...] = arr
+        pinned = _sim.pinned_owner(arr)
+        if pinned is not None:  # asynchronous: in flight until the host waits for it
+            stream = stream._key() if stream is not None else _sim.current_stream()
+            _sim.copied_from_pinned(pinned, stream)
 
     def item(self) -> Any:
         return _sync(self, "item").item()

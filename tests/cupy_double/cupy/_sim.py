@@ -15,7 +15,7 @@ from typing import Any
 import numpy
 
 GIB = 2**30
-DEVICE_COUNT = int(os.environ.get("GPUNN_CUPY_DOUBLE_DEVICES", "2"))
+DEVICE_COUNT = int(os.environ.get("GPUNN_CUPY_DOUBLE_DEVICES", "2"))  # the simulated machine's
 DEFAULT_CAPACITY = int(float(os.environ.get("GPUNN_CUPY_DOUBLE_MEMORY_GIB", "16")) * GIB)
 NAME = "gpunn CuPy double (simulated device, not a GPU)"
 VERSION = "14.2.0"  # the CuPy release whose API the double copies (cupy_api.json)
@@ -23,6 +23,9 @@ VERSION = "14.2.0"  # the CuPy release whose API the double copies (cupy_api.jso
 # The CUDA version the simulated driver supports; 0 simulates a machine with no NVIDIA driver
 # (CUDA then reports cudaErrorInsufficientDriver and a driver version of 0).
 driver_version = 12080
+# The simulated GPUs' compute capability, as CuPy's Device.compute_capability writes it (major
+# and minor digits: "90" for an H100 or H200); "52" simulates a Maxwell GPU.
+compute_capability = "90"
 # cuBLAS allocates its workspace outside CuPy's pool; with less free memory than this a matrix
 # product fails with CUBLASError CUBLAS_STATUS_ALLOC_FAILED, as it does on a full GPU.
 CUBLAS_WORKSPACE = 4 * 2**20
@@ -147,9 +150,94 @@ class Capture:
         return self.operations
 
 
+# ---- copies from pinned host memory -------------------------------------------------------------
+# On a GPU a copy from page-locked (pinned) host memory is asynchronous: the GPU reads the host
+# buffer until the copy is done, and pinned memory freed before then goes back to CuPy's pool
+# (whose next user writes it while the copy still reads it). The host knows a copy is done only
+# once it waited for it: a synchronize of its stream or device, of an event recorded on its
+# stream after it, or a device-to-host copy on its stream. The double runs each copy at once but
+# keeps it in flight until such a wait; pinned memory freed with a copy in flight is a hazard,
+# kept in ``hazards``: tests/conftest.py fails the test that left one. Stricter than CUDA: a
+# wait on another stream that waited for the copy's stream (Stream.wait_event) does not count.
+
+hazards: list[str] = []
+
+
+class Copy:
+    """A copy from pinned memory on ``stream`` (None: the legacy default stream)."""
+
+    def __init__(self, stream: Any, device: int) -> None:
+        self.stream, self.device, self.done = stream, device, False
+
+
+in_flight: list[Copy] = []
+
+
+def pinned_owner(array: numpy.ndarray) -> Any:
+    """The pinned memory (cupy.cuda.alloc_pinned_memory) under a host array, or None."""
+    owner: Any = array
+    while owner is not None and not hasattr(owner, "_copies"):
+        owner = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+    return owner
+
+
+def copied_from_pinned(memory: Any, stream: Any) -> None:
+    """A copy from ``memory`` issued on ``stream``: in flight until the host waits for it."""
+    copy = Copy(stream, current())
+    in_flight.append(copy)
+    memory._copies[:] = [*(earlier for earlier in memory._copies if not earlier.done), copy]
+
+
+def waited(copies: list[Copy]) -> None:
+    """The host waited for ``copies``: their pinned memory may be reused or freed."""
+    for copy in copies:
+        copy.done = True
+    in_flight[:] = [copy for copy in in_flight if not copy.done]
+
+
+def pinned_freed(copies: list[Copy], nbytes: int) -> None:
+    """Called when pinned memory is freed, with the copies ever issued from it."""
+    pending = [copy for copy in copies if not copy.done]
+    if pending:
+        streams = ", ".join(sorted({"the default stream" if copy.stream is None
+                                    else f"stream {copy.stream.ptr:#x}" for copy in pending}))
+        copies = "a copy" if len(pending) == 1 else f"{len(pending)} copies"
+        hazards.append(f"{nbytes} bytes of pinned host memory were freed while {copies} from "
+                       f"them could still be running ({streams}): wait for them first (the "
+                       f"stream's or an event's synchronize)")
+
+
+def take_hazards() -> list[str]:
+    """The hazards recorded since the last call, and forget them."""
+    taken = hazards[:]
+    hazards.clear()
+    return taken
+
+
+def visible_devices(value: str | None, count: int) -> list[int]:
+    """The machine's GPUs a process sees, in order, as CUDA_VISIBLE_DEVICES picks them: a comma
+    list of indices, read up to the first that names no GPU (or one already named)."""
+    if value is None:
+        return list(range(count))
+    seen: list[int] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) >= count or int(item) in seen:
+            break
+        seen.append(int(item))
+    return seen
+
+
+# A launcher may show each process GPUs of its own (Slurm's srun --gpus-per-task=1 sets
+# CUDA_VISIBLE_DEVICES per rank): then device 0 of one process and device 0 of another are
+# different GPUs (``physical``, which NCCL's duplicate check compares). The double reads its own
+# variable, GPUNN_CUPY_DOUBLE_VISIBLE_DEVICES: the real CUDA_VISIBLE_DEVICES names real GPUs.
+VISIBLE = visible_devices(os.environ.get("GPUNN_CUPY_DOUBLE_VISIBLE_DEVICES"), DEVICE_COUNT)
+
+
 class Device:
-    def __init__(self, index: int) -> None:
-        self.index = index
+    def __init__(self, index: int, physical: int) -> None:
+        self.index, self.physical = index, physical
         self.capacity = DEFAULT_CAPACITY
         self.allocated = 0
 
@@ -158,7 +246,7 @@ class Device:
         return f"cuda-sim:{self.index}"
 
 
-devices = [Device(i) for i in range(DEVICE_COUNT)]
+devices = [Device(i, physical) for i, physical in enumerate(VISIBLE)]
 # The arrays whose ``.data.ptr`` was taken, by address: how the double's NCCL, handed bare
 # pointers as the real one is, finds the memory (and device) behind them.
 pointers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes as _ctypes
+import weakref as _weakref
 from typing import Any as _Any
 
 import numpy as _numpy
@@ -47,6 +48,7 @@ class Device:
 
     def synchronize(self) -> None:
         _synchronize("Device.synchronize")
+        _sim.waited([copy for copy in _sim.in_flight if copy.device == self.id])
 
     @property
     def attributes(self) -> dict[str, int]:
@@ -54,7 +56,7 @@ class Device:
 
     @property
     def compute_capability(self) -> str:
-        return "90"
+        return _sim.compute_capability
 
     @property
     def mem_info(self) -> tuple[int, int]:
@@ -190,18 +192,23 @@ def _host_bytes(mem: _Any, size: int) -> _numpy.ndarray:
 
 
 class Event:
-    """A point in a stream's work; the double runs work at once, so every event is done."""
+    """A point in a stream's work; the double runs work at once, so every event is done. What
+    it keeps is which copies from pinned memory its synchronize waits for (see cupy._sim)."""
 
     def __init__(self, block: bool = False, disable_timing: bool = False,
                  interprocess: bool = False) -> None:
         self.done = True
+        self._copies: list = []
 
     def record(self, stream: _Any = None) -> None:
-        if _sim.capture is not None and (stream or get_current_stream()) is _sim.capture.stream:
+        stream = stream or get_current_stream()
+        if _sim.capture is not None and stream is _sim.capture.stream:
             raise NotImplementedError("the CuPy double does not model events inside a capture")
+        self._copies = [copy for copy in _sim.in_flight if copy.stream is stream._key()]
 
     def synchronize(self) -> None:
         _synchronize("Event.synchronize")
+        _sim.waited(self._copies)
 
 
 class Stream:
@@ -231,6 +238,11 @@ class Stream:
 
     def synchronize(self) -> None:
         _synchronize("Stream.synchronize")
+        _sim.waited([copy for copy in _sim.in_flight if copy.stream is self._key()])
+
+    def _key(self) -> Stream | None:
+        """How cupy._sim names this stream: None for the legacy default stream."""
+        return None if self._null else self
 
     def record(self, event: _Any = None) -> Event:
         event = event or Event()
@@ -315,11 +327,15 @@ def using_allocator(allocator: _Any = None) -> _Any:
 
 
 class _PinnedMemory(bytearray):
-    """Page-locked host memory (here plain host memory): NumPy wraps it with frombuffer."""
+    """Page-locked host memory (here plain host memory): NumPy wraps it with frombuffer.
+    ``_copies``: the copies from it, which must be waited for before it is freed."""
 
 
 def alloc_pinned_memory(size: int) -> _PinnedMemory:
-    return _PinnedMemory(int(size))
+    pinned = _PinnedMemory(int(size))
+    pinned._copies = []
+    _weakref.finalize(pinned, _sim.pinned_freed, pinned._copies, int(size))
+    return pinned
 
 
 def get_current_stream(device_id: int = -1) -> Stream:

@@ -80,17 +80,18 @@ class NcclCommunicator:
 
         world = MPI.COMM_WORLD
         self._device, self._rank, self._size = _sim.current(), int(rank), int(ndev)
-        peers = world.allgather((commId, self._rank, self._size, self._device))
+        peers = world.allgather((commId, self._rank, self._size,
+                                 _sim.devices[self._device].physical))
         if len({peer[0] for peer in peers}) != 1 or {peer[2] for peer in peers} != {ndev}:
             raise NcclError(5, _detail="the ranks passed different unique ids or sizes")
         if ndev != world.Get_size() or sorted(peer[1] for peer in peers) != list(range(ndev)):
             raise NcclError(4, _detail=f"ranks {[peer[1] for peer in peers]} of {ndev}: the "
                                        f"double's communicator spans all "
                                        f"{world.Get_size()} MPI processes")
-        devices = [peer[3] for peer in peers]
-        if len(set(devices)) != len(devices):
-            raise NcclError(5, _detail=f"Duplicate GPU detected: the ranks are on devices "
-                                       f"{[f'cuda-sim:{d}' for d in devices]}")
+        gpus = [peer[3] for peer in peers]  # the machine's GPUs, whatever each rank calls them
+        if len(set(gpus)) != len(gpus):
+            raise NcclError(5, _detail=f"Duplicate GPU detected: the ranks are on the "
+                                       f"simulated machine's GPUs {gpus}")
         self._comm = world.Split(0, self._rank)  # MPI ranks in NCCL rank order
         self._MPI = MPI
 

@@ -65,7 +65,9 @@ def getDeviceProperties(device: int) -> dict[str, _Any]:
     if not 0 <= device < len(_sim.devices):
         raise CUDARuntimeError(101)
     return {"name": _sim.NAME.encode(), "totalGlobalMem": _sim.devices[device].capacity,
-            "multiProcessorCount": 132, "major": 9, "minor": 0, "pciBusID": device}
+            "multiProcessorCount": 132, "major": int(_sim.compute_capability[:-1]),
+            "minor": int(_sim.compute_capability[-1]),
+            "pciBusID": _sim.devices[device].physical}
 
 
 def runtimeGetVersion() -> int:

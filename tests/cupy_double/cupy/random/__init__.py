@@ -17,7 +17,7 @@ class Generator:
     def __init__(self, bit_generator: _Any) -> None:
         self.bit_generator = bit_generator
         self._numpy = _numpy.random.Generator(_numpy.random.PCG64(bit_generator._seed))
-        self._device = _sim.current()
+        self._device = bit_generator._current_device_id  # where its states are, as in CuPy
         _sim.generators.add(self)
 
     def _draw(self, make: _Any, out: _Any) -> _Any:
@@ -50,11 +50,36 @@ class Generator:
         return self._draw(lambda: self._numpy.uniform(low, high, size).astype(dtype), None)
 
 
-class XORWOW:
-    """CuPy's default bit generator; here it only carries the seed to NumPy's PCG64."""
+# CuPy's generator kernels (cupy/random/cupy_distributions.cu) run ceil(size / 256) blocks of
+# 256 threads, and every thread reads and writes its own state, past the end of the states when
+# ``size`` is not a multiple of 256 (curandState: 48 bytes).
+_THREADS_PER_BLOCK = 256
+_STATE_BYTES = 48
 
-    def __init__(self, seed: _Any = None, *, size: int = 10**5) -> None:
+
+class XORWOW:
+    """CuPy's default bit generator: ``size`` states on the current device (by default 8 blocks
+    of 256 per multiprocessor, as CuPy makes them), each read and written by every draw. The
+    draws themselves come from NumPy's PCG64, seeded with ``seed``."""
+
+    def __init__(self, seed: _Any = None, *, size: int = -1) -> None:
         self._seed = seed
+        self._current_device_id = _sim.current()
+        if size < 0:
+            from cupy.cuda import Device
+
+            size = 8 * _THREADS_PER_BLOCK * Device().attributes["MultiProcessorCount"]
+        if size % _THREADS_PER_BLOCK:
+            raise ValueError(f"[CuPy double] XORWOW(size={size}): CuPy's generator kernels run "
+                             f"blocks of {_THREADS_PER_BLOCK} threads that each read and write "
+                             f"a state, past the end of {size} states (stricter than CuPy, "
+                             f"which does not check): use a multiple of {_THREADS_PER_BLOCK}.")
+        self._size = size
+        self._state = _core.fresh(_numpy.zeros(size * _STATE_BYTES, dtype=_numpy.int8))
+
+    def _state_size(self) -> int:
+        """How many states (threads) each draw runs, as CuPy's ``_state_size``."""
+        return self._size
 
 
 def default_rng(seed: _Any = None) -> Generator:
