@@ -142,10 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     option("--data-dir", metavar="DIR", help="where the fashion-mnist or mnist files are "
            "(default: $GPUNN_DATA/<name>, else ~/.cache/gpunn/<name>; downloaded if missing)")
     option("--out", metavar="DIR", help=f"the run's folder, which must not hold another run "
-           f"(default: a new {runs.RUNS}/<date-time>, and {runs.LATEST} then points at the newest "
-           f"complete one)")
+           f"(default: a new {runs.RUNS}/<date-time>); when a run in {runs.RUNS}/ completes, "
+           f"{runs.LATEST} points at it")
     option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
-           f"DIR: {runs.LATEST})")
+           f"DIR: the newest run in {runs.RUNS}/, finished or interrupted: the one whose "
+           f"checkpoint.npz was written last)")
     option("--quiet", action="store_true", help="print nothing but errors")
     option("--no-cuda-graph", dest="cuda_graph", action="store_false",
            help="on CUDA, launch every step's kernels one by one instead of replaying the step "
@@ -187,8 +188,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_HELP = f"""\
-Train a network and write into a new folder, runs/<date-time> (or --out DIR); when the run is
-complete, {runs.LATEST} points at it. A previous run's files are never replaced or deleted:
+Train a network and write into a new folder, runs/<date-time> (or --out DIR); when a run in
+{runs.RUNS}/ is complete, {runs.LATEST} points at it. A previous run's files are never replaced or
+deleted:
   model.npz       the trained model (gpunn.Model.load reads it)
   metrics.csv     one row per epoch: epoch, loss, data_loss, regularization_loss,
                   accuracy, learning_rate, val_loss, val_accuracy
@@ -316,6 +318,8 @@ def _train(args: argparse.Namespace) -> int:
         if model.backend.fused:  # CUDA: say whether the step runs as a CUDA graph, and why not
             print(f"CUDA graph: {'on' if graph is None else f'off ({graph})'}", flush=True)
         where = f"writing to {out}"
+        if args.resume and args.out is None:
+            where += f" (the newest run in {runs.RUNS}/: its checkpoint.npz was written last)"
         if previous is not None:
             where += (f" (the previous complete run stays in {previous}, which {runs.LATEST} "
                       f"points at)")
@@ -345,7 +349,7 @@ def _train(args: argparse.Namespace) -> int:
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=y,
                               title=f"gpunn train --dataset {settings['dataset']}")
         written.append("training.png")
-    linked = runs.point_latest(out) if args.out is None else None  # only folders gpunn named
+    linked = runs.point_latest(out)  # a run in runs/, however it was started
     if not quiet:
         if model.backend.fused and graph is None and result.cuda_graph != "captured":
             print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all

@@ -351,6 +351,71 @@ def test_ctrl_c_keeps_the_last_complete_epoch_and_resume_finishes_the_run(tmp_pa
     _assert_same_model(tmp_path / "straight" / "model.npz", out / "model.npz")
 
 
+def _ctrl_c_after_epoch(patch, epoch):
+    """Make the next `gpunn train` stop on Ctrl-C pressed just after ``epoch``."""
+    patch.setattr(runs, "CHECKPOINT_SECONDS", 1e9)
+    epoch_end = progress.Lines.epoch_end
+
+    def press_ctrl_c(self, done, logs):
+        epoch_end(self, done, logs)
+        if done == epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    patch.setattr(progress.Lines, "epoch_end", press_ctrl_c)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["newest", "out"])
+def test_resume_continues_the_interrupted_run_and_latest_follows_it(tmp_path, capsys,
+                                                                   monkeypatch, explicit):
+    # After Ctrl-C, `gpunn train --resume` continued (and rewrote) the previous complete run
+    # that runs/latest pointed at; the interrupted run, finished with --out, never became
+    # runs/latest.
+    monkeypatch.chdir(tmp_path)
+    assert _gpunn(capsys, "train", *QUICK, "--quiet")[0] == 0
+    complete = (tmp_path / "runs" / "latest").resolve()
+    files = {path.name: path.read_bytes() for path in complete.iterdir()}
+    with monkeypatch.context() as patch:
+        _ctrl_c_after_epoch(patch, 4)
+        assert _gpunn(capsys, "train", *QUICK)[0] == 130
+    (stopped,) = {path.resolve() for path in (tmp_path / "runs").iterdir()} - {complete}
+    assert (tmp_path / "runs" / "latest").resolve() == complete  # not complete yet
+
+    where = ["--out", stopped.relative_to(tmp_path)] if explicit else []
+    status, stdout, err = _gpunn(capsys, "train", "--resume", "--device", "cpu", *where)
+    assert status == 0 and err == ""
+    assert "resuming at epoch 5 of 10" in stdout
+    assert f"writing to {stopped.relative_to(tmp_path)}" in stdout
+    assert ("the newest run in runs/" in stdout) == (not explicit)
+    assert f"runs/latest -> {stopped.relative_to(tmp_path)}" in stdout
+    assert (tmp_path / "runs" / "latest").resolve() == stopped
+    assert checkpoint.load(stopped / "checkpoint.npz", device="cpu").epoch == 10
+    assert (stopped / "model.npz").is_file()
+    assert {path.name: path.read_bytes() for path in complete.iterdir()} == files
+
+
+def test_resume_takes_the_run_written_last_and_latest_the_run_completed_last(tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = _gpunn(capsys, "train", "--resume", "--device", "cpu")
+    assert status == 1 and "no run to continue" in _one_error_line(err)
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", "runs/first")[0] == 0
+    assert (tmp_path / "runs" / "latest").resolve() == tmp_path / "runs" / "first"
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", "runs/second")[0] == 0
+    assert (tmp_path / "runs" / "latest").resolve() == tmp_path / "runs" / "second"
+    # The older run, continued by name, becomes the newest: written and completed last.
+    status, stdout, _ = _gpunn(capsys, "train", "--resume", "--epochs", "12", "--device", "cpu",
+                               "--out", "runs/first")
+    assert status == 0 and "runs/latest -> runs/first" in stdout
+    status, stdout, _ = _gpunn(capsys, "train", "--resume", "--epochs", "14", "--device", "cpu")
+    assert status == 0 and "writing to runs/first" in stdout
+    assert "resuming at epoch 13 of 14" in stdout
+    assert checkpoint.load(tmp_path / "runs" / "second" / "checkpoint.npz").epoch == 10
+    # A run outside runs/ leaves runs/latest alone.
+    status, stdout, _ = _gpunn(capsys, "train", *QUICK, "--out", tmp_path / "elsewhere")
+    assert status == 0 and "runs/latest" not in stdout
+    assert (tmp_path / "runs" / "latest").resolve() == tmp_path / "runs" / "first"
+
+
 def test_sigint_to_a_real_process(tmp_path, capsys):
     out = tmp_path / "run"
     process = subprocess.Popen(
