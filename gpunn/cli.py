@@ -566,6 +566,9 @@ def _evaluation_data(args: argparse.Namespace, model: gn.Model,
         seed = trained.get("seed") if trained and trained.get("seed") is not None else 0
     X, y, X_val, y_val = datasets.load(dataset, seed=seed, data_dir=args.data_dir)
     warnings = [changed] if changed else []
+    if training and split == "validation" and dataset in model_data.VALIDATED_ON_TRAINING_DATA:
+        warnings.append(f"{dataset}'s validation split is its training data (as in the book), "
+                        f"so this scores data {args.model} was trained on")
     if trained is None:
         warnings.append(f"{args.model} does not record the data it was trained on, so gpunn "
                         f"cannot check that these samples are not among them")

@@ -589,10 +589,13 @@ def test_evaluate_on_a_regression_says_what_its_accuracy_counts(tmp_path, capsys
     assert _gpunn(capsys, "train", "--device", "cpu", "--dataset", "sine", "--epochs", "5",
                   "--quiet", "--out", tmp_path)[0] == 0
     precision = gn.Model.load(tmp_path / "model.npz", device="cpu").accuracy.precision
-    status, stdout, _ = _gpunn(capsys, "evaluate", tmp_path / "model.npz", "--dataset", "sine",
-                               "--device", "cpu")
+    status, stdout, err = _gpunn(capsys, "evaluate", tmp_path / "model.npz", "--dataset", "sine",
+                                 "--device", "cpu")
     assert status == 0 and stdout.startswith("sine validation split, 1000 samples: loss ")
     assert f"(predictions within ±{precision:.2g} of the target)" in stdout
+    # The sine's validation split is its training curve (the book's): not a held-out score.
+    (warning,) = err.splitlines()
+    assert warning.startswith("gpunn: warning: sine's validation split is its training data")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
