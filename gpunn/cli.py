@@ -30,7 +30,7 @@ from gpunn import (
     datasets,
     distributed,
     export,
-    io,
+    model_data,
     plots,
     progress,
     runs,
@@ -142,35 +142,47 @@ def _parser() -> argparse.ArgumentParser:
     option("--data-dir", metavar="DIR", help="where the fashion-mnist or mnist files are "
            "(default: $GPUNN_DATA/<name>, else ~/.cache/gpunn/<name>; downloaded if missing)")
     option("--out", metavar="DIR", help=f"the run's folder, which must not hold another run "
-           f"(default: a new {runs.RUNS}/<date-time>, and {runs.LATEST} then points at the newest "
-           f"complete one)")
+           f"(default: a new {runs.RUNS}/<date-time>); when a run in {runs.RUNS}/ completes, "
+           f"{runs.LATEST} points at it")
     option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
-           f"DIR: {runs.LATEST})")
+           f"DIR: the newest run in {runs.RUNS}/, finished or interrupted: the one whose "
+           f"checkpoint.npz was written last)")
     option("--quiet", action="store_true", help="print nothing but errors")
     option("--no-cuda-graph", dest="cuda_graph", action="store_false",
            help="on CUDA, launch every step's kernels one by one instead of replaying the step "
                 "as a captured CUDA graph (the results are the same)")
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("evaluate", parents=[device, debug],
-                                   help="loss and accuracy of a model on a validation split")
+    batch = _Parser(add_help=False)
+    batch.add_argument("--batch-size", type=_batch_size, default="full", metavar="N",
+                       help="samples per forward pass, or 'full' (default full); a smaller "
+                            "batch needs less memory")
+    evaluate = commands.add_parser(
+        "evaluate", parents=[device, batch, debug],
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=_EVALUATE_HELP,
+        help="loss and accuracy of a model on data it was not trained on")
     evaluate.add_argument("model", metavar="MODEL", help="model.npz or checkpoint.npz")
-    evaluate.add_argument("--dataset", type=_dataset, default="spiral",
-                          help="as for train (default spiral)")
-    evaluate.add_argument("--seed", type=_integer(0), default=0,
-                          help="the seed the model was trained with (default 0)")
-    evaluate.add_argument("--batch-size", type=_batch_size, default="full")
+    evaluate.add_argument("--dataset", type=_dataset,
+                          help="as for train (default: the data set MODEL was trained on)")
+    evaluate.add_argument("--split", choices=["all", "validation"],
+                          help="score the data set's validation split, or all of it (default: "
+                               "validation for the training data set and the built-in sets, "
+                               "all for any other file)")
+    evaluate.add_argument("--seed", type=_integer(0),
+                          help="the seed of the validation split (default: the one MODEL was "
+                               "trained with; another is refused for its training data set, "
+                               "whose split it would overlap)")
     evaluate.add_argument("--data-dir", metavar="DIR", help="as for train")
     evaluate.set_defaults(run=_evaluate)
 
-    predict = commands.add_parser("predict", parents=[device, debug],
-                                  help="run a model on the array X of an .npz file")
+    predict = commands.add_parser("predict", parents=[device, batch, debug],
+                                  help="run a model on the samples of an .npz or .csv file")
     predict.add_argument("model", metavar="MODEL", help="model.npz or checkpoint.npz")
-    predict.add_argument("input", metavar="INPUT", help=".npz file holding an array X")
+    predict.add_argument("input", metavar="INPUT", help="an .npz holding an array X, or a .csv "
+                         "of the model's features, with or without the label last")
     predict.add_argument("--out", default="predictions.npz",
                          help="where to write arrays 'outputs' and 'predictions' "
                          "(default predictions.npz)")
-    predict.add_argument("--batch-size", type=_batch_size, default="full")
     predict.set_defaults(run=_predict)
 
     export = commands.add_parser("export", parents=[debug],
@@ -187,8 +199,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_HELP = f"""\
-Train a network and write into a new folder, runs/<date-time> (or --out DIR); when the run is
-complete, {runs.LATEST} points at it. A previous run's files are never replaced or deleted:
+Train a network and write into a new folder, runs/<date-time> (or --out DIR); when a run in
+{runs.RUNS}/ is complete, {runs.LATEST} points at it. A previous run's files are never replaced or
+deleted:
   model.npz       the trained model (gpunn.Model.load reads it)
   metrics.csv     one row per epoch: epoch, loss, data_loss, regularization_loss,
                   accuracy, learning_rate, val_loss, val_accuracy
@@ -211,6 +224,20 @@ Defaults per data set (options given win):
                     --batch-size 32
 Labels that are whole numbers >= 0 make a classifier (softmax, cross-entropy); other
 targets a regression (linear output, mean squared error).
+"""
+
+
+_EVALUATE_HELP = """\
+Print a model's loss and accuracy on data it was not trained on. By default that is the
+validation split of the data set MODEL was trained on, drawn with its seed, as train held it
+out (gpunn train records the data set, the seed and, for a file, its SHA-256 in the model
+file; for a file from an older gpunn, the checkpoint.npz of the same run beside it says).
+
+--dataset FILE scores FILE whole when it is another file than the training data (a separate
+test set: all of it is new to the model), and its validation split when it is the training
+file, under any name (the rest was trained on). --split says otherwise; scoring the training
+file whole, or with another --seed, would include data the model was trained on: the first is
+done with a warning, the second refused.
 """
 
 
@@ -284,6 +311,8 @@ def _train(args: argparse.Namespace) -> int:
         saved = _checkpoint(out, device)
         settings = _resumed_settings(args, saved.settings, saved.epoch, out)
         model, history, done = saved.model, saved.history, saved.epoch
+        if (why := model_data.changed(model.trained_on)) is not None:
+            raise GpunnError(f"--resume cannot continue the run in {out}: {why}.")
         X, y, X_val, y_val = _load(settings, args)
     else:
         settings = _settings(args)
@@ -301,6 +330,8 @@ def _train(args: argparse.Namespace) -> int:
                              f"--out out for a new folder under {runs.RUNS}/.")
         else:
             out, previous = runs.new_folder(args.out)
+    if model.trained_on is None:  # a new run, or one started before gpunn kept the record
+        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val)
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
     model.accuracy.init(y)  # the regression accuracy's precision, shown before training
@@ -316,6 +347,8 @@ def _train(args: argparse.Namespace) -> int:
         if model.backend.fused:  # CUDA: say whether the step runs as a CUDA graph, and why not
             print(f"CUDA graph: {'on' if graph is None else f'off ({graph})'}", flush=True)
         where = f"writing to {out}"
+        if args.resume and args.out is None:
+            where += f" (the newest run in {runs.RUNS}/: its checkpoint.npz was written last)"
         if previous is not None:
             where += (f" (the previous complete run stays in {previous}, which {runs.LATEST} "
                       f"points at)")
@@ -345,7 +378,7 @@ def _train(args: argparse.Namespace) -> int:
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=y,
                               title=f"gpunn train --dataset {settings['dataset']}")
         written.append("training.png")
-    linked = runs.point_latest(out) if args.out is None else None  # only folders gpunn named
+    linked = runs.point_latest(out)  # a run in runs/, however it was started
     if not quiet:
         if model.backend.fused and graph is None and result.cuda_graph != "captured":
             print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
@@ -496,16 +529,69 @@ def _batch(value: int | str) -> int | None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     model = gn.Model.load(args.model, device=args.device)
-    _, _, X_val, y_val = datasets.load(args.dataset, seed=args.seed, data_dir=args.data_dir)
-    loss, accuracy = model.evaluate(X_val, y_val, batch_size=_batch(args.batch_size))
-    print(f"{args.dataset} validation split, {len(X_val)} samples: loss {loss:.4f}, "
-          f"accuracy {accuracy:.4f}")
+    X, y, what = _evaluation_data(args, model, model_data.recorded(args.model))
+    loss, accuracy = model.evaluate(X, y, batch_size=_batch(args.batch_size))
+    scored = f"accuracy {accuracy:.4f}"
+    if isinstance(model.accuracy, gn.RegressionAccuracy) and model.accuracy.precision is not None:
+        scored += f" (predictions within ±{model.accuracy.precision:.2g} of the target)"
+    print(f"{what}: loss {loss:.4g}, {scored}")
     return 0
+
+
+def _evaluation_data(args: argparse.Namespace, model: gn.Model,
+                     trained: dict[str, Any] | None) -> tuple:
+    """(X, y, what they are) for evaluate, checked against the model (see _EVALUATE_HELP)."""
+    dataset = args.dataset
+    if dataset is None:
+        if trained is None:
+            raise UsageError(f"{args.model} does not record the data it was trained on (a model "
+                             f"saved in Python, or by an older gpunn with no checkpoint.npz "
+                             f"of its run beside it); give --dataset NAME or PATH.")
+        dataset = trained["dataset"]
+        if dataset not in datasets.NAMES and not Path(dataset).expanduser().is_file():
+            raise GpunnError(f"{args.model} was trained on {dataset}, which is not there (from "
+                             f"{Path.cwd()}); give its path with --dataset.")
+    training, changed = (False, None) if trained is None else \
+        model_data.is_training_data(dataset, trained)
+    split = args.split or ("validation" if training or dataset in datasets.NAMES else "all")
+    seed = args.seed
+    if training and model_data.seeded(dataset) and trained.get("seed") is not None:
+        if seed is not None and seed != trained["seed"]:
+            raise UsageError(f"{args.model} was trained on {dataset} with --seed "
+                             f"{trained['seed']}, whose validation split it never saw; "
+                             f"--seed {seed} draws another split, which would overlap its "
+                             f"training data. Leave --seed out.")
+        seed = trained["seed"]
+    elif seed is None:
+        seed = trained.get("seed") if trained and trained.get("seed") is not None else 0
+    X, y, X_val, y_val = datasets.load(dataset, seed=seed, data_dir=args.data_dir)
+    warnings = [changed] if changed else []
+    if training and split == "validation" and dataset in model_data.VALIDATED_ON_TRAINING_DATA:
+        warnings.append(f"{dataset}'s validation split is its training data (as in the book), "
+                        f"so this scores data {args.model} was trained on")
+    if trained is None:
+        warnings.append(f"{args.model} does not record the data it was trained on, so gpunn "
+                        f"cannot check that these samples are not among them")
+    if split == "all":
+        if training:
+            warnings.append(f"scoring all of {dataset}, including the {len(X)} samples "
+                            f"{args.model} was trained on (--split validation scores the "
+                            f"{len(X_val)} held out)")
+        X, y = numpy.concatenate([X, X_val]), numpy.concatenate([y, y_val])
+    else:
+        X, y = X_val, y_val
+    model_data.check(model, args.model, dataset, X, y)
+    for warning in warnings:
+        print(f"gpunn: warning: {warning}.", file=sys.stderr)
+    if split == "all":
+        return X, y, f"{dataset}, all {len(X)} samples"
+    seeded = f" (seed {seed})" if model_data.seeded(dataset) else ""
+    return X, y, f"{dataset} validation split{seeded}, {len(X)} samples"
 
 
 def _predict(args: argparse.Namespace) -> int:
     model = gn.Model.load(args.model, device=args.device)
-    X = _read_inputs(Path(args.input))
+    X = model_data.inputs(model, args.model, args.input)
     outputs = model.predict(X, batch_size=_batch(args.batch_size))
     predictions = model.backend.to_numpy(
         model.layers[-1].predictions(model.backend.asarray(outputs)))
@@ -523,14 +609,6 @@ def _export(args: argparse.Namespace) -> int:
     print(f"wrote {path} (ONNX opset {export.OPSET}: {export.describe(model)}; trained on "
           f"{dataset or 'an unknown data set'})")
     return 0
-
-
-def _read_inputs(path: Path) -> numpy.ndarray:
-    arrays = io.read_arrays(path)
-    if "X" not in arrays:
-        raise FileFormatError(f"{path} has no array X (found {sorted(arrays)}); save one with "
-                              f"numpy.savez(path, X=X).")
-    return arrays["X"]
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -250,18 +250,7 @@ def load_csv(path: PathLike, *, label_column: int = -1, skip_header: bool | None
     that is not numeric is taken for a header unless ``skip_header`` says otherwise. Example:
     ``X, y = load_csv("train.csv", label_column=0)``."""
     path = _existing(path)
-    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1)
-             if line.strip()]
-    if skip_header is None:
-        skip_header = bool(lines) and _bad_cell(lines[0][1]) is not None
-    rows = lines[1:] if skip_header else lines
-    if not rows:
-        raise FileFormatError(f"{path} has no data rows; expected numeric lines such as "
-                              f"'0.5,1.2,0'.")
-    try:
-        table = numpy.loadtxt([line for _, line in rows], delimiter=",", ndmin=2, comments=None)
-    except ValueError as error:
-        raise _csv_error(path, rows, error) from None
+    table = _csv_table(path, skip_header)
     width = table.shape[1]
     column = _checks.integer("label_column", label_column, minimum=-width)
     if width < 2 or column >= width:
@@ -272,6 +261,40 @@ def load_csv(path: PathLike, *, label_column: int = -1, skip_header: bool | None
     # Whole-number labels are classes; anything else is a regression target.
     y = y.astype(numpy.int64) if numpy.all(numpy.mod(y, 1) == 0) else y.astype(numpy.float32)
     return _checked(path, numpy.delete(table, column, axis=1), y)
+
+
+def _csv_table(path: Path, skip_header: bool | None) -> numpy.ndarray:
+    """Every row of a numeric CSV as a float64 table (see ``load_csv``)."""
+    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1)
+             if line.strip()]
+    if skip_header is None:
+        skip_header = bool(lines) and _bad_cell(lines[0][1]) is not None
+    rows = lines[1:] if skip_header else lines
+    if not rows:
+        raise FileFormatError(f"{path} has no data rows; expected numeric lines such as "
+                              f"'0.5,1.2,0'.")
+    try:
+        return numpy.loadtxt([line for _, line in rows], delimiter=",", ndmin=2, comments=None)
+    except ValueError as error:
+        raise _csv_error(path, rows, error) from None
+
+
+def load_inputs(path: PathLike) -> numpy.ndarray:
+    """X to predict from: an .npz's array ``X`` (an array ``y`` beside it is ignored), or every
+    column of a numeric CSV (``gpunn predict`` drops a label column itself). Example:
+    ``X = load_inputs("points.csv")``."""
+    path = _existing(path)
+    if path.suffix.lower() == ".csv":
+        return _csv_table(path, None).astype(numpy.float32)
+    arrays = io.read_arrays(path)
+    if "X" not in arrays:
+        raise FileFormatError(f"{path} has no array X (found {sorted(arrays)}); save one with "
+                              f"numpy.savez(path, X=X).")
+    X = arrays["X"]
+    if X.ndim != 2 or X.dtype.kind not in "biuf":
+        raise FileFormatError(f"{path}: X must be a 2-D numeric array (samples, features); "
+                              f"received shape {X.shape}, dtype {X.dtype}.")
+    return X.astype(numpy.float32)
 
 
 def _csv_error(path: Path, rows: list[tuple[int, str]], error: ValueError) -> FileFormatError:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from gpunn import activations, datasets, io, layers
+from gpunn import activations, datasets, layers, model_data
 from gpunn.errors import GpunnError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -76,21 +76,12 @@ def describe(model: Model) -> str:
 
 
 def training_dataset(path: str | os.PathLike) -> str | None:
-    """The data set a gpunn file was trained on, as ``gpunn train`` recorded it: in the settings
-    of a checkpoint or, for a model.npz, of the checkpoint.npz beside it when that holds the very
-    same parameters (the same run's last epoch). None when no file says."""
-    header, arrays = io.read(path, "model", "checkpoint")
-    if header["kind"] == "model":
-        try:
-            header, saved = io.read(Path(path).with_name("checkpoint.npz"), "checkpoint")
-        except GpunnError:
-            return None
-        if not numpy.array_equal(saved.get("parameters"), arrays.get("parameters")):
-            return None
-    settings = header.get("settings")
-    name = settings.get("dataset") if isinstance(settings, dict) else None
-    if not isinstance(name, str) or not name:
+    """The data set a gpunn file was trained on, as ``gpunn train`` recorded it (see
+    ``gpunn.model_data.recorded``). None when no file says."""
+    trained = model_data.recorded(path)
+    if trained is None or not trained["dataset"]:
         return None
+    name = trained["dataset"]
     # A file's name, not its folder: a full path would publish the trainer's directories.
     return name if name in datasets.NAMES else Path(name).name
 

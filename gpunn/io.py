@@ -56,7 +56,8 @@ def write(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, Any
 
 
 def model_header(model: Any) -> dict[str, Any]:
-    """The JSON description of a model: architecture, training settings, optimizer counters."""
+    """The JSON description of a model: architecture, training settings, optimizer counters, and
+    what it was trained on (``model.trained_on``)."""
     header: dict[str, Any] = {
         "kind": "model", "dtype": model.dtype,
         "layers": [{"type": type(layer).__name__, "config": layer.config()}
@@ -67,6 +68,8 @@ def model_header(model: Any) -> dict[str, Any]:
         header["accuracy"] = {"type": type(model.accuracy).__name__,
                               "binary": getattr(model.accuracy, "binary", False),
                               "precision": getattr(model.accuracy, "precision", None)}
+    if getattr(model, "trained_on", None) is not None:
+        header["trained_on"] = model.trained_on
     if model.optimizer is not None:
         optimizer = model.optimizer
         header["optimizer"] = {"type": type(optimizer).__name__, "config": optimizer.config(),
@@ -188,6 +191,8 @@ def build_model(header: dict[str, Any], model_class: Any, device: Any) -> Any:
             optimizer.current_learning_rate = float(spec["current_learning_rate"])
         model.set(loss=loss, optimizer=optimizer, accuracy=accuracy_)
         model.finalize()
+        trained_on = header.get("trained_on")  # absent from files written before issue 20
+        model.trained_on = trained_on if isinstance(trained_on, dict) else None
     except FileFormatError:
         raise
     except GpunnError as error:

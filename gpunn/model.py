@@ -61,6 +61,9 @@ class Model:
         self.optimizer: Optimizer | None = None
         self.accuracy: Accuracy | None = None
         self.finalized = False
+        # What the model was trained on, kept in its file (JSON): gpunn train records the data
+        # set, its seed and split, so that `gpunn evaluate` scores the data held out.
+        self.trained_on: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"Model({', '.join(map(repr, self.layers))}; device={self.device})"
@@ -361,8 +364,8 @@ class Model:
         self.set_parameters(pairs)
 
     def save(self, path: str) -> None:
-        """Write the whole model (architecture, loss, optimizer and its state, parameters) to
-        ``path``; ``Model.load(path)`` restores it on any device."""
+        """Write the whole model (architecture, loss, optimizer and its state, parameters, and
+        ``trained_on`` when set) to ``path``; ``Model.load(path)`` restores it on any device."""
         self._require_ready(training=False)
         io.write(path, io.model_header(self), io.model_arrays(self))
 

@@ -1,6 +1,7 @@
 """A `gpunn train` run's folder and files: where a run goes (runs/<date-time>, with runs/latest
-pointing at the newest complete one), and what it writes as its epochs end (metrics.csv,
-checkpoint.npz). A previous run's files are never replaced or deleted."""
+pointing at the run in runs/ that completed last), which run `--resume` continues (the newest,
+finished or interrupted), and what it writes as its epochs end (metrics.csv, checkpoint.npz).
+A previous run's files are never replaced or deleted."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from gpunn import checkpoint
 from gpunn.errors import GpunnError
 
 RUNS = Path("runs")  # each default run gets runs/<date-time>/
-LATEST = RUNS / "latest"  # a link to the newest complete one
+LATEST = RUNS / "latest"  # a link to the run in runs/ that completed last
 CHECKPOINT_SECONDS = 2.0  # checkpoint.npz is rewritten at most this often (see train --help)
 METRICS = ("loss", "data_loss", "regularization_loss", "accuracy", "learning_rate", "val_loss",
            "val_accuracy")
@@ -48,14 +49,43 @@ def new_folder(out: str | os.PathLike | None) -> tuple[Path, Path | None]:
     raise GpunnError(f"could not make a new run folder in {RUNS}/ (1000 named {stamp}-*)")
 
 
+def newest() -> Path | None:
+    """The newest run in runs/, finished or interrupted: of its folders, the one whose
+    checkpoint.npz was written last (a run writes it after every epoch, at most every
+    CHECKPOINT_SECONDS, and when it ends or is interrupted). None when there is none."""
+    found = []
+    for folder in RUNS.iterdir() if RUNS.is_dir() else ():
+        saved = folder / "checkpoint.npz"
+        if not folder.is_symlink() and saved.is_file():  # runs/latest is a link to one of them
+            found.append((saved.stat().st_mtime_ns, folder.name, folder))
+    return max(found)[2] if found else None
+
+
 def resumed_folder(out: str | os.PathLike | None) -> Path:
-    """The folder of the run to continue: ``out``, else the one runs/latest points at."""
-    out = Path(out) if out is not None else LATEST
+    """The folder of the run to continue: ``out``, else the newest run in runs/ (``newest``)."""
+    if out is None:
+        found = newest()
+        if found is None:
+            raise GpunnError(f"--resume found no run to continue: no folder in {RUNS}/ holds a "
+                             f"checkpoint.npz. Start one with gpunn train, or give --out DIR "
+                             f"for a run elsewhere.")
+        return found
+    out = Path(out)
     return Path(os.path.relpath(out.resolve())) if out.is_symlink() else out
 
 
+def in_runs(out: Path) -> bool:
+    """Whether ``out`` is a run folder directly in runs/ (which runs/latest can point at)."""
+    return (out.resolve().parent == RUNS.resolve() and out.name != LATEST.name
+            and not out.is_symlink())
+
+
 def point_latest(out: Path) -> str | None:
-    """Point runs/latest at ``out``, a complete run in runs/; returns what to tell the user."""
+    """Point runs/latest at ``out``, a complete run, when it is a folder directly in runs/
+    (however it was started: a new run, --out runs/NAME, or --resume); returns what to tell the
+    user, or None for a run elsewhere."""
+    if not in_runs(out):
+        return None
     note = ""
     if LATEST.exists() and not LATEST.is_symlink():  # a folder an older gpunn wrote: keep it
         modified = time.localtime(LATEST.stat().st_mtime)
@@ -65,7 +95,7 @@ def point_latest(out: Path) -> str | None:
     link = RUNS / f".latest-{os.getpid()}"
     try:
         link.unlink(missing_ok=True)
-        os.symlink(out.name, link, target_is_directory=True)
+        os.symlink(out.resolve().name, link, target_is_directory=True)
         os.replace(link, LATEST)  # atomic: a reader sees the old link or the new one
     except OSError as error:
         return f"{LATEST} was not updated ({error}); the run is in {out}"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -351,6 +352,71 @@ def test_ctrl_c_keeps_the_last_complete_epoch_and_resume_finishes_the_run(tmp_pa
     _assert_same_model(tmp_path / "straight" / "model.npz", out / "model.npz")
 
 
+def _ctrl_c_after_epoch(patch, epoch):
+    """Make the next `gpunn train` stop on Ctrl-C pressed just after ``epoch``."""
+    patch.setattr(runs, "CHECKPOINT_SECONDS", 1e9)
+    epoch_end = progress.Lines.epoch_end
+
+    def press_ctrl_c(self, done, logs):
+        epoch_end(self, done, logs)
+        if done == epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    patch.setattr(progress.Lines, "epoch_end", press_ctrl_c)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["newest", "out"])
+def test_resume_continues_the_interrupted_run_and_latest_follows_it(tmp_path, capsys,
+                                                                   monkeypatch, explicit):
+    # After Ctrl-C, `gpunn train --resume` continued (and rewrote) the previous complete run
+    # that runs/latest pointed at; the interrupted run, finished with --out, never became
+    # runs/latest.
+    monkeypatch.chdir(tmp_path)
+    assert _gpunn(capsys, "train", *QUICK, "--quiet")[0] == 0
+    complete = (tmp_path / "runs" / "latest").resolve()
+    files = {path.name: path.read_bytes() for path in complete.iterdir()}
+    with monkeypatch.context() as patch:
+        _ctrl_c_after_epoch(patch, 4)
+        assert _gpunn(capsys, "train", *QUICK)[0] == 130
+    (stopped,) = {path.resolve() for path in (tmp_path / "runs").iterdir()} - {complete}
+    assert (tmp_path / "runs" / "latest").resolve() == complete  # not complete yet
+
+    where = ["--out", stopped.relative_to(tmp_path)] if explicit else []
+    status, stdout, err = _gpunn(capsys, "train", "--resume", "--device", "cpu", *where)
+    assert status == 0 and err == ""
+    assert "resuming at epoch 5 of 10" in stdout
+    assert f"writing to {stopped.relative_to(tmp_path)}" in stdout
+    assert ("the newest run in runs/" in stdout) == (not explicit)
+    assert f"runs/latest -> {stopped.relative_to(tmp_path)}" in stdout
+    assert (tmp_path / "runs" / "latest").resolve() == stopped
+    assert checkpoint.load(stopped / "checkpoint.npz", device="cpu").epoch == 10
+    assert (stopped / "model.npz").is_file()
+    assert {path.name: path.read_bytes() for path in complete.iterdir()} == files
+
+
+def test_resume_takes_the_run_written_last_and_latest_the_run_completed_last(tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = _gpunn(capsys, "train", "--resume", "--device", "cpu")
+    assert status == 1 and "no run to continue" in _one_error_line(err)
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", "runs/first")[0] == 0
+    assert (tmp_path / "runs" / "latest").resolve() == tmp_path / "runs" / "first"
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", "runs/second")[0] == 0
+    assert (tmp_path / "runs" / "latest").resolve() == tmp_path / "runs" / "second"
+    # The older run, continued by name, becomes the newest: written and completed last.
+    status, stdout, _ = _gpunn(capsys, "train", "--resume", "--epochs", "12", "--device", "cpu",
+                               "--out", "runs/first")
+    assert status == 0 and "runs/latest -> runs/first" in stdout
+    status, stdout, _ = _gpunn(capsys, "train", "--resume", "--epochs", "14", "--device", "cpu")
+    assert status == 0 and "writing to runs/first" in stdout
+    assert "resuming at epoch 13 of 14" in stdout
+    assert checkpoint.load(tmp_path / "runs" / "second" / "checkpoint.npz").epoch == 10
+    # A run outside runs/ leaves runs/latest alone.
+    status, stdout, _ = _gpunn(capsys, "train", *QUICK, "--out", tmp_path / "elsewhere")
+    assert status == 0 and "runs/latest" not in stdout
+    assert (tmp_path / "runs" / "latest").resolve() == tmp_path / "runs" / "first"
+
+
 def test_sigint_to_a_real_process(tmp_path, capsys):
     out = tmp_path / "run"
     process = subprocess.Popen(
@@ -391,8 +457,8 @@ def test_evaluate_reports_the_validation_split(trained, capsys):
     status, stdout, _ = _gpunn(capsys, "evaluate", trained, "--device", "cpu")
     history = checkpoint.load(trained.parent / "checkpoint.npz", device="cpu").history
     assert status == 0
-    assert stdout.strip() == (f"spiral validation split, 300 samples: loss "
-                              f"{history['val_loss'][-1]:.4f}, accuracy "
+    assert stdout.strip() == (f"spiral validation split (seed 0), 300 samples: loss "
+                              f"{history['val_loss'][-1]:.4g}, accuracy "
                               f"{history['val_accuracy'][-1]:.4f}")
     status, _, err = _gpunn(capsys, "evaluate", trained, "--dataset", "sine")
     assert status == 1 and "features" in _one_error_line(err)
@@ -412,6 +478,177 @@ def test_predict_writes_outputs_and_predicted_classes(trained, tmp_path, capsys)
     np.savez(tmp_path / "wrong.npz", inputs=X)
     status, _, err = _gpunn(capsys, "predict", trained, tmp_path / "wrong.npz")
     assert status == 1 and "no array X" in _one_error_line(err)
+
+
+def _features(samples, seed):
+    """4 features and 3 classes: the spiral's 2, and 2 made from them."""
+    X, y = gn.datasets.spiral_data(samples, 3, seed=seed)
+    return np.c_[X, X[:, :1] * 2, X[:, 1:] - 1].astype(np.float32), y
+
+
+@pytest.fixture
+def own(tmp_path, capsys):
+    """A model trained on a user's CSV (120 rows: 96 to train, 24 held out), a test CSV of 30
+    rows it never saw, and the same test data as .npz."""
+    X, y = _features(40, seed=1)
+    np.savetxt(tmp_path / "train.csv", np.c_[X, y], delimiter=",")
+    X_test, y_test = _features(10, seed=2)
+    np.savetxt(tmp_path / "test.csv", np.c_[X_test, y_test], delimiter=",")
+    np.savez(tmp_path / "test.npz", X=X_test, y=y_test)
+    status, _, err = _gpunn(capsys, "train", *QUICK, "--dataset", tmp_path / "train.csv",
+                            "--out", tmp_path / "run")
+    assert status == 0, err
+    return tmp_path / "run" / "model.npz"
+
+
+def test_evaluate_scores_the_held_out_split_of_the_data_the_model_was_trained_on(own, capsys):
+    # `gpunn evaluate runs/latest/model.npz` ignored the data set the model was trained on and
+    # evaluated spiral.
+    history = checkpoint.load(own.parent / "checkpoint.npz", device="cpu").history
+    status, stdout, err = _gpunn(capsys, "evaluate", own, "--device", "cpu")
+    assert status == 0 and err == ""
+    assert stdout.strip() == (f"{own.parent.parent / 'train.csv'} validation split (seed 0), "
+                              f"24 samples: loss {history['val_loss'][-1]:.4g}, accuracy "
+                              f"{history['val_accuracy'][-1]:.4f}")
+    # The training file under another name is still the training file.
+    copy = own.parent.parent / "copy.csv"
+    copy.write_bytes((own.parent.parent / "train.csv").read_bytes())
+    status, stdout, _ = _gpunn(capsys, "evaluate", own, "--dataset", copy, "--device", "cpu")
+    assert status == 0 and "copy.csv validation split (seed 0), 24 samples" in stdout
+    assert f"accuracy {history['val_accuracy'][-1]:.4f}" in stdout
+
+
+def test_evaluate_refuses_a_seed_whose_split_overlaps_the_training_data(own, capsys):
+    # A different --seed silently scored a validation split overlapping the training data.
+    train = own.parent.parent / "train.csv"
+    for argv in (["--seed", "1"], ["--dataset", train, "--seed", "1"]):
+        status, stdout, err = _gpunn(capsys, "evaluate", own, *argv, "--device", "cpu")
+        line = _one_error_line(err)
+        assert status == 2 and stdout == ""
+        assert "--seed 0" in line and "--seed 1" in line and "overlap" in line
+    status, stdout, _ = _gpunn(capsys, "evaluate", own, "--seed", "0", "--device", "cpu")
+    assert status == 0 and "24 samples" in stdout  # the model's own seed is fine
+
+
+def test_evaluate_scores_a_separate_test_file_whole_and_warns_when_that_is_training_data(
+        own, capsys):
+    # A held-out test file was scored on its 20% validation split only.
+    folder = own.parent.parent
+    for name in ("test.csv", "test.npz"):
+        status, stdout, err = _gpunn(capsys, "evaluate", own, "--dataset", folder / name,
+                                     "--device", "cpu")
+        assert status == 0 and err == "" and f"{name}, all 30 samples: loss " in stdout
+    status, stdout, _ = _gpunn(capsys, "evaluate", own, "--dataset", folder / "test.csv",
+                               "--split", "validation", "--device", "cpu")
+    assert status == 0 and "test.csv validation split (seed 0), 6 samples" in stdout
+    # The whole training file, asked for: scored, and said to include the training data.
+    status, stdout, err = _gpunn(capsys, "evaluate", own, "--split", "all", "--device", "cpu")
+    assert status == 0 and "train.csv, all 120 samples" in stdout
+    (warning,) = err.splitlines()
+    assert warning.startswith("gpunn: warning: ") and "96" in warning and "trained on" in warning
+
+
+def test_evaluate_and_predict_refuse_data_that_does_not_fit_the_model(own, capsys):
+    folder = own.parent.parent
+    X, y = _features(5, seed=3)
+    np.savetxt(folder / "three.csv", np.c_[X[:, :3], y], delimiter=",")
+    np.savez(folder / "three.npz", X=X[:, :3])
+    np.savetxt(folder / "six.csv", np.c_[X, X[:, :1], y], delimiter=",")
+    np.savetxt(folder / "classes.csv", np.c_[X, np.arange(15) % 6], delimiter=",")
+    for argv, named, found in (
+            (["evaluate", own, "--dataset", folder / "three.csv"], "three.csv", "3 features"),
+            (["predict", own, folder / "three.npz", "--out", folder / "p.npz"], "three.npz",
+             "3 features"),
+            (["predict", own, folder / "six.csv", "--out", folder / "p.npz"], "six.csv",
+             "6 columns"),
+            (["evaluate", own, "--dataset", folder / "classes.csv"], "classes.csv",
+             "labels from 0 to 5")):
+        status, _, err = _gpunn(capsys, *argv, "--device", "cpu")
+        line = _one_error_line(err)
+        assert status == 1 and named in line and found in line and str(own) in line, line
+        assert ("3 classes" if "classes" in named else "4 features") in line
+    assert not (folder / "p.npz").exists()
+
+
+def test_predict_reads_csv_with_or_without_the_label_as_train_does(own, capsys):
+    # predict read only .npz, though train reads CSV too.
+    folder = own.parent.parent
+    X, y = _features(10, seed=2)
+    np.savetxt(folder / "features.csv", X, delimiter=",")
+    expected = gn.Model.load(own, device="cpu").predict(X)
+    for name in ("features.csv", "test.csv", "test.npz"):
+        out = folder / f"predicted-{name}.npz"
+        status, stdout, err = _gpunn(capsys, "predict", own, folder / name, "--out", out,
+                                     "--device", "cpu")
+        assert status == 0 and err == "" and "30 samples" in stdout
+        np.testing.assert_allclose(_arrays(out)["outputs"], expected, rtol=1e-6)
+
+
+def test_evaluate_on_a_regression_says_what_its_accuracy_counts(tmp_path, capsys):
+    # It printed "accuracy 0.0000" without the ±P that train shows.
+    assert _gpunn(capsys, "train", "--device", "cpu", "--dataset", "sine", "--epochs", "5",
+                  "--quiet", "--out", tmp_path)[0] == 0
+    precision = gn.Model.load(tmp_path / "model.npz", device="cpu").accuracy.precision
+    status, stdout, err = _gpunn(capsys, "evaluate", tmp_path / "model.npz", "--dataset", "sine",
+                                 "--device", "cpu")
+    assert status == 0 and stdout.startswith("sine validation split, 1000 samples: loss ")
+    assert f"(predictions within ±{precision:.2g} of the target)" in stdout
+    # The sine's validation split is its training curve (the book's): not a held-out score.
+    (warning,) = err.splitlines()
+    assert warning.startswith("gpunn: warning: sine's validation split is its training data")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_batch_size_has_help_in_evaluate_and_predict(capsys, command):
+    status, stdout, _ = _gpunn(capsys, command, "--help")
+    help_text = " ".join(stdout.split())
+    assert status == 0
+    assert "--batch-size N samples per forward pass, or 'full'" in help_text
+
+
+def _without_record(path):
+    """``path`` as a gpunn before issue 20 wrote it: no trained_on in its header."""
+    arrays = _arrays(path)
+    header = json.loads(arrays["__gpunn__"].tobytes())
+    del header["trained_on"]
+    arrays["__gpunn__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def test_older_model_files_use_the_checkpoint_beside_them_or_ask_for_the_data_set(own, capsys):
+    _without_record(own)
+    _without_record(own.parent / "checkpoint.npz")
+    assert gn.Model.load(own, device="cpu").trained_on is None
+    status, stdout, err = _gpunn(capsys, "evaluate", own, "--device", "cpu")
+    assert status == 0 and err == "" and "train.csv validation split (seed 0), 24 samples" in \
+        stdout
+    status, _, err = _gpunn(capsys, "evaluate", own, "--seed", "2", "--device", "cpu")
+    assert status == 2 and "overlap" in _one_error_line(err)
+    # A model saved in Python, alone: nothing says what it was trained on.
+    alone = own.parent.parent / "alone.npz"
+    gn.Model.load(own, device="cpu").save(alone)
+    status, _, err = _gpunn(capsys, "evaluate", alone, "--device", "cpu")
+    line = _one_error_line(err)
+    assert status == 2 and "does not record" in line and "--dataset" in line
+    status, stdout, err = _gpunn(capsys, "evaluate", alone, "--dataset",
+                                 own.parent.parent / "test.csv", "--device", "cpu")
+    assert status == 0 and "all 30 samples" in stdout
+    (warning,) = err.splitlines()
+    assert warning.startswith("gpunn: warning: ") and "cannot check" in warning
+
+
+def test_resume_refuses_a_data_file_changed_since_the_run_started(tmp_path, capsys):
+    X, y = _features(20, seed=1)
+    data = tmp_path / "data.csv"
+    np.savetxt(data, np.c_[X, y], delimiter=",")
+    assert _gpunn(capsys, "train", *QUICK, "--epochs", "2", "--quiet", "--dataset", data,
+                  "--out", tmp_path / "run")[0] == 0
+    np.savetxt(data, np.c_[X[::-1], y[::-1]], delimiter=",")
+    status, _, err = _gpunn(capsys, "train", "--resume", "--epochs", "4", "--device", "cpu",
+                            "--out", tmp_path / "run")
+    line = _one_error_line(err)
+    assert status == 1 and "data.csv" in line and "changed" in line
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.npz", device="cpu").epoch == 2
 
 
 def test_info_reports_versions_devices_and_the_kernel_compile(capsys):

@@ -333,6 +333,21 @@ def test_load_csv_refuses_a_label_column_out_of_range(tmp_path):
         datasets.load_csv(tmp_path / "a.csv", label_column=3)
 
 
+def test_load_inputs_reads_every_column_of_a_csv_and_the_x_of_an_npz(tmp_path):
+    (tmp_path / "a.csv").write_text("x1,x2\n0.5,1.5\n2,3\n")
+    X = datasets.load_inputs(tmp_path / "a.csv")
+    assert X.dtype == np.float32
+    np.testing.assert_array_equal(X, [[0.5, 1.5], [2, 3]])
+    (tmp_path / "one.csv").write_text("0.25\n4\n")  # one feature: a column load_csv refuses
+    np.testing.assert_array_equal(datasets.load_inputs(tmp_path / "one.csv"), [[0.25], [4]])
+    np.savez(tmp_path / "a.npz", X=np.arange(6).reshape(3, 2), y=np.zeros(3))
+    np.testing.assert_array_equal(datasets.load_inputs(tmp_path / "a.npz"), [[0, 1], [2, 3],
+                                                                             [4, 5]])
+    np.savez(tmp_path / "flat.npz", X=np.ones(3))
+    with pytest.raises(gpunn.FileFormatError, match=r"flat.npz: X must be a 2-D numeric"):
+        datasets.load_inputs(tmp_path / "flat.npz")
+
+
 # ---- load ---------------------------------------------------------------------------------------
 
 

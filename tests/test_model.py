@@ -144,6 +144,10 @@ def test_save_and_load_round_trip(backend, spiral, tmp_path):
         np.testing.assert_array_equal(loaded.predict(X_val), model.predict(X_val))
         assert loaded.optimizer.iterations == 5
         assert repr(loaded.optimizer) == repr(model.optimizer)
+        assert loaded.trained_on is None  # nothing recorded, nothing invented
+    model.trained_on = {"dataset": "spiral", "seed": 3}
+    model.save(tmp_path / "recorded.npz")
+    assert gn.Model.load(tmp_path / "recorded.npz", device="cpu").trained_on == model.trained_on
     # training continues identically from the saved state (optimizer state included)
     model.train(X, y, epochs=3, shuffle=False, verbose=False)
     loaded = gn.Model.load(tmp_path / "model.npz", device=backend)
