@@ -30,6 +30,7 @@ from gpunn import (
     datasets,
     distributed,
     export,
+    files,
     io,
     plots,
     progress,
@@ -146,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
            f"complete one)")
     option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
            f"DIR: {runs.LATEST})")
+    option("--force", action="store_true", help="replace files in --out named like the run's "
+           "(model.npz, checkpoint.npz, metrics.csv, training.png) that gpunn did not write; "
+           "another run's files are never replaced, nor the data set")
     option("--quiet", action="store_true", help="print nothing but errors")
     option("--no-cuda-graph", dest="cuda_graph", action="store_false",
            help="on CUDA, launch every step's kernels one by one instead of replaying the step "
@@ -169,7 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("input", metavar="INPUT", help=".npz file holding an array X")
     predict.add_argument("--out", default="predictions.npz",
                          help="where to write arrays 'outputs' and 'predictions' "
-                         "(default predictions.npz)")
+                         "(default predictions.npz); an existing file is replaced only when it "
+                         "holds predictions gpunn wrote, or with --force")
+    predict.add_argument("--force", action="store_true",
+                         help="replace an existing --out file that gpunn did not write as "
+                         "predictions (never MODEL or INPUT)")
     predict.add_argument("--batch-size", type=_batch_size, default="full")
     predict.set_defaults(run=_predict)
 
@@ -177,7 +185,10 @@ def _parser() -> argparse.ArgumentParser:
                                  help="write a model as an ONNX file, for ONNX Runtime and "
                                  "other inference runtimes")
     export.add_argument("model", metavar="MODEL", help="model.npz or checkpoint.npz")
-    export.add_argument("out", metavar="OUT", help="the .onnx file to write")
+    export.add_argument("out", metavar="OUT", help="the .onnx file to write; an existing file "
+                        "is replaced only when it is an ONNX model gpunn exported, or with --force")
+    export.add_argument("--force", action="store_true",
+                        help="replace an existing OUT that gpunn did not export (never MODEL)")
     export.set_defaults(run=_export)
 
     info = commands.add_parser("info", parents=[debug],
@@ -285,6 +296,8 @@ def _train(args: argparse.Namespace) -> int:
         settings = _resumed_settings(args, saved.settings, saved.epoch, out)
         model, history, done = saved.model, saved.history, saved.epoch
         X, y, X_val, y_val = _load(settings, args)
+        if lead:
+            runs.check_files(out, force=args.force, reads=_data_file(settings))
     else:
         settings = _settings(args)
         X, y, X_val, y_val = _load(settings, args)
@@ -300,6 +313,8 @@ def _train(args: argparse.Namespace) -> int:
                              f"{shlex.quote(args.out)} --resume, give another --out, or leave "
                              f"--out out for a new folder under {runs.RUNS}/.")
         else:
+            if args.out is not None:
+                runs.check_files(Path(args.out), force=args.force, reads=_data_file(settings))
             out, previous = runs.new_folder(args.out)
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
@@ -321,7 +336,8 @@ def _train(args: argparse.Namespace) -> int:
                       f"points at)")
         print(where, flush=True)
     display = progress.choose(quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = runs.Run(model, settings, out, history, done, last, display) if lead else None
+    run = runs.Run(model, settings, out, history, done, last, display,
+                   force=args.force) if lead else None
     started = time.perf_counter()
     try:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
@@ -338,12 +354,13 @@ def _train(args: argparse.Namespace) -> int:
         return run.interrupted()
     if last == done:
         run.save_checkpoint()  # nothing to train; metrics.csv and the files are rewritten
-    model.save(out / "model.npz")
+    model.save(out / "model.npz", force=args.force)
     written = ["model.npz", "metrics.csv", "checkpoint.npz"]
     reason = plots.missing()
     if reason is None:
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=y,
-                              title=f"gpunn train --dataset {settings['dataset']}")
+                              title=f"gpunn train --dataset {settings['dataset']}",
+                              force=args.force)
         written.append("training.png")
     linked = runs.point_latest(out) if args.out is None else None  # only folders gpunn named
     if not quiet:
@@ -361,6 +378,12 @@ def _train(args: argparse.Namespace) -> int:
 def _load(settings: dict[str, Any], args: argparse.Namespace) -> tuple:
     return datasets.load(settings["dataset"], seed=settings["seed"],
                          data_dir=getattr(args, "data_dir", None))
+
+
+def _data_file(settings: dict[str, Any]) -> dict[str, str]:
+    """The data set's file, which a run never writes over, as gpunn.files.check takes it."""
+    dataset = settings["dataset"]
+    return {} if dataset in datasets.NAMES else {dataset: "the data set"}
 
 
 def _environment_device() -> None:
@@ -504,22 +527,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    files.check(args.out, "predictions", io.kind_of, force=args.force, force_hint="--force",
+                reads={args.model: "the model", args.input: "the input data"})  # before any work
     model = gn.Model.load(args.model, device=args.device)
     X = _read_inputs(Path(args.input))
     outputs = model.predict(X, batch_size=_batch(args.batch_size))
     predictions = model.backend.to_numpy(
         model.layers[-1].predictions(model.backend.asarray(outputs)))
-    with open(args.out, "wb") as file:
-        numpy.savez(file, outputs=outputs, predictions=predictions)
+    io.write(args.out, {"kind": "predictions"}, {"outputs": outputs, "predictions": predictions},
+             force=args.force)
     print(f"wrote predictions for {len(X)} samples to {args.out} (arrays 'outputs' and "
           f"'predictions')")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    beside = Path(args.model).with_name("checkpoint.npz")  # read for the data set's name
+    files.check(args.out, export.KIND, export.kind_of, force=args.force, force_hint="--force",
+                reads={args.model: "the model", beside: "the checkpoint"})  # before any work
     model = gn.Model.load(args.model, device="cpu")
     dataset = export.training_dataset(args.model)
-    path = export.to_onnx(model, args.out, dataset=dataset)
+    path = export.to_onnx(model, args.out, dataset=dataset, force=args.force)
     print(f"wrote {path} (ONNX opset {export.OPSET}: {export.describe(model)}; trained on "
           f"{dataset or 'an unknown data set'})")
     return 0

@@ -379,6 +379,34 @@ def test_gpunn_export_to_a_bad_place_is_one_line(runtime, run, tmp_path, capsys,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+@pytest.mark.parametrize("target, role", [("model.npz", "the model"),
+                                          ("checkpoint.npz", "the checkpoint")])
+def test_gpunn_export_never_writes_over_what_it_reads(run, capsys, force, target, role):
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    status, stdout, err = _gpunn(capsys, "export", run / "model.npz", run / target, *force)
+    assert (status, stdout) == (1, "")
+    assert err == (f"gpunn: error: Not writing the ONNX model to {run / target}: that is "
+                   f"{role} this command reads, which gpunn never replaces. Give another "
+                   f"path for the ONNX model.\n")
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_gpunn_export_replaces_a_file_it_did_not_export_only_with_force(runtime, run, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"someone's own file")
+    status, stdout, err = _gpunn(capsys, "export", run / "model.npz", out)
+    assert (status, stdout) == (1, "")
+    assert err == (f"gpunn: error: Not replacing {out} with the ONNX model: it is not one of "
+                   f"gpunn's ONNX model files, and gpunn replaces no other file. Give another "
+                   f"path, or --force to replace it.\n")
+    assert out.read_bytes() == b"someone's own file"
+    assert _gpunn(capsys, "export", run / "model.npz", out, "--force")[0] == 0
+    assert _gpunn(capsys, "export", run / "model.npz", out)[0] == 0  # now gpunn's own
+    assert export.kind_of(out) == export.KIND
+
+
 def test_gpunn_export_of_a_missing_model_is_one_line(tmp_path, capsys):
     status, stdout, err = _gpunn(capsys, "export", tmp_path / "none.npz", tmp_path / "m.onnx")
     assert (status, stdout) == (1, "")
