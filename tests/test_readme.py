@@ -92,11 +92,14 @@ def test_every_gpunn_and_python_command_runs(tmp_path, monkeypatch, capsys):
         result = _shell(command, tmp_path)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         assert result.stderr == "", f"{command}\n{result.stderr}"
-    assert {"model.npz", "metrics.csv", "checkpoint.npz", "training.png"} <= \
-        {path.name for path in (tmp_path / "runs" / "latest").iterdir()}
-    assert (tmp_path / "predictions.npz").is_file()
+    assert {"model.npz", "metrics.csv", "checkpoint.npz", "training.png", "predictions.npz",
+            "model.onnx"} <= {path.name for path in (tmp_path / "runs" / "latest").iterdir()}
+    # issue 20: points.npz, predictions.npz and model.onnx were left in the reader's checkout;
+    # everything the README writes goes under runs/, which .gitignore keeps out of git.
+    assert [path.name for path in tmp_path.iterdir()] == ["runs"]
+    assert "runs/" in (ROOT / ".gitignore").read_text().splitlines()
     # The serving snippet, where `gpunn export` left model.onnx.
-    assert SERVING and (tmp_path / "model.onnx").is_file()
+    assert SERVING
     monkeypatch.chdir(tmp_path)
     for text in SERVING:
         exec(compile(text, "README.md", "exec"), {})
