@@ -55,7 +55,11 @@ def _shell(command: str, cwd: Path, timeout: float = 300) -> subprocess.Complete
     scripts = Path(sys.executable).parent
     if shutil.which("gpunn", path=str(scripts)) is None:  # not installed: same code, by module
         command = re.sub(r"^gpunn\b", f"{shlex.quote(sys.executable)} -m gpunn", command)
-    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # This checkout's gpunn first: an editable install may point at another checkout (a git
+    # worktree), whose code the README's commands would otherwise run.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": path}
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
