@@ -8,9 +8,11 @@ from gpunn.errors import (
     DeviceOutOfMemoryError,
     DeviceUnavailableError,
     FileFormatError,
+    FileWriteError,
     GpunnError,
     InvalidArgumentError,
     InvalidTypeError,
+    OverwriteRefusedError,
     TrainingDivergedError,
 )
 from gpunn.layers import Dense, Dropout
@@ -36,6 +38,7 @@ __all__ = [
     "DeviceUnavailableError",
     "Dropout",
     "FileFormatError",
+    "FileWriteError",
     "GpunnError",
     "History",
     "InvalidArgumentError",
@@ -45,6 +48,7 @@ __all__ = [
     "MeanAbsoluteError",
     "MeanSquaredError",
     "Model",
+    "OverwriteRefusedError",
     "RMSprop",
     "ReLU",
     "RegressionAccuracy",

@@ -25,13 +25,15 @@ class Checkpoint:
 
 
 def save(path: str | os.PathLike, model: Model, *, epoch: int,
-         history: dict[str, list[float]], settings: dict[str, Any] | None = None) -> None:
+         history: dict[str, list[float]], settings: dict[str, Any] | None = None,
+         force: bool = False) -> None:
     """Write a checkpoint after ``epoch`` completed epochs; ``settings`` is free-form JSON (the
-    CLI keeps its options there)."""
+    CLI keeps its options there). An existing file is replaced only when it is a gpunn
+    checkpoint, or with ``force``."""
     header = {**io.model_header(model), "kind": "checkpoint", "epoch": int(epoch),
               "history": {key: list(values) for key, values in history.items()},
               "random_state": backend.random_state(), "settings": settings or {}}
-    io.write(path, header, io.model_arrays(model))
+    io.write(path, header, io.model_arrays(model), force=force)
 
 
 def load(path: str | os.PathLike, device: DeviceLike = None) -> Checkpoint:

@@ -30,6 +30,8 @@ from gpunn import (
     datasets,
     distributed,
     export,
+    files,
+    io,
     model_data,
     plots,
     progress,
@@ -147,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
            f"DIR: the newest run in {runs.RUNS}/, finished or interrupted: the one whose "
            f"checkpoint.npz was written last)")
+    option("--force", action="store_true", help="replace files in --out named like the run's "
+           "(model.npz, checkpoint.npz, metrics.csv, training.png) that gpunn did not write; "
+           "another run's files are never replaced, nor the data set")
     option("--quiet", action="store_true", help="print nothing but errors")
     option("--no-cuda-graph", dest="cuda_graph", action="store_false",
            help="on CUDA, launch every step's kernels one by one instead of replaying the step "
@@ -182,14 +187,21 @@ def _parser() -> argparse.ArgumentParser:
                          "of the model's features, with or without the label last")
     predict.add_argument("--out", default="predictions.npz",
                          help="where to write arrays 'outputs' and 'predictions' "
-                         "(default predictions.npz)")
+                         "(default predictions.npz); an existing file is replaced only when it "
+                         "holds predictions gpunn wrote, or with --force")
+    predict.add_argument("--force", action="store_true",
+                         help="replace an existing --out file that gpunn did not write as "
+                         "predictions (never MODEL or INPUT)")
     predict.set_defaults(run=_predict)
 
     export = commands.add_parser("export", parents=[debug],
                                  help="write a model as an ONNX file, for ONNX Runtime and "
                                  "other inference runtimes")
     export.add_argument("model", metavar="MODEL", help="model.npz or checkpoint.npz")
-    export.add_argument("out", metavar="OUT", help="the .onnx file to write")
+    export.add_argument("out", metavar="OUT", help="the .onnx file to write; an existing file "
+                        "is replaced only when it is an ONNX model gpunn exported, or with --force")
+    export.add_argument("--force", action="store_true",
+                        help="replace an existing OUT that gpunn did not export (never MODEL)")
     export.set_defaults(run=_export)
 
     info = commands.add_parser("info", parents=[debug],
@@ -314,6 +326,8 @@ def _train(args: argparse.Namespace) -> int:
         if (why := model_data.changed(model.trained_on)) is not None:
             raise GpunnError(f"--resume cannot continue the run in {out}: {why}.")
         X, y, X_val, y_val = _load(settings, args)
+        if lead:
+            runs.check_files(out, force=args.force, reads=_data_file(settings))
     else:
         settings = _settings(args)
         X, y, X_val, y_val = _load(settings, args)
@@ -329,6 +343,8 @@ def _train(args: argparse.Namespace) -> int:
                              f"{shlex.quote(args.out)} --resume, give another --out, or leave "
                              f"--out out for a new folder under {runs.RUNS}/.")
         else:
+            if args.out is not None:
+                runs.check_files(Path(args.out), force=args.force, reads=_data_file(settings))
             out, previous = runs.new_folder(args.out)
     if model.trained_on is None:  # a new run, or one started before gpunn kept the record
         model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val)
@@ -354,7 +370,8 @@ def _train(args: argparse.Namespace) -> int:
                       f"points at)")
         print(where, flush=True)
     display = progress.choose(quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = runs.Run(model, settings, out, history, done, last, display) if lead else None
+    run = runs.Run(model, settings, out, history, done, last, display,
+                   force=args.force) if lead else None
     started = time.perf_counter()
     try:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
@@ -371,12 +388,13 @@ def _train(args: argparse.Namespace) -> int:
         return run.interrupted()
     if last == done:
         run.save_checkpoint()  # nothing to train; metrics.csv and the files are rewritten
-    model.save(out / "model.npz")
+    model.save(out / "model.npz", force=args.force)
     written = ["model.npz", "metrics.csv", "checkpoint.npz"]
     reason = plots.missing()
     if reason is None:
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=y,
-                              title=f"gpunn train --dataset {settings['dataset']}")
+                              title=f"gpunn train --dataset {settings['dataset']}",
+                              force=args.force)
         written.append("training.png")
     linked = runs.point_latest(out)  # a run in runs/, however it was started
     if not quiet:
@@ -394,6 +412,12 @@ def _train(args: argparse.Namespace) -> int:
 def _load(settings: dict[str, Any], args: argparse.Namespace) -> tuple:
     return datasets.load(settings["dataset"], seed=settings["seed"],
                          data_dir=getattr(args, "data_dir", None))
+
+
+def _data_file(settings: dict[str, Any]) -> dict[str, str]:
+    """The data set's file, which a run never writes over, as gpunn.files.check takes it."""
+    dataset = settings["dataset"]
+    return {} if dataset in datasets.NAMES else {dataset: "the data set"}
 
 
 def _environment_device() -> None:
@@ -590,22 +614,27 @@ def _evaluation_data(args: argparse.Namespace, model: gn.Model,
 
 
 def _predict(args: argparse.Namespace) -> int:
+    files.check(args.out, "predictions", io.kind_of, force=args.force, force_hint="--force",
+                reads={args.model: "the model", args.input: "the input data"})  # before any work
     model = gn.Model.load(args.model, device=args.device)
     X = model_data.inputs(model, args.model, args.input)
     outputs = model.predict(X, batch_size=_batch(args.batch_size))
     predictions = model.backend.to_numpy(
         model.layers[-1].predictions(model.backend.asarray(outputs)))
-    with open(args.out, "wb") as file:
-        numpy.savez(file, outputs=outputs, predictions=predictions)
+    io.write(args.out, {"kind": "predictions"}, {"outputs": outputs, "predictions": predictions},
+             force=args.force)
     print(f"wrote predictions for {len(X)} samples to {args.out} (arrays 'outputs' and "
           f"'predictions')")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    beside = Path(args.model).with_name("checkpoint.npz")  # read for the data set's name
+    files.check(args.out, export.KIND, export.kind_of, force=args.force, force_hint="--force",
+                reads={args.model: "the model", beside: "the checkpoint"})  # before any work
     model = gn.Model.load(args.model, device="cpu")
     dataset = export.training_dataset(args.model)
-    path = export.to_onnx(model, args.out, dataset=dataset)
+    path = export.to_onnx(model, args.out, dataset=dataset, force=args.force)
     print(f"wrote {path} (ONNX opset {export.OPSET}: {export.describe(model)}; trained on "
           f"{dataset or 'an unknown data set'})")
     return 0

@@ -21,6 +21,15 @@ class FileFormatError(GpunnError, ValueError):
     """A file to load is truncated, foreign, of another version, or otherwise not ours."""
 
 
+class FileWriteError(GpunnError, OSError):
+    """A file could not be written: its folder is missing or not writable, the disk is full."""
+
+
+class OverwriteRefusedError(FileWriteError, FileExistsError):
+    """Writing would replace a file gpunn must not replace: one it did not write as the same
+    kind of output, a read-only one, or one the same command reads."""
+
+
 class TrainingDivergedError(GpunnError, FloatingPointError):
     """The loss became NaN or inf during training."""
 

@@ -11,13 +11,12 @@ Identity. The input is "features" of shape [batch, n_inputs] with any batch size
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from gpunn import activations, datasets, layers, model_data
+from gpunn import activations, datasets, files, layers, model_data
 from gpunn.errors import GpunnError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -32,6 +31,8 @@ OPSET = 13
 IR_VERSION = 7
 INPUT = "features"
 BATCH = "batch"  # the symbolic first dimension: any batch size
+KIND = "ONNX model"  # what gpunn.files calls an exported file
+PRODUCER = b"\x12\x05gpunn"  # producer_name "gpunn" as protobuf serialises it
 KNOWN = (layers.Dense, layers.Dropout, activations.ReLU, activations.LeakyReLU,
          activations.Sigmoid, activations.Tanh, activations.Softmax, activations.Linear)
 HEADS = {
@@ -43,28 +44,39 @@ HEADS = {
 }
 
 
-def to_onnx(model: Model, path: str | os.PathLike, *, dataset: str | None = None) -> Path:
+def to_onnx(model: Model, path: str | os.PathLike, *, dataset: str | None = None,
+            force: bool = False) -> Path:
     """Write ``model`` as an ONNX file at ``path`` (atomically) and return the path; ``dataset``
-    is the training data set's name, kept in the file's metadata. Example::
+    is the training data set's name, kept in the file's metadata. An existing file is replaced
+    only when it is an ONNX model gpunn exported, or with ``force``. Example::
 
         export.to_onnx(model, "model.onnx", dataset="spiral")
     """
-    path = Path(path)
     _check_exportable(model)
     if dataset is not None and not isinstance(dataset, str):
         raise InvalidArgumentError(f"dataset must be the training data set's name, a string; "
                                    f"received {dataset!r}.")
-    if path.is_dir():
-        raise GpunnError(f"Cannot export to {path}: it is a folder. Give a file name, such as "
-                         f"{path / 'model.onnx'}.")
-    if not path.parent.is_dir():
-        raise GpunnError(f"Cannot export to {path}: the folder {path.parent} does not exist. "
-                         f"Create it, or give a path in an existing folder.")
+    files.check(path, KIND, kind_of, force=force)  # before the work, as the write checks again
     onnx = _import_onnx()
     proto = _model_proto(onnx, model, dataset or "unknown")
     onnx.checker.check_model(proto, full_check=True)
-    _write(proto.SerializeToString(), path)
-    return path
+    data = proto.SerializeToString()
+    return files.write(path, KIND, kind_of, lambda file: file.write(data), force=force)
+
+
+def kind_of(path: str | os.PathLike) -> str | None:
+    """``KIND`` for an ONNX file that gpunn exported, else None: one whose producer is gpunn
+    and whose metadata has gpunn_version. Read as bytes, so no onnx package is needed."""
+    try:
+        with open(path, "rb") as file:
+            # A serialised ModelProto starts with field 1 (ir_version), then field 2,
+            # producer_name: tag 0x12, length 5, "gpunn". A foreign file stops here.
+            if PRODUCER not in file.read(16):
+                return None
+            data = file.read()
+    except OSError:
+        return None
+    return KIND if b"\x0a\x0dgpunn_version" in data else None  # the metadata entry's key
 
 
 def describe(model: Model) -> str:
@@ -192,24 +204,3 @@ def _model_proto(onnx: Any, model: Model, dataset: str) -> Any:
     helper.set_model_props(proto, {"gpunn_version": __version__, "dataset": dataset,
                                    "dtype": model.dtype, "architecture": architecture})
     return proto
-
-
-# ---- writing ------------------------------------------------------------------------------------
-
-def _write(data: bytes, path: Path) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it, as io.write does: a
-    failed export leaves no file behind, and never half of one."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    # Not tempfile.mkstemp, whose files are private (0600): an exported model is made to be
-    # shared and served, so it gets the permissions of any new file (0666 less the umask).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # Windows: bytes
-    descriptor = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

@@ -1,20 +1,21 @@
 """Saving and loading models in a safe format: an .npz archive (plain arrays, read with
 ``allow_pickle=False``) holding a JSON description of the model. Nothing in a file is executed:
-class names are looked up in fixed tables below. Files are written to a temporary name,
-flushed and renamed, so a failed save leaves the previous file intact."""
+class names are looked up in fixed tables below. Files are written through gpunn.files:
+atomically, with the user's umask, replacing only a gpunn file of the same kind unless forced.
+The header also says what kind of file it is (``kind_of``): a model, a checkpoint, parameters or
+predictions."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy
 
-from gpunn import accuracy, activations, layers, losses, optimizers
+from gpunn import accuracy, activations, files, layers, losses, optimizers
 from gpunn.errors import FileFormatError, GpunnError
 
 FORMAT = "gpunn"
@@ -35,24 +36,32 @@ ACCURACIES = {cls.__name__: cls for cls in (accuracy.CategoricalAccuracy,
 
 # ---- writing ------------------------------------------------------------------------------------
 
-def write(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, Any]) -> None:
-    """Write ``arrays`` and the JSON ``header`` to ``path`` atomically."""
-    path = Path(path)
+def write(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, Any], *,
+          force: bool = False) -> Path:
+    """Write ``arrays`` and the JSON ``header`` (whose "kind" says what the file is) to ``path``
+    atomically; an existing file is replaced only when it is a gpunn file of the same kind, or
+    with ``force`` (see gpunn.files)."""
     header = {"format": FORMAT, "version": VERSION, **header}
     encoded = numpy.frombuffer(json.dumps(header).encode(), dtype=numpy.uint8)
-    if not path.parent.is_dir():
-        raise GpunnError(f"Cannot save to {path}: the folder {path.parent} does not exist.")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
+    return files.write(path, header["kind"], kind_of,
+                       lambda file: numpy.savez(file, **{HEADER: encoded}, **arrays), force=force)
+
+
+def kind_of(path: str | os.PathLike) -> str | None:
+    """The kind of gpunn file at ``path`` ("model", "checkpoint", "parameters", "predictions"),
+    or None for anything gpunn did not write. Reads the header entry alone, so asking about a
+    large data file costs no more than about a small one."""
     try:
-        with os.fdopen(descriptor, "wb") as file:
-            numpy.savez(file, **{HEADER: encoded}, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with zipfile.ZipFile(path) as archive, archive.open(f"{HEADER}.npy") as member:
+            encoded = numpy.lib.format.read_array(member, allow_pickle=False)
+        header = json.loads(encoded.tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError,
+            RuntimeError, MemoryError):
+        return None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        return None
+    kind = header.get("kind")
+    return kind if isinstance(kind, str) else None
 
 
 def model_header(model: Any) -> dict[str, Any]:

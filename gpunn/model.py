@@ -346,12 +346,13 @@ class Model:
 
     # ---- files ----------------------------------------------------------------------------
 
-    def save_parameters(self, path: str) -> None:
-        """Write every trainable layer's weights and biases to ``path`` (safe .npz format)."""
+    def save_parameters(self, path: str, *, force: bool = False) -> None:
+        """Write every trainable layer's weights and biases to ``path`` (safe .npz format); an
+        existing file is replaced only when it holds gpunn parameters, or with ``force``."""
         arrays = {}
         for index, (weights, biases) in enumerate(self.get_parameters()):
             arrays[f"layer{index}.weights"], arrays[f"layer{index}.biases"] = weights, biases
-        io.write(path, {"kind": "parameters", "count": len(arrays) // 2}, arrays)
+        io.write(path, {"kind": "parameters", "count": len(arrays) // 2}, arrays, force=force)
 
     def load_parameters(self, path: str) -> None:
         """Read parameters written by ``save_parameters`` into this model's layers."""
@@ -363,15 +364,17 @@ class Model:
             raise FileFormatError(f"{path}: incomplete parameter file ({error!r}).") from error
         self.set_parameters(pairs)
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, *, force: bool = False) -> None:
         """Write the whole model (architecture, loss, optimizer and its state, parameters, and
-        ``trained_on`` when set) to ``path``; ``Model.load(path)`` restores it on any device."""
+        ``trained_on`` when set) to ``path``; ``Model.load(path)`` restores it on any device. An
+        existing file is replaced only when it is a gpunn model (as Keras' save would), or with
+        ``force``: never a data file or a checkpoint by mistake."""
         self._require_ready(training=False)
-        io.write(path, io.model_header(self), io.model_arrays(self))
+        io.write(path, io.model_header(self), io.model_arrays(self), force=force)
 
-    def to_onnx(self, path: str, *, dataset: str | None = None) -> Any:
+    def to_onnx(self, path: str, *, dataset: str | None = None, force: bool = False) -> Any:
         """Write the model as an ONNX file (pip install 'gpunn[onnx]'); see gpunn.export."""
-        return export.to_onnx(self, path, dataset=dataset)
+        return export.to_onnx(self, path, dataset=dataset, force=force)
 
     @classmethod
     def load(cls, path: str, device: DeviceLike = None) -> Model:

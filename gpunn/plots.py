@@ -10,14 +10,19 @@ matplotlib's global state alone.
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any
 
 import numpy
 
+from gpunn import files
 from gpunn.activations import Linear, Softmax
 
 INSTALL_HINT = "pip install 'gpunn[plot]'"
 GRID = 200  # points per axis of the decision-region grid: 40,000 predictions, a few ms
+KIND = "training plot"  # what gpunn.files calls training.png
+SOFTWARE = "gpunn "  # the start of the PNG's Software text, which says who drew it
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def missing() -> str | None:
@@ -31,14 +36,19 @@ def missing() -> str | None:
 
 def training_figure(path: str | os.PathLike, history: dict[str, list[float]], *,
                     model: Any = None, X: numpy.ndarray | None = None,
-                    y: numpy.ndarray | None = None, title: str = "") -> None:
+                    y: numpy.ndarray | None = None, title: str = "", force: bool = False) -> None:
     """Write the training plot to ``path`` (PNG). ``history`` maps "loss", "accuracy",
     "val_loss", "val_accuracy" to per-epoch values; with ``model`` and its training data (X, y)
-    a third panel shows what the model learned, when the data can be drawn in 2-D.
+    a third panel shows what the model learned, when the data can be drawn in 2-D. An existing
+    file is replaced only when it is a training plot gpunn drew, or with ``force``.
     Example: ``training_figure("training.png", history, model=model, X=X, y=y)``."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from gpunn import __version__
+
+    files.check(path, KIND, kind_of, force=force)  # before drawing; the write checks again
     draw_data = model is not None and X is not None and y is not None and _drawable(model, X)
     figure = Figure(figsize=(15 if draw_data else 10, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
@@ -56,7 +66,31 @@ def training_figure(path: str | os.PathLike, history: dict[str, list[float]], *,
             _decision_regions(axes[2], model, X, y)
         else:
             _regression_fit(axes[2], model, X, y)
-    figure.savefig(path, format="png")
+    # The Software text marks the file as gpunn's, so that a later run may replace it.
+    software = f"{SOFTWARE}{__version__} (matplotlib {matplotlib.__version__})"
+    files.write(path, KIND, kind_of, lambda file: figure.savefig(
+        file, format="png", metadata={"Software": software}), force=force)
+
+
+def kind_of(path: str | os.PathLike) -> str | None:
+    """``KIND`` for a PNG that gpunn drew (its Software text starts with "gpunn "), else None."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(len(PNG)) != PNG:
+                return None
+            while len(chunk := file.read(8)) == 8:  # each chunk: length, type, data, CRC
+                length, name = struct.unpack(">I4s", chunk)
+                if name in (b"IDAT", b"IEND"):  # the text chunks matplotlib writes come first
+                    return None
+                if name == b"tEXt" and length < 4096:
+                    if file.read(length).startswith(b"Software\0" + SOFTWARE.encode()):
+                        return KIND
+                    file.seek(4, os.SEEK_CUR)
+                else:
+                    file.seek(length + 4, os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
 
 
 def _drawable(model: Any, X: numpy.ndarray) -> bool:

@@ -11,22 +11,54 @@ import os
 import shlex
 import sys
 import time
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from gpunn import checkpoint
-from gpunn.errors import GpunnError
+from gpunn import checkpoint, files, io, plots
+from gpunn.errors import FileWriteError, GpunnError
 
 RUNS = Path("runs")  # each default run gets runs/<date-time>/
 LATEST = RUNS / "latest"  # a link to the run in runs/ that completed last
 CHECKPOINT_SECONDS = 2.0  # checkpoint.npz is rewritten at most this often (see train --help)
 METRICS = ("loss", "data_loss", "regularization_loss", "accuracy", "learning_rate", "val_loss",
            "val_accuracy")
+METRICS_HEADER = ",".join(["epoch", *METRICS])  # metrics.csv's first line, which says it is ours
+
+
+def metrics_kind(path: str | os.PathLike) -> str | None:
+    """"metrics" for a metrics.csv that gpunn wrote (its first line is METRICS_HEADER), else
+    None."""
+    try:
+        with open(path, "rb") as file:
+            first = file.readline(len(METRICS_HEADER) + 2)
+    except OSError:
+        return None
+    return "metrics" if first.rstrip(b"\r\n") == METRICS_HEADER.encode() else None
+
+
+# A run's files, what gpunn.files calls each, and how it recognises one that gpunn wrote.
+FILES = {"model.npz": ("model", io.kind_of), "checkpoint.npz": ("checkpoint", io.kind_of),
+         "metrics.csv": ("metrics", metrics_kind), "training.png": (plots.KIND, plots.kind_of)}
 
 
 def held(out: Path) -> list[str]:
-    """The files of a run that ``out`` already holds (a folder that holds any is not reused)."""
-    return [name for name in ("model.npz", "checkpoint.npz") if (out / name).exists()]
+    """The files of a run that ``out`` already holds (a folder that holds any is not reused):
+    model.npz and checkpoint.npz that gpunn wrote. Files of these names that gpunn did not
+    write are for ``check_files``."""
+    return [name for name in ("model.npz", "checkpoint.npz")
+            if io.kind_of(out / name) is not None]
+
+
+def check_files(out: Path, *, force: bool = False,
+                reads: dict[str | os.PathLike, str] | None = None) -> None:
+    """Before a run writes into ``out``: refuse (gpunn.files.check) where one of its files
+    would replace a file gpunn did not write as that file (unless ``force``) or one the run
+    reads (``reads``, such as the data set)."""
+    for name, (kind, identify) in FILES.items():
+        if (out / name).exists():
+            files.check(out / name, kind, identify, force=force, reads=reads,
+                        force_hint="--force")
 
 
 def new_folder(out: str | os.PathLike | None) -> tuple[Path, Path | None]:
@@ -34,15 +66,19 @@ def new_folder(out: str | os.PathLike | None) -> tuple[Path, Path | None]:
     run (see ``held``), or a new runs/<date-time>."""
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise FileWriteError(f"--out {out} is a file, not a folder: --out names the folder "
+                                 f"a run writes its files into. Give a new folder's name, such "
+                                 f"as {RUNS / out.stem}.")
+        _mkdir(out)
         return out, None
     previous = LATEST.resolve() if LATEST.exists() else None
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    RUNS.mkdir(parents=True, exist_ok=True)
+    _mkdir(RUNS)
     for attempt in range(1, 1000):
         out = RUNS / (stamp if attempt == 1 else f"{stamp}-{attempt}")
         try:
-            out.mkdir()
+            _mkdir(out, exist_ok=False)
         except FileExistsError:  # two runs started in the same second
             continue
         return out, previous and Path(os.path.relpath(previous))
@@ -59,6 +95,24 @@ def newest() -> Path | None:
         if not folder.is_symlink() and saved.is_file():  # runs/latest is a link to one of them
             found.append((saved.stat().st_mtime_ns, folder.name, folder))
     return max(found)[2] if found else None
+
+
+def _mkdir(folder: Path, *, exist_ok: bool = True) -> None:
+    """``folder.mkdir`` with its parents, and any OSError said in one line; FileExistsError
+    passes through where not ``exist_ok`` (``new_folder`` then tries the next name)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=exist_ok)
+        return
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        why = "a file of that name is in the way"
+    except NotADirectoryError:
+        why = "a part of that path is a file, not a folder"
+    except OSError as error:
+        why = error.strerror or " ".join(str(error).split())
+    raise FileWriteError(f"Cannot make the run's folder {folder}: {why}. Give --out a folder "
+                         f"you can write to.")
 
 
 def resumed_folder(out: str | os.PathLike | None) -> Path:
@@ -106,8 +160,10 @@ class Run:
     """The files of one `gpunn train` as its epochs end: history, metrics.csv, checkpoint.npz."""
 
     def __init__(self, model: Any, settings: dict[str, Any], out: Path,
-                 history: dict[str, list[float]], done: int, last: int, progress: Any) -> None:
+                 history: dict[str, list[float]], done: int, last: int, progress: Any, *,
+                 force: bool = False) -> None:
         self.model, self.settings, self.out, self.last = model, settings, out, last
+        self.force = force  # replace files in out that gpunn did not write (--force)
         self.history = {key: list(values) for key, values in history.items()}
         self.epoch = done
         self.saved_epoch = done if done else None  # the epoch checkpoint.npz holds
@@ -127,8 +183,8 @@ class Run:
 
     def save_checkpoint(self) -> None:
         checkpoint.save(self.out / "checkpoint.npz", self.model, epoch=self.epoch,
-                        history=self.history, settings=self.settings)
-        write_metrics(self.out / "metrics.csv", self.history)
+                        history=self.history, settings=self.settings, force=self.force)
+        write_metrics(self.out / "metrics.csv", self.history, force=self.force)
         self.saved_epoch, self.saved_at, self.snapshot = self.epoch, time.monotonic(), None
 
     def interrupted(self) -> int:
@@ -147,13 +203,14 @@ class Run:
         return 130
 
 
-def write_metrics(path: Path, history: dict[str, list[float]]) -> None:
-    """metrics.csv: a row per epoch, every metric of ``history``."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["epoch", *METRICS])
-        for index in range(len(history.get("loss", []))):
-            writer.writerow([index + 1, *(repr(history[key][index]) if key in history else ""
-                                          for key in METRICS)])
-    os.replace(temporary, path)  # a reader never sees half a file
+def write_metrics(path: Path, history: dict[str, list[float]], *, force: bool = False) -> None:
+    """metrics.csv: a row per epoch, every metric of ``history``; written atomically (a reader
+    never sees half a file) over a metrics.csv gpunn wrote, or anything with ``force``."""
+    text = StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(METRICS_HEADER.split(","))
+    for index in range(len(history.get("loss", []))):
+        writer.writerow([index + 1, *(repr(history[key][index]) if key in history else ""
+                                      for key in METRICS)])
+    files.write(path, "metrics", metrics_kind, lambda file: file.write(text.getvalue().encode()),
+                force=force)

@@ -1,6 +1,10 @@
-"""Checkpoints: a run stopped and resumed ends exactly where an uninterrupted run ends (CPU)."""
+"""Checkpoints: a run stopped and resumed ends exactly where an uninterrupted run ends (CPU);
+written with the user's umask, over a gpunn checkpoint only, unless forced."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -50,3 +54,31 @@ def test_a_checkpoint_loads_as_a_model_but_a_model_is_not_a_checkpoint(tmp_path)
     model.save(tmp_path / "m.npz")
     with pytest.raises(gn.FileFormatError, match="not checkpoint data"):
         checkpoint.load(tmp_path / "m.npz")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_a_checkpoint_gets_the_users_umask(tmp_path):
+    # issue 20: checkpoint.npz was 0600 whatever the umask, so a teammate could not resume it
+    previous = os.umask(0o022)
+    try:
+        checkpoint.save(tmp_path / "checkpoint.npz", _model(), epoch=0, history={})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "checkpoint.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_checkpoint_replaces_a_checkpoint_and_nothing_else_unless_forced(tmp_path):
+    model = _model()
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, model, epoch=1, history={})
+    checkpoint.save(path, model, epoch=2, history={})  # as a run does after each epoch
+    assert checkpoint.load(path, device="cpu").epoch == 2
+    model.save(tmp_path / "model.npz")
+    np.savez(tmp_path / "data.npz", X=np.ones((2, 2)), y=np.zeros(2))
+    for name in ("model.npz", "data.npz"):
+        before = (tmp_path / name).read_bytes()
+        with pytest.raises(gn.OverwriteRefusedError, match="with the checkpoint"):
+            checkpoint.save(tmp_path / name, model, epoch=3, history={})
+        assert (tmp_path / name).read_bytes() == before
+    checkpoint.save(tmp_path / "data.npz", model, epoch=3, history={}, force=True)
+    assert checkpoint.load(tmp_path / "data.npz", device="cpu").epoch == 3

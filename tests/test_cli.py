@@ -16,7 +16,7 @@ import pytest
 from helpers import cuda_available
 
 import gpunn as gn
-from gpunn import checkpoint, cli, progress, runs
+from gpunn import checkpoint, cli, plots, progress, runs
 
 PNG = b"\x89PNG\r\n\x1a\n"
 QUICK = ["--device", "cpu", "--epochs", "10", "--batch-size", "32", "--dropout", "0.1"]
@@ -138,7 +138,7 @@ def test_a_new_run_never_touches_the_previous_one(tmp_path, capsys, monkeypatch)
     files = {path.name: path.read_bytes() for path in first.iterdir()}
     assert {"model.npz", "training.png", "metrics.csv", "checkpoint.npz"} <= set(files)
 
-    def disk_full(self, path):
+    def disk_full(self, path, **options):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(gn.Model, "save", disk_full)
@@ -649,6 +649,142 @@ def test_resume_refuses_a_data_file_changed_since_the_run_started(tmp_path, caps
     line = _one_error_line(err)
     assert status == 1 and "data.csv" in line and "changed" in line
     assert checkpoint.load(tmp_path / "run" / "checkpoint.npz", device="cpu").epoch == 2
+
+
+# ---- the files gpunn writes (the rules themselves: test_files.py) --------------------------------
+
+def test_predict_never_writes_over_its_model_or_its_input(trained, tmp_path, capsys):
+    # issue 20: --out runs/cancer/model.npz replaced the model with the predictions
+    np.savez(tmp_path / "input.npz", X=gn.datasets.spiral_data(7, 3, seed=3)[0])
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    for out, role in [(trained, "the model"), (tmp_path / "input.npz", "the input data")]:
+        for force in [[], ["--force"]]:
+            status, stdout, err = _gpunn(capsys, "predict", trained, tmp_path / "input.npz",
+                                         "--out", out, "--device", "cpu", *force)
+            assert (status, stdout) == (1, "")
+            assert _one_error_line(err) == (
+                f"gpunn: error: Not writing the predictions to {out}: that is {role} this "
+                f"command reads, which gpunn never replaces. Give another path for the "
+                f"predictions.")
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_predict_replaces_predictions_and_anything_else_only_with_force(trained, tmp_path,
+                                                                        capsys):
+    np.savez(tmp_path / "input.npz", X=gn.datasets.spiral_data(7, 3, seed=3)[0])
+    out = tmp_path / "predictions.npz"
+    for _ in range(2):  # the second run replaces the first one's predictions
+        assert _gpunn(capsys, "predict", trained, tmp_path / "input.npz", "--out", out)[0] == 0
+    assert runs.io.kind_of(out) == "predictions"
+    np.savez(tmp_path / "mine.npz", outputs=np.zeros(3))
+    for name, why in [("mine.npz", "it is not one of gpunn's predictions files, and gpunn "
+                                   "replaces no other file"),
+                      ("checkpoint.npz", "it is a gpunn checkpoint file, not a predictions "
+                                         "file")]:
+        before = (tmp_path / name).read_bytes()
+        status, stdout, err = _gpunn(capsys, "predict", trained, tmp_path / "input.npz",
+                                     "--out", tmp_path / name)
+        assert (status, stdout) == (1, "")
+        assert _one_error_line(err) == (f"gpunn: error: Not replacing {tmp_path / name} with "
+                                        f"the predictions: {why}. Give another path, or "
+                                        f"--force to replace it.")
+        assert (tmp_path / name).read_bytes() == before
+    status, stdout, _ = _gpunn(capsys, "predict", trained, tmp_path / "input.npz", "--out",
+                               tmp_path / "mine.npz", "--force")
+    assert status == 0 and "21 samples" in stdout
+    assert runs.io.kind_of(tmp_path / "mine.npz") == "predictions"
+
+
+def test_predict_to_a_missing_folder_is_one_line(trained, tmp_path, capsys):
+    # issue 20: "[Errno 2] No such file or directory: 'nodir/p.npz'"
+    np.savez(tmp_path / "input.npz", X=np.zeros((2, 2)))
+    out = tmp_path / "nodir" / "p.npz"
+    status, stdout, err = _gpunn(capsys, "predict", trained, tmp_path / "input.npz", "--out", out)
+    assert (status, stdout) == (1, "")
+    assert _one_error_line(err) == (f"gpunn: error: Cannot write the predictions to {out}: the "
+                                    f"folder {out.parent} does not exist. Create it, or give a "
+                                    f"path in an existing folder.")
+
+
+def test_train_out_naming_a_file_is_one_line(tmp_path, capsys):
+    # issue 20: --out cancer.csv, an existing file, gave "[Errno 17] File exists"
+    data = tmp_path / "cancer.csv"
+    data.write_text("0.5,1.5,0\n")
+    status, stdout, err = _gpunn(capsys, "train", *QUICK, "--out", data)
+    assert (status, stdout) == (1, "")
+    assert _one_error_line(err) == (f"gpunn: error: --out {data} is a file, not a folder: --out "
+                                    f"names the folder a run writes its files into. Give a new "
+                                    f"folder's name, such as runs/cancer.")
+    assert data.read_text() == "0.5,1.5,0\n"
+
+
+def test_train_replaces_files_gpunn_did_not_write_only_with_force(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "metrics.csv").write_text("my,own\n1,2\n")
+    status, stdout, err = _gpunn(capsys, "train", *QUICK, "--out", out)
+    assert (status, stdout) == (1, "")
+    assert _one_error_line(err) == (
+        f"gpunn: error: Not replacing {out / 'metrics.csv'} with the metrics: it is not one of "
+        f"gpunn's metrics files, and gpunn replaces no other file. Give another path, or "
+        f"--force to replace it.")
+    assert [path.name for path in out.iterdir()] == ["metrics.csv"]  # refused before training
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", out, "--force")[0] == 0
+    assert runs.metrics_kind(out / "metrics.csv") == "metrics"
+    (out / "metrics.csv").write_text("my,own\n1,2\n")  # and again, before a --resume
+    status, _, err = _gpunn(capsys, "train", "--resume", "--epochs", "12", "--out", out)
+    assert status == 1 and "--force to replace it" in _one_error_line(err)
+    assert checkpoint.load(out / "checkpoint.npz", device="cpu").epoch == 10
+    assert _gpunn(capsys, "train", "--resume", "--epochs", "12", "--quiet", "--out", out,
+                  "--force")[0] == 0
+    assert checkpoint.load(out / "checkpoint.npz", device="cpu").epoch == 12
+
+
+def test_train_never_writes_over_its_data_set(tmp_path, capsys):
+    X, y = gn.datasets.spiral_data(20, 3, seed=0)
+    np.savetxt(tmp_path / "metrics.csv", np.c_[X, y], delimiter=",")  # data named like a run's
+    before = (tmp_path / "metrics.csv").read_bytes()
+    status, _, err = _gpunn(capsys, "train", *QUICK, "--dataset", tmp_path / "metrics.csv",
+                            "--out", tmp_path, "--force")
+    assert status == 1 and _one_error_line(err).startswith(
+        f"gpunn: error: Not writing the metrics to {tmp_path / 'metrics.csv'}: that is the data "
+        f"set this command reads, which gpunn never replaces.")
+    assert [path.name for path in tmp_path.iterdir()] == ["metrics.csv"]
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_a_runs_files_and_predictions_get_the_users_umask(tmp_path, capsys):
+    # issue 20: model.npz and checkpoint.npz were 0600 whatever the umask
+    np.savez(tmp_path / "input.npz", X=np.zeros((2, 2)))
+    previous = os.umask(0o022)
+    try:
+        assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", tmp_path / "run")[0] == 0
+        assert _gpunn(capsys, "predict", tmp_path / "run" / "model.npz", tmp_path / "input.npz",
+                      "--out", tmp_path / "predictions.npz")[0] == 0
+    finally:
+        os.umask(previous)
+    written = [*(tmp_path / "run").iterdir(), tmp_path / "predictions.npz"]
+    assert {"model.npz", "checkpoint.npz", "metrics.csv"} <= {path.name for path in written}
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_training_png_is_known_by_the_software_text_gpunn_gives_it(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert _gpunn(capsys, "train", *QUICK, "--quiet", "--out", tmp_path)[0] == 0
+    drawn = (tmp_path / "training.png").read_bytes()
+    assert drawn.startswith(PNG) and plots.kind_of(tmp_path / "training.png") == plots.KIND
+    for name, content in [("theirs.png", drawn.replace(b"Software\0gpunn ", b"Software\0Gimp  ")),
+                          ("signature.png", PNG), ("text.png", b"not a picture")]:
+        (tmp_path / name).write_bytes(content)
+        assert plots.kind_of(tmp_path / name) is None, name
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "export"])
+def test_the_commands_that_write_say_what_force_does(capsys, command):
+    status, stdout, _ = _gpunn(capsys, command, "--help")
+    assert status == 0 and "--force" in stdout and "never" in stdout.split("--force")[-1]
 
 
 def test_info_reports_versions_devices_and_the_kernel_compile(capsys):

@@ -1,11 +1,14 @@
 """gpunn/export.py: a model written as ONNX gives model.predict's outputs in ONNX Runtime, for
 every layer, activation, head and dtype; what cannot be exported is refused and leaves no file;
+an export replaces only gpunn's own exports unless forced, never the model it reads;
 ``gpunn export`` on the command line."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,17 +255,56 @@ def test_without_onnx_the_error_says_what_to_install(tmp_path, monkeypatch):
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary_one(runtime, tmp_path,
                                                                       monkeypatch):
     model, _, _ = _trained("spiral", "relu", "softmax", epochs=2)
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"the previous export")
+    path = export.to_onnx(model, tmp_path / "model.onnx", dataset="the previous export")
+    before = path.read_bytes()
 
     def disk_full(source, target):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export.os, "replace", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(gn.FileWriteError, match="No space left"):
         export.to_onnx(model, path)
     assert list(tmp_path.iterdir()) == [path]
-    assert path.read_bytes() == b"the previous export"
+    assert path.read_bytes() == before
+
+
+def test_an_export_replaces_an_export_and_anything_else_only_with_force(runtime, tmp_path):
+    model, X, _ = _trained("spiral", "relu", "softmax", epochs=2)
+    path = export.to_onnx(model, tmp_path / "model.onnx", dataset="first")
+    assert export.kind_of(path) == export.KIND
+    export.to_onnx(model, path, dataset="second")  # its own kind: replaced
+    assert _metadata(path)["dataset"] == "second"
+    foreign = onnx.helper.make_model(onnx.load(path).graph, producer_name="someone else")
+    onnx.save(foreign, tmp_path / "theirs.onnx")
+    model.save(tmp_path / "model.npz")
+    for name, says in [("theirs.onnx", "it is not one of gpunn's ONNX model files"),
+                       ("model.npz", "it is not one of gpunn's ONNX model files")]:
+        before = (tmp_path / name).read_bytes()
+        with pytest.raises(gn.OverwriteRefusedError, match=f"{says}.*force=True"):
+            model.to_onnx(tmp_path / name)
+        assert (tmp_path / name).read_bytes() == before
+    model.to_onnx(tmp_path / "theirs.onnx", force=True)
+    _assert_same_outputs(model, tmp_path / "theirs.onnx", X)
+
+
+def test_an_unwritable_folder_is_one_line_without_the_temporary_name(runtime, tmp_path,
+                                                                     monkeypatch):
+    # issue 20: "[Errno 13] Permission denied: '.../.model.onnx.5f0c....tmp'"
+    model, _, _ = _trained("spiral", "relu", "softmax", epochs=2)
+    real_open = os.open
+
+    def read_only_folder(name, *args, **kwargs):  # as the OS answers where root is not asking
+        if Path(name).parent == tmp_path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_folder)
+    with pytest.raises(gn.FileWriteError) as caught:
+        export.to_onnx(model, tmp_path / "model.onnx")
+    assert str(caught.value) == (f"Cannot write the ONNX model to {tmp_path / 'model.onnx'}: "
+                                 f"permission denied in the folder {tmp_path}. Give a path in a "
+                                 f"folder you can write to.")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
@@ -331,9 +373,38 @@ def test_gpunn_export_writes_what_predict_gives(runtime, run, tmp_path, capsys, 
 def test_gpunn_export_to_a_bad_place_is_one_line(runtime, run, tmp_path, capsys, target, says):
     status, stdout, err = _gpunn(capsys, "export", run / "model.npz", tmp_path / target)
     (line,) = err.splitlines()
-    assert status == 1 and stdout == "" and line.startswith("gpunn: error: Cannot export to ")
+    assert status == 1 and stdout == ""
+    assert line.startswith("gpunn: error: Cannot write the ONNX model to ")
     assert says.format(tmp=tmp_path) in line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+@pytest.mark.parametrize("target, role", [("model.npz", "the model"),
+                                          ("checkpoint.npz", "the checkpoint")])
+def test_gpunn_export_never_writes_over_what_it_reads(run, capsys, force, target, role):
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    status, stdout, err = _gpunn(capsys, "export", run / "model.npz", run / target, *force)
+    assert (status, stdout) == (1, "")
+    assert err == (f"gpunn: error: Not writing the ONNX model to {run / target}: that is "
+                   f"{role} this command reads, which gpunn never replaces. Give another "
+                   f"path for the ONNX model.\n")
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_gpunn_export_replaces_a_file_it_did_not_export_only_with_force(runtime, run, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"someone's own file")
+    status, stdout, err = _gpunn(capsys, "export", run / "model.npz", out)
+    assert (status, stdout) == (1, "")
+    assert err == (f"gpunn: error: Not replacing {out} with the ONNX model: it is not one of "
+                   f"gpunn's ONNX model files, and gpunn replaces no other file. Give another "
+                   f"path, or --force to replace it.\n")
+    assert out.read_bytes() == b"someone's own file"
+    assert _gpunn(capsys, "export", run / "model.npz", out, "--force")[0] == 0
+    assert _gpunn(capsys, "export", run / "model.npz", out)[0] == 0  # now gpunn's own
+    assert export.kind_of(out) == export.KIND
 
 
 def test_gpunn_export_of_a_missing_model_is_one_line(tmp_path, capsys):

@@ -1,14 +1,17 @@
 """Reading gpunn files (gpunn/io.py): whatever a file holds that is not a gpunn model (junk,
 nothing, a pickle, a single array, a truncated or forged archive), loading it gives one
 FileFormatError that says what is wrong with the file, and never NumPy's advice to load it
-unsafely (gpunn never unpickles)."""
+unsafely (gpunn never unpickles). Writing them: with the user's umask, over a gpunn file of the
+same kind only, unless forced (the rules themselves: test_files.py)."""
 
 from __future__ import annotations
 
 import io as stdio
+import os
 import pickle
 import re
 import struct
+import sys
 import zipfile
 
 import numpy as np
@@ -20,14 +23,18 @@ from gpunn import checkpoint, cli, datasets, io
 UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "unsafely", "If you trust")
 
 
-def _model_bytes(tmp_path) -> bytes:
+def _model():
     model = gn.Model(device="cpu")
     model.add(gn.Dense(2, 3))
     model.add(gn.Softmax())
     model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
               accuracy=gn.CategoricalAccuracy())
     model.finalize()
-    model.save(tmp_path / "model.npz")
+    return model
+
+
+def _model_bytes(tmp_path) -> bytes:
+    _model().save(tmp_path / "model.npz")
     return (tmp_path / "model.npz").read_bytes()
 
 
@@ -148,3 +155,67 @@ def test_a_data_file_is_not_a_gpunn_file(tmp_path):
     np.savez(path, X=np.ones((2, 2)), y=np.zeros(2))
     with pytest.raises(gn.FileFormatError, match=r"is not a gpunn file \(it has no __gpunn__"):
         gn.Model.load(path, device="cpu")
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_saved_files_get_the_users_umask(tmp_path):
+    # issue 20: model.npz was 0600 whatever the umask (tempfile.mkstemp), unreadable to others
+    model = _model()
+    previous = os.umask(0o022)
+    try:
+        model.save(tmp_path / "model.npz")
+        model.save_parameters(tmp_path / "parameters.npz")
+    finally:
+        os.umask(previous)
+    for name in ("model.npz", "parameters.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_save_replaces_a_gpunn_model_and_nothing_else_unless_forced(tmp_path):
+    model = _model()
+    model.save(tmp_path / "model.npz")
+    model.save(tmp_path / "model.npz")  # its own kind: replaced, as Keras' model.save does
+    np.savez(tmp_path / "data.npz", X=np.ones((2, 2)))
+    (tmp_path / "notes.txt").write_text("the user's own notes\n")
+    checkpoint.save(tmp_path / "checkpoint.npz", model, epoch=0, history={})
+    for name, says in [("data.npz", "it is not one of gpunn's model files"),
+                       ("notes.txt", "it is not one of gpunn's model files"),
+                       ("checkpoint.npz", "it is a gpunn checkpoint file, not a model file")]:
+        before = (tmp_path / name).read_bytes()
+        with pytest.raises(gn.OverwriteRefusedError, match=f"{says}.*force=True") as caught:
+            model.save(tmp_path / name)
+        assert str(caught.value).startswith(f"Not replacing {tmp_path / name} with the model")
+        assert (tmp_path / name).read_bytes() == before
+        with pytest.raises(gn.OverwriteRefusedError, match="not a parameters file|not one of"):
+            model.save_parameters(tmp_path / name)
+        assert (tmp_path / name).read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "checkpoint.npz", "data.npz", "model.npz", "notes.txt"]
+    model.save(tmp_path / "data.npz", force=True)
+    assert io.kind_of(tmp_path / "data.npz") == "model"
+    model.save_parameters(tmp_path / "notes.txt", force=True)
+    assert io.kind_of(tmp_path / "notes.txt") == "parameters"
+
+
+def test_save_to_a_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(gn.FileWriteError) as caught:
+        _model().save(tmp_path / "missing" / "model.npz")
+    assert str(caught.value) == (f"Cannot write the model to {tmp_path / 'missing' / 'model.npz'}"
+                                 f": the folder {tmp_path / 'missing'} does not exist. Create "
+                                 f"it, or give a path in an existing folder.")
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_kind_of_says_none_for_anything_gpunn_did_not_write(tmp_path, kind):
+    path, _ = _bad_file(tmp_path, kind)
+    assert io.kind_of(path) is None
+    assert io.kind_of(tmp_path / "missing.npz") is None and io.kind_of(tmp_path) is None
+    np.savez(tmp_path / "data.npz", X=np.ones(3), __gpunn__=np.frombuffer(b"{}", np.uint8))
+    assert io.kind_of(tmp_path / "data.npz") is None  # the entry's name alone is not enough
+    model = _model()
+    model.save(tmp_path / "model.npz")
+    checkpoint.save(tmp_path / "checkpoint.npz", model, epoch=0, history={})
+    assert io.kind_of(tmp_path / "model.npz") == "model"
+    assert io.kind_of(tmp_path / "checkpoint.npz") == "checkpoint"

@@ -55,7 +55,11 @@ def _shell(command: str, cwd: Path, timeout: float = 300) -> subprocess.Complete
     scripts = Path(sys.executable).parent
     if shutil.which("gpunn", path=str(scripts)) is None:  # not installed: same code, by module
         command = re.sub(r"^gpunn\b", f"{shlex.quote(sys.executable)} -m gpunn", command)
-    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # This checkout's gpunn first: an editable install may point at another checkout (a git
+    # worktree), whose code the README's commands would otherwise run.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": path}
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -92,15 +96,22 @@ def test_every_gpunn_and_python_command_runs(tmp_path, monkeypatch, capsys):
         result = _shell(command, tmp_path)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         assert result.stderr == "", f"{command}\n{result.stderr}"
-    assert {"model.npz", "metrics.csv", "checkpoint.npz", "training.png"} <= \
-        {path.name for path in (tmp_path / "runs" / "latest").iterdir()}
-    assert (tmp_path / "predictions.npz").is_file()
+    # runs/latest follows each run in runs/ as it completes; the sine run holds its export, the
+    # spiral run before it the predictions.
+    assert (tmp_path / "runs" / "latest").is_symlink()
+    assert {"model.npz", "metrics.csv", "checkpoint.npz", "training.png", "model.onnx"} <= {
+        path.name for path in (tmp_path / "runs" / "sine").iterdir()}
+    assert len(list((tmp_path / "runs").glob("*/predictions.npz"))) == 1
+    # issue 20: points.npz, predictions.npz and model.onnx were left in the reader's checkout;
+    # everything the README writes goes under runs/, which .gitignore keeps out of git.
+    assert [path.name for path in tmp_path.iterdir()] == ["runs"]
+    assert "runs/" in (ROOT / ".gitignore").read_text().splitlines()
     # The serving snippet, where `gpunn export` left model.onnx.
-    assert SERVING and (tmp_path / "model.onnx").is_file()
+    assert SERVING
     monkeypatch.chdir(tmp_path)
     for text in SERVING:
         exec(compile(text, "README.md", "exec"), {})
-    assert "classes: [" in capsys.readouterr().out
+    assert "sine: [" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("options", [[], ["--cupy-double"]])
