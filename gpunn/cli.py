@@ -18,6 +18,7 @@ import re
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -410,8 +411,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(settings: dict[str, Any], args: argparse.Namespace) -> tuple:
-    return datasets.load(settings["dataset"], seed=settings["seed"],
-                         data_dir=getattr(args, "data_dir", None))
+    """The data set, read and checked before any file is written; its warnings as one line each
+    (on rank 0 alone under mpiexec)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = datasets.load(settings["dataset"], seed=settings["seed"],
+                             data_dir=getattr(args, "data_dir", None))
+    if distributed.current().rank == 0:
+        for warning in caught:
+            print(f"gpunn: warning: {warning.message}.", file=sys.stderr)
+    return data
 
 
 def _data_file(settings: dict[str, Any]) -> dict[str, str]:

@@ -14,6 +14,7 @@ import os
 import struct
 import tempfile
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -247,16 +248,22 @@ def load_npz(path: PathLike) -> Pair:
 
 def load_csv(path: PathLike, *, label_column: int = -1, skip_header: bool | None = None) -> Pair:
     """(X, y) from a numeric CSV, one sample a line, the label in ``label_column``; a first line
-    that is not numeric is taken for a header unless ``skip_header`` says otherwise. Example:
+    that is not numeric is taken for a header unless ``skip_header`` says otherwise; commas,
+    semicolons or tabs separate the cells. Example:
     ``X, y = load_csv("train.csv", label_column=0)``."""
     path = _existing(path)
-    table = _csv_table(path, skip_header)
+    table, numbers, header = _csv_rows(path, skip_header)
     width = table.shape[1]
+    if width < 2:
+        raise FileFormatError(f"{path} has one column; expected the features and then the "
+                              f"label, the last column, on each line (e.g. '0.5,1.2,0').")
     column = _checks.integer("label_column", label_column, minimum=-width)
-    if width < 2 or column >= width:
+    if column >= width:
         raise InvalidArgumentError(f"label_column must be in [{-width}, {width - 1}] for {path}, "
-                                   f"which has {width} columns, and one column must remain for "
-                                   f"X; received label_column={label_column}.")
+                                   f"which has {width} columns; received "
+                                   f"label_column={label_column}.")
+    _finite(path, table, numbers)
+    _index_column(path, table, header, column % width)
     y = table[:, column]
     # Whole-number labels are classes; anything else is a regression target.
     y = y.astype(numpy.int64) if numpy.all(numpy.mod(y, 1) == 0) else y.astype(numpy.float32)
@@ -264,19 +271,65 @@ def load_csv(path: PathLike, *, label_column: int = -1, skip_header: bool | None
 
 
 def _csv_table(path: Path, skip_header: bool | None) -> numpy.ndarray:
-    """Every row of a numeric CSV as a float64 table (see ``load_csv``)."""
+    """Every row of a numeric CSV as a float64 table (see ``load_csv``), NaN and inf refused."""
+    table, numbers, _ = _csv_rows(path, skip_header)
+    _finite(path, table, numbers)
+    return table
+
+
+def _csv_rows(path: Path, skip_header: bool | None) -> tuple[numpy.ndarray, list[int], list[str]]:
+    """(table, the file's line number of each row, the header's cells or [])."""
     lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1)
              if line.strip()]
+    separator = _separator(lines)
     if skip_header is None:
-        skip_header = bool(lines) and _bad_cell(lines[0][1]) is not None
+        skip_header = bool(lines) and _bad_cell(lines[0][1], separator) is not None
+    header = lines[0][1].split(separator) if skip_header and lines else []
     rows = lines[1:] if skip_header else lines
     if not rows:
         raise FileFormatError(f"{path} has no data rows; expected numeric lines such as "
                               f"'0.5,1.2,0'.")
     try:
-        return numpy.loadtxt([line for _, line in rows], delimiter=",", ndmin=2, comments=None)
+        table = numpy.loadtxt([line for _, line in rows], delimiter=separator, ndmin=2,
+                              comments=None)
     except ValueError as error:
-        raise _csv_error(path, rows, error) from None
+        raise _csv_error(path, rows, separator, error) from None
+    return table, [number for number, _ in rows], header
+
+
+def _separator(lines: list[tuple[int, str]]) -> str:
+    """A comma, or the semicolon or tab of a file with no comma (as spreadsheets in many
+    locales write CSV)."""
+    text = [line for _, line in lines[:5]]
+    for separator in (";", "\t"):
+        counts = {line.count(separator) for line in text}
+        if len(counts) == 1 and counts != {0}:  # the same number of them on every line
+            return separator
+    return ","
+
+
+def _finite(path: Path, table: numpy.ndarray, numbers: list[int]) -> None:
+    bad = numpy.argwhere(~numpy.isfinite(table))
+    if len(bad):
+        row, column = bad[0]
+        raise FileFormatError(f"{path}, line {numbers[row]}, column {column + 1} is "
+                              f"{table[row, column]} ({len(bad)} such cells in all); expected "
+                              f"finite numbers. Remove or impute those cells first.")
+
+
+def _index_column(path: Path, table: numpy.ndarray, header: list[str], label: int) -> None:
+    """Warn about a first column that counts the rows, like the index pandas writes by default
+    (DataFrame.to_csv without index=False): it would be trained on as a feature."""
+    if label == 0 or table.shape[1] < 3:
+        return
+    first = table[:, 0]
+    counts = numpy.array_equal(first, numpy.arange(len(first))) or \
+        numpy.array_equal(first, numpy.arange(1, len(first) + 1))
+    if counts and len(first) > 2 or (header and header[0].strip() in ("", "Unnamed: 0")):
+        warnings.warn(f"{path}: the first column counts the rows ({first[0]:g}, {first[1]:g}, "
+                      f"...) like the index pandas writes by default, and is used as a feature; "
+                      f"write the file with DataFrame.to_csv(..., index=False) or drop that "
+                      f"column", UserWarning, stacklevel=3)
 
 
 def load_inputs(path: PathLike) -> numpy.ndarray:
@@ -297,22 +350,33 @@ def load_inputs(path: PathLike) -> numpy.ndarray:
     return X.astype(numpy.float32)
 
 
-def _csv_error(path: Path, rows: list[tuple[int, str]], error: ValueError) -> FileFormatError:
-    """The first line NumPy could not read, named: a short row or a cell that is not a number."""
-    width = len(rows[0][1].split(","))
+def _csv_error(path: Path, rows: list[tuple[int, str]], separator: str,
+               error: ValueError) -> FileFormatError:
+    """The first line NumPy could not read, named: a short row, an empty cell, or a cell that is
+    not a number."""
+    width = len(rows[0][1].split(separator))
     for number, line in rows:
-        if len(line.split(",")) != width:
+        cells = line.split(separator)
+        if len(cells) != width:
             return FileFormatError(f"{path}, line {number}: expected {width} cells like line "
-                                   f"{rows[0][0]}, found {len(line.split(','))}.")
-        if (bad := _bad_cell(line)) is not None:
-            return FileFormatError(f"{path}, line {number}: {bad!r} is not a number; load_csv "
-                                   f"reads numeric CSV with at most one header line. Encode "
-                                   f"categories as numbers first.")
+                                   f"{rows[0][0]}, found {len(cells)}.")
+        for column, cell in enumerate(cells, 1):
+            if not cell.strip():
+                return FileFormatError(f"{path}, line {number}, column {column} is empty; "
+                                       f"expected a number. Fill or drop the missing values "
+                                       f"first.")
+        if (bad := _bad_cell(line, separator)) is not None:
+            column = cells.index(bad) + 1
+            hint = ("write decimals with a point (0.5), not a comma" if "," in bad and
+                    separator != "," else "encode categories as numbers first")
+            return FileFormatError(f"{path}, line {number}, column {column}: {bad!r} is not a "
+                                   f"number; load_csv reads numeric CSV with at most one header "
+                                   f"line: {hint}.")
     return FileFormatError(f"{path} is not a numeric CSV: {error}")
 
 
-def _bad_cell(line: str) -> str | None:
-    for cell in line.split(","):
+def _bad_cell(line: str, separator: str = ",") -> str | None:
+    for cell in line.split(separator):
         try:
             float(cell)
         except ValueError:
@@ -341,6 +405,12 @@ def _checked(path: Path, X: numpy.ndarray, y: numpy.ndarray) -> Pair:
         if array.dtype.kind not in "biuf":
             raise FileFormatError(f"{path}: {name} must be numeric; received dtype "
                                   f"{array.dtype}.")
+        bad = numpy.argwhere(~numpy.isfinite(array))
+        if len(bad):
+            where = ", ".join(f"{axis} {index}" for axis, index in zip(("row", "column"), bad[0]))
+            raise FileFormatError(f"{path}: {name} {where} (counting from 0) is "
+                                  f"{array[tuple(bad[0])]} ({len(bad)} such values in all); "
+                                  f"expected finite numbers. Remove or impute them first.")
     return X.astype(numpy.float32), y
 
 

@@ -292,6 +292,27 @@ def test_bad_dataset_files_are_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_data_errors_come_before_the_run_folder_and_name_line_and_column(tmp_path, capsys,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = [f"{i % 7},{i % 3},{i % 2}" for i in range(20)]
+    rows[6] = "1,nan,0"
+    (tmp_path / "nan.csv").write_text("\n".join(rows) + "\n")
+    status, out, err = _gpunn(capsys, "train", "--device", "cpu", "--dataset", "nan.csv")
+    assert status == 1 and "nan.csv, line 7, column 2 is nan" in _one_error_line(err)
+    assert out == "" and not (tmp_path / runs.RUNS).exists()
+
+
+def test_a_leading_index_column_is_a_warning_line(tmp_path, capsys):
+    rows = [f"{i},{i % 7},{i % 3},{i % 2}" for i in range(20)]
+    (tmp_path / "pandas.csv").write_text(",a,b,label\n" + "\n".join(rows) + "\n")
+    status, _, err = _gpunn(capsys, "train", *QUICK, "--epochs", "1", "--quiet", "--dataset",
+                            tmp_path / "pandas.csv", "--out", tmp_path / "run")
+    assert status == 0
+    assert len(err.splitlines()) == 1 and err.startswith("gpunn: warning: ")
+    assert "index=False" in err
+
+
 def test_debug_shows_the_exception(tmp_path):
     with pytest.raises(gn.GpunnError, match="missing.npz"):
         cli.main(["train", "--debug", "--device", "cpu", "--dataset",

@@ -9,6 +9,7 @@ import io
 import struct
 import urllib.error
 import urllib.request
+import warnings
 
 import numpy as np
 import pytest
@@ -317,7 +318,7 @@ def test_load_csv_with_and_without_header(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("1,2,0\n3,oops,1\n", r"line 2: 'oops' is not a number"),
+    ("1,2,0\n3,oops,1\n", r"line 2, column 2: 'oops' is not a number"),
     ("a,b,c\n1,2,0\n4,5\n", "line 3: expected 3 cells like line 2, found 2"),
     ("a,b,c\n", "no data rows"),
 ])
@@ -385,3 +386,66 @@ def test_load_unknown_name_lists_the_valid_ones():
                        match="Unknown dataset 'cifar': expected one of spiral, vertical, sine, "
                              "fashion-mnist, mnist, or a path ending in .npz or .csv"):
         datasets.load("cifar")
+
+
+# ---- data errors name the file, line and column (issue 20, finding 6) ---------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b,c\n1,2,0\n3,4,1\n5,6,1\n7,,0\n", r"bad.csv, line 5, column 2 is empty"),
+    ("a,b,c\n1,2,0\n\n3,nan,1\n", r"bad.csv, line 4, column 2 is nan"),
+    ("1,2,0\n3,4,inf\n", r"bad.csv, line 2, column 3 is inf"),
+])
+def test_csv_errors_name_the_line_and_column(tmp_path, text, message):
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(gpunn.FileFormatError, match=message):
+        datasets.load_csv(tmp_path / "bad.csv")
+
+
+def test_npz_nan_names_the_array_row_and_column(tmp_path):
+    X = np.zeros((5, 3))
+    X[3, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=np.zeros(5))
+    with pytest.raises(gpunn.FileFormatError, match=r"nan.npz: X row 3, column 2 .* is nan"):
+        datasets.load_npz(tmp_path / "nan.npz")
+    np.savez(tmp_path / "inf.npz", X=np.zeros((5, 3)), y=[0, 1, np.inf, 0, 1])
+    with pytest.raises(gpunn.FileFormatError, match=r"inf.npz: y row 2 .* is inf"):
+        datasets.load_npz(tmp_path / "inf.npz")
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_semicolon_and_tab_separated_files_are_read(tmp_path, separator):
+    text = "x1,5;x2;label\n0,5;1.5;1\n2;3;0\n" if separator == ";" else \
+        "x1\tx2\tlabel\n0.5\t1.5\t1\n2\t3\t0\n"
+    (tmp_path / "a.csv").write_text(text)
+    if separator == ";":  # a decimal comma is not a number gpunn reads: named, not misread
+        with pytest.raises(gpunn.FileFormatError, match="line 2, column 1: '0,5' .* with a point"):
+            datasets.load_csv(tmp_path / "a.csv")
+        (tmp_path / "a.csv").write_text(text.replace(",", "."))
+    X, y = datasets.load_csv(tmp_path / "a.csv")
+    np.testing.assert_array_equal(X, [[0.5, 1.5], [2, 3]])
+    np.testing.assert_array_equal(y, [1, 0])
+
+
+def test_a_one_column_csv_is_named_without_label_column(tmp_path):
+    (tmp_path / "one.csv").write_text("1\n2\n3\n")
+    with pytest.raises(gpunn.FileFormatError, match="one.csv has one column") as error:
+        datasets.load_csv(tmp_path / "one.csv")
+    assert "label_column" not in str(error.value)
+
+
+@pytest.mark.parametrize("text", [
+    ",x1,x2,label\n0,0.5,1.5,1\n1,2,3,0\n2,4,1,1\n",  # pandas' DataFrame.to_csv()
+    "0,0.5,1.5,1\n1,2,3,0\n2,4,1,1\n3,7,2,0\n",  # the same without a header
+])
+def test_a_leading_index_column_is_warned_about(tmp_path, text):
+    (tmp_path / "pandas.csv").write_text(text)
+    with pytest.warns(UserWarning, match="first column counts the rows .* index=False"):
+        X, _ = datasets.load_csv(tmp_path / "pandas.csv")
+    assert X.shape[1] == 3  # still read as it is: the warning says what to do
+
+
+def test_a_first_column_that_does_not_count_is_not_warned_about(tmp_path):
+    (tmp_path / "a.csv").write_text("x0,x1,label\n0,0.5,1\n1,2,0\n1,4,1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        datasets.load_csv(tmp_path / "a.csv")
