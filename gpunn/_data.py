@@ -141,6 +141,8 @@ def _class_labels(backend: Any, y: Any, name: str, classes: int | None, dtype: s
         raise InvalidArgumentError(f"{name} must hold whole class indices; it has fractional, "
                                    f"NaN or inf values.")
     low, high = int(y.min()), int(y.max())
+    if classes == 2 and low == -1 and high == 1 and bool(xp.all(xp.abs(y) == 1)):
+        return (y > 0).astype(xp.int64)  # -1/+1 labels, as SVMs take them: classes 0 and 1
     if low < 0 or (classes is not None and high >= classes):
         raise InvalidArgumentError(f"{name} holds class indices from {low} to {high}; the model "
                                    f"has {classes} outputs, so they must be in 0..{classes - 1}.")

@@ -129,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     option = train.add_argument
     option("--dataset", type=_dataset, help="spiral (default), vertical, sine, fashion-mnist, "
            "mnist, or a .npz (arrays X, y) or .csv (label last) file")
+    option("--task", choices=["classify", "regress"], help="classify (softmax, cross-entropy) or "
+           "regress (linear output, mean squared error); default: classify whole-number labels "
+           ">= 0, -1/+1 labels and one-hot rows, regress the rest; the header says which and why")
     option("--hidden", type=_widths, help="hidden layer widths, e.g. 64,64")
     option("--activation", choices=sorted(ACTIVATIONS), help="hidden activation")
     option("--dropout", type=_number(below=1.0), metavar="RATE",
@@ -235,8 +238,9 @@ Defaults per data set (options given win):
                     --batch-size 128
   .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --l2 0 --epochs 100
                     --batch-size 32
-Labels that are whole numbers >= 0 make a classifier (softmax, cross-entropy); other
-targets a regression (linear output, mean squared error).
+Labels that are whole numbers >= 0, -1/+1 labels and one-hot rows make a classifier
+(softmax, cross-entropy); other targets a regression (linear output, mean squared error).
+--task classify|regress says which, e.g. --task regress for whole-number targets.
 """
 
 
@@ -324,6 +328,13 @@ def _train(args: argparse.Namespace) -> int:
         saved = _checkpoint(out, device)
         settings = _resumed_settings(args, saved.settings, saved.epoch, out)
         model, history, done = saved.model, saved.history, saved.epoch
+        task = settings.setdefault(  # a checkpoint from before --task: its model says
+            "task", "regress" if isinstance(model.layers[-1], gn.Linear) else "classify")
+        if args.task is not None and args.task != task:
+            raise UsageError(f"--resume continues the run in {out}, which was started with "
+                             f"--task {task}; received --task {args.task}. Leave --task out, "
+                             f"or start a new run with another --out.")
+        why = "as the run was started"
         if (why := model_data.changed(model.trained_on)) is not None:
             raise GpunnError(f"--resume cannot continue the run in {out}: {why}.")
         X, y, X_val, y_val = _load(settings, args)
@@ -332,8 +343,9 @@ def _train(args: argparse.Namespace) -> int:
     else:
         settings = _settings(args)
         X, y, X_val, y_val = _load(settings, args)
+        settings["task"], classes, why = _task(args.task, settings["dataset"], y, y_val)
         gn.seed(settings["seed"])
-        model = _build(settings, X, y, X_val, y_val, device)
+        model = _build(settings, classes, X, y, device)
         history, done = {}, 0
         if not lead:
             out = previous = None
@@ -358,7 +370,7 @@ def _train(args: argparse.Namespace) -> int:
                   f"{'its own GPU, cuda:<rank on its machine>' if comm.name == 'nccl' else 'cpu'}"
                   f"; batch {settings['batch_size'] or 'full'} shared out among them",
                   flush=True)
-        print(_describe(settings, model, X, X_val, done), flush=True)
+        print(_describe(settings, model, X, X_val, done, why), flush=True)
         graph = training.why_no_cuda_graph(model, True, comm) if args.cuda_graph \
             else "--no-cuda-graph"
         if model.backend.fused:  # CUDA: say whether the step runs as a CUDA graph, and why not
@@ -393,7 +405,9 @@ def _train(args: argparse.Namespace) -> int:
     written = ["model.npz", "metrics.csv", "checkpoint.npz"]
     reason = plots.missing()
     if reason is None:
-        plots.training_figure(out / "training.png", run.history, model=model, X=X, y=y,
+        labels = y.argmax(axis=1) if settings["task"] == "classify" and y.ndim == 2 else \
+            (y > 0) if settings["task"] == "classify" and y.min() < 0 else y  # one-hot, -1/+1
+        plots.training_figure(out / "training.png", run.history, model=model, X=X, y=labels,
                               title=f"gpunn train --dataset {settings['dataset']}",
                               force=args.force)
         written.append("training.png")
@@ -488,18 +502,47 @@ def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _classes(y: numpy.ndarray, y_val: numpy.ndarray) -> int | None:
-    """The number of classes when the labels are whole numbers >= 0 (one per sample), else
-    None: a regression."""
-    labels = numpy.concatenate([numpy.ravel(y), numpy.ravel(y_val)])
-    if y.ndim == 1 and labels.size and numpy.all(labels >= 0) and numpy.all(labels % 1 == 0):
-        return int(labels.max()) + 1
-    return None
+def _task(requested: str | None, dataset: str, y: numpy.ndarray,
+          y_val: numpy.ndarray) -> tuple[str, int | None, str]:
+    """(task, classes or None, why): what --task asked for, else what the labels look like."""
+    labels = numpy.concatenate([y, y_val])
+    values, counts = numpy.unique(labels, return_counts=True) if labels.ndim == 1 else ([], [])
+    classes, why = None, "targets that are not whole numbers"
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        why = f"{labels.shape[1]} target columns"
+        if numpy.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all():
+            classes, why = labels.shape[1], f"one-hot labels in {labels.shape[1]} columns"
+    elif labels.ndim == 1 and labels.size and numpy.all(labels % 1 == 0):
+        if set(values.tolist()) == {-1, 1}:
+            classes, why = 2, "labels -1 and +1, read as classes 0 and 1"
+        elif values[0] >= 0:
+            classes = int(values[-1]) + 1
+            why = f"{len(values)} distinct whole-number labels"
+        else:
+            why = "whole-number targets below 0"
+    if requested == "regress":
+        return "regress", None, "--task regress"
+    if classes is None:
+        if requested == "classify":
+            raise UsageError(f"--task classify needs class labels (whole numbers >= 0 or -1/+1 "
+                             f"in one column, or one-hot rows); {dataset} has {why}. Leave "
+                             f"--task out for a regression.")
+        return "regress", None, why
+    if requested == "classify":
+        return "classify", classes, f"--task classify ({why})"
+    singles = int(numpy.sum(numpy.asarray(counts) == 1))
+    doubtful = labels.ndim == 1 and (singles or len(values) * 5 > len(labels))
+    if doubtful and distributed.current().rank == 0:
+        print(f"gpunn: warning: {dataset}'s labels may be a regression's targets: "
+              f"{len(values)} distinct whole-number labels for {len(labels)} samples"
+              f"{f', {singles} of them with one sample' if singles else ''}; use --task regress "
+              f"for a regression, or --task classify to keep the classes without this warning.",
+              file=sys.stderr)
+    return "classify", classes, f"{why}; use --task regress for a regression"
 
 
-def _build(settings: dict[str, Any], X: numpy.ndarray, y: numpy.ndarray, X_val: numpy.ndarray,
-           y_val: numpy.ndarray, device: Any) -> gn.Model:
-    classes = _classes(y, y_val)
+def _build(settings: dict[str, Any], classes: int | None, X: numpy.ndarray, y: numpy.ndarray,
+           device: Any) -> gn.Model:
     model = gn.Model(device=device, dtype=settings["dtype"])
     inputs, l2 = X.shape[1], settings["l2"]
     for width in settings["hidden"]:
@@ -525,10 +568,10 @@ def _build(settings: dict[str, Any], X: numpy.ndarray, y: numpy.ndarray, X_val: 
 
 
 def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
-              X_val: numpy.ndarray, done: int) -> str:
+              X_val: numpy.ndarray, done: int, why: str) -> str:
     widths = [X.shape[1], *settings["hidden"], model.trainable_layers[-1].n_neurons]
-    task = ("regression" if isinstance(model.layers[-1], gn.Linear)
-            else f"{widths[-1]} classes")
+    task = (f"regression ({why})" if isinstance(model.layers[-1], gn.Linear)
+            else f"classification into {widths[-1]} classes ({why})")
     batch = settings["batch_size"] or "full"
     start = f"{settings['epochs']} epochs"
     if done:

@@ -141,6 +141,8 @@ def check(model: Any, model_path: Any, source: Any, X: numpy.ndarray,
         whole = bool(numpy.all(numpy.isfinite(y) & (y == numpy.floor(y))))
         if whole and y.min() >= 0 and y.max() < outputs:
             return
+        if outputs == 2 and set(numpy.unique(y).tolist()) == {-1, 1}:
+            return  # -1/+1 labels, classes 0 and 1 (gpunn._data)
         found = f"labels from {y.min():g} to {y.max():g}"
         raise InvalidArgumentError(
             f"{source} has {found}{'' if whole else ', not all whole numbers'}, but "

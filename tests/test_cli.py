@@ -240,6 +240,72 @@ def test_own_data_files_classify_whole_labels_and_regress_the_rest(tmp_path, cap
         assert model.trainable_layers[-1].n_neurons == outputs
 
 
+def _whole_targets(tmp_path):
+    """A diabetes-like file: 60 samples, 4 features, whole-number targets from 25 to 346."""
+    X = np.random.default_rng(0).standard_normal((60, 4))
+    y = np.round(185 + 60 * X[:, 0] - 30 * X[:, 1]).clip(25, 346)
+    np.savetxt(tmp_path / "diabetes.csv", np.c_[X, y], delimiter=",", fmt="%.6g")
+    return tmp_path / "diabetes.csv"
+
+
+TINY = ["--device", "cpu", "--epochs", "2", "--hidden", "8"]
+
+
+def test_task_is_inferred_said_and_doubted_where_the_labels_look_like_targets(tmp_path, capsys):
+    status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", _whole_targets(tmp_path),
+                              "--out", tmp_path / "inferred")
+    assert status == 0
+    header = out.splitlines()[0]
+    assert "classification into 296 classes (" in header
+    assert "distinct whole-number labels; use --task regress for a regression" in header
+    assert "gpunn: warning: " in err and "may be a regression's targets" in err
+    assert "with one sample" in err and "--task regress" in err
+
+
+def test_task_regress_trains_whole_number_targets_as_a_regression(tmp_path, capsys):
+    data = _whole_targets(tmp_path)
+    status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", data, "--task", "regress",
+                              "--out", tmp_path / "run")
+    assert status == 0 and err == ""
+    assert "regression (--task regress)" in out.splitlines()[0]
+    model = gn.Model.load(tmp_path / "run" / "model.npz", device="cpu")
+    assert isinstance(model.layers[-1], gn.Linear) and model.trainable_layers[-1].n_neurons == 1
+    # --resume carries the task: the run goes on as a regression, and another --task is refused
+    status, _, err = _gpunn(capsys, "train", "--resume", "--device", "cpu", "--task", "classify",
+                            "--out", tmp_path / "run")
+    assert status == 2 and "started with --task regress" in _one_error_line(err)
+    status, out, err = _gpunn(capsys, "train", "--resume", "--device", "cpu", "--epochs", "3",
+                              "--out", tmp_path / "run")
+    assert status == 0 and err == "" and "resuming at epoch 3 of 3" in out
+    saved = checkpoint.load(tmp_path / "run" / "checkpoint.npz", device="cpu")
+    assert saved.settings["task"] == "regress" and saved.epoch == 3
+
+
+def test_task_classify_refuses_targets_that_are_not_classes(tmp_path, capsys):
+    np.savetxt(tmp_path / "t.csv", np.c_[np.eye(10)[:, :2], np.linspace(0, 1, 10)],
+               delimiter=",")
+    status, _, err = _gpunn(capsys, "train", *TINY, "--dataset", tmp_path / "t.csv", "--task",
+                            "classify", "--out", tmp_path / "run")
+    assert status == 2 and "--task classify needs class labels" in _one_error_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_hot_and_plus_minus_one_labels_make_a_classifier(tmp_path, capsys):
+    X, y = gn.datasets.spiral_data(20, 2, seed=0)
+    np.savez(tmp_path / "onehot.npz", X=X, y=np.eye(2)[y])
+    np.savetxt(tmp_path / "signs.csv", np.c_[X, 2 * y.astype(int) - 1], delimiter=",")
+    for name, why in (("onehot.npz", "one-hot labels in 2 columns"),
+                      ("signs.csv", "labels -1 and +1, read as classes 0 and 1")):
+        status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", tmp_path / name,
+                                  "--out", tmp_path / name.replace(".", "_"))
+        assert status == 0 and err == "", err
+        assert f"classification into 2 classes ({why}" in out.splitlines()[0]
+        model = gn.Model.load(tmp_path / name.replace(".", "_") / "model.npz", device="cpu")
+        assert isinstance(model.layers[-1], gn.Softmax)
+    status, out, err = _gpunn(capsys, "evaluate", tmp_path / "signs_csv" / "model.npz")
+    assert status == 0, err
+
+
 # ---- errors --------------------------------------------------------------------------------------
 
 def test_cuda_where_there_is_none_is_one_line_and_a_failure():

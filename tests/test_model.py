@@ -419,6 +419,18 @@ def test_labels_and_targets_go_where_the_data_goes(backend, spiral, monkeypatch,
     assert np.isfinite(loss) and model.predict(X_val, batch_size=50).shape[0] == len(X_val)
 
 
+def test_plus_minus_one_labels_are_classes_zero_and_one_as_on_the_command_line(backend):
+    X, y = gn.datasets.spiral_data(30, 2, seed=0)
+    signs = 2 * y.astype(np.int64) - 1
+    results = []
+    for labels in (y, signs):
+        gn.seed(0)
+        model = build_model(backend, (2, 16, 2), learning_rate=0.01)
+        history = model.train(X, labels, epochs=3, validation_data=(X, labels), verbose=False)
+        results.append((history["loss"], history["val_accuracy"], model.evaluate(X, labels)))
+    assert results[0] == results[1]
+
+
 def test_a_model_on_a_second_device_stays_there_whatever_device_is_current(
         second_cuda_device, spiral, tmp_path):
     # CuPy allocates, computes and draws random numbers on the *current* device; a model on
