@@ -377,6 +377,10 @@ def test_a_leading_index_column_is_a_warning_line(tmp_path, capsys):
     assert status == 0
     assert len(err.splitlines()) == 1 and err.startswith("gpunn: warning: ")
     assert "index=False" in err
+    status, _, err = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
+    assert status == 0
+    assert len(err.splitlines()) == 1 and err.startswith("gpunn: warning: ")
+    assert "index=False" in err
 
 
 def test_debug_shows_the_exception(tmp_path):
