@@ -531,7 +531,9 @@ def _task(requested: str | None, dataset: str, y: numpy.ndarray,
     if requested == "classify":
         return "classify", classes, f"--task classify ({why})"
     singles = int(numpy.sum(numpy.asarray(counts) == 1))
-    doubtful = labels.ndim == 1 and (singles or len(values) * 5 > len(labels))
+    # The built-in sets are known classifications, however small a test's copy of them.
+    doubtful = (labels.ndim == 1 and dataset not in datasets.NAMES
+                and (singles or len(values) * 5 > len(labels)))
     if doubtful and distributed.current().rank == 0:
         print(f"gpunn: warning: {dataset}'s labels may be a regression's targets: "
               f"{len(values)} distinct whole-number labels for {len(labels)} samples"
