@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time as _time
 from typing import Any as _Any
 
 import numpy as _numpy
@@ -96,15 +97,18 @@ class MemoryPointer:
 
 
 class Event:
-    """A point in a stream's work; the double runs work at once, so every event is done."""
+    """A point in a stream's work; the double runs work at once, so every event is done, and
+    its time is the host clock's when it was recorded (``get_elapsed_time``: no GPU time)."""
 
     def __init__(self, block: bool = False, disable_timing: bool = False,
                  interprocess: bool = False) -> None:
         self.done = True
+        self._time: float | None = None
 
     def record(self, stream: _Any = None) -> None:
         if _sim.capture is not None and (stream or get_current_stream()) is _sim.capture.stream:
             raise NotImplementedError("the CuPy double does not model events inside a capture")
+        self._time = _time.perf_counter()
 
     def synchronize(self) -> None:
         _synchronize("Event.synchronize")
@@ -226,6 +230,20 @@ class _PinnedMemory(bytearray):
 
 def alloc_pinned_memory(size: int) -> _PinnedMemory:
     return _PinnedMemory(int(size))
+
+
+def get_elapsed_time(start_event: Event, end_event: Event) -> float:
+    """Milliseconds between two recorded events: on the double, host time (work runs as it is
+    issued), so a figure from it is no GPU's."""
+    if start_event._time is None or end_event._time is None:
+        raise runtime.CUDARuntimeError(600)  # cudaErrorNotReady: an event never recorded
+    return (end_event._time - start_event._time) * 1000.0
+
+
+def set_allocator(allocator: _Any = None) -> None:
+    """Where arrays get their memory (None: a cudaMalloc each, no pool). The double tracks
+    memory per device whatever the allocator, so this changes nothing it models."""
+    _sim.default_allocator = allocator
 
 
 def get_current_stream(device_id: int = -1) -> Stream:
