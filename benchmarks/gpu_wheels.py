@@ -33,9 +33,9 @@ WHEELS = ("nvmath-python==1.0.0",)
 # those PyPI has for CPython 3.12, less CuPy (replaced by the CuPy double), torch (PyPI's cp312
 # torch is the CUDA build, 3 GB with its libraries, and the CPU index is out of reach) and the
 # CUDA libraries only a GPU calls (cuBLAS, NCCL).
-MACHINE = ("numpy", "cuda-bindings", "cuda-core", "cuda-pathfinder", "nvidia-cuda-nvrtc",
-           "mpi4py", "onnx", "onnxruntime", "pytest", "pytest-timeout", "hypothesis", "tqdm",
-           "matplotlib", "threadpoolctl", "ml-dtypes", "scikit-learn")
+MACHINE = ("numpy==2.5.2", "cuda-bindings", "cuda-core", "cuda-pathfinder", "nvidia-cuda-nvrtc",
+           "mpi4py", "onnx", "onnxruntime==1.30.*", "pytest", "pytest-timeout", "hypothesis",
+           "tqdm", "matplotlib", "threadpoolctl", "ml-dtypes", "scikit-learn")
 MACHINE_ONLY = {"cupy-cuda13x": "replaced by the CuPy double (tests/cupy_double)",
                 "torch": "PyPI's cp312 torch is the CUDA build (3 GB with its libraries)",
                 "nvidia-cublas": "only a GPU calls it", "nvidia-nccl-cu13": "only GPUs call it"}
