@@ -140,7 +140,7 @@ def ulps(check: Any, seconds: float) -> dict[str, Any]:
 
 
 def counts(check: Any, seconds: float) -> dict[str, Any]:
-    result = {"gpu": check.worker("benchmarks.gpu_measure", "counts", timeout=seconds * 0.6)}
+    result = {"gpu": check.worker("benchmarks.gpu_measure", "counts", timeout=seconds * 0.45)}
     ncu = shutil.which("ncu", path=check.environment.get("PATH"))
     if ncu is None:
         result["launches"] = {"skipped": "ncu (Nsight Compute) is not on PATH"}
@@ -152,7 +152,7 @@ def counts(check: Any, seconds: float) -> dict[str, Any]:
                 "--log-file", str(log), sys.executable, "-m", "benchmarks.gpu_measure",
                 "launches", "--json", str(result_file)] + (["--rehearse"] if check.rehearse
                                                           else [])
-        run = check.command(argv, timeout=seconds * 0.4)
+        run = check.command(argv, timeout=seconds * 0.55)
         found = json.loads(result_file.read_text()) if result_file.exists() else {}
         text = log.read_text(errors="replace") if log.exists() else ""
         check.log(text[-20000:])
@@ -191,8 +191,8 @@ def collect(check: Any, seconds: float) -> dict[str, Any]:
     return result
 
 
-PARTS = [("versions", versions, 60), ("info", info, 60), ("pytest", pytest_part, 160),
-         ("ulps", ulps, 40), ("counts", counts, 70), ("memcheck", sanitizer("memcheck"), 45),
+PARTS = [("versions", versions, 45), ("info", info, 40), ("pytest", pytest_part, 150),
+         ("ulps", ulps, 40), ("counts", counts, 90), ("memcheck", sanitizer("memcheck"), 45),
          ("racecheck", sanitizer("racecheck"), 45), ("double", collect, 120)]
 
 
