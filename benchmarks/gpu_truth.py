@@ -5,10 +5,6 @@ Is gpunn's GPU path right? The truth stage's parts, in the order they run:
 
 - versions: the device, CUDA, every package and tool that matters, whether nvmath-python loads;
 - info: ``gpunn info`` (NVRTC compiles every kernel for this GPU) and CuPy's configuration;
-- pytest: every device test on CUDA (``pytest --device cuda``, the tests that take the
-  ``backend`` fixture; tests/test_training.py first: the CUDA graph captured, graphed == plain),
-  a time limit per test (pytest-timeout) and for the whole run, no stop at a failure; warnings
-  that ``filterwarnings = error`` turned into failures are listed (this machine's versions);
 - ulps: each kernel's largest distance from its NumPy twin, in units in the last place, on the
   GPU and, beside it, on the CuPy double (host-compiled kernels; started at the stage's start);
 - counts: per training step of the MLP (batch 128) and the spiral, with and without a CUDA
@@ -16,7 +12,13 @@ Is gpunn's GPU path right? The truth stage's parts, in the order they run:
   during the steps (a 0.3 s GPU job is queued first: a step that synchronises returns only
   after it), and the kernels the GPU ran per step as Nsight Compute (``ncu``) counts them;
   beside the double's launch and synchronisation counts (benchmarks/step_counts.py);
-- memcheck, racecheck: the backend's kernel tests under compute-sanitizer.
+- memcheck, racecheck: the backend's kernel tests under compute-sanitizer;
+- pytest: every device test on CUDA (``pytest --device cuda``, the tests that take the
+  ``backend`` fixture or ask for CUDA; tests/test_training.py first: the CUDA graph captured,
+  graphed == plain), a time limit per test (pytest-timeout) and for the whole run (what is left
+  of the stage's budget), no stop at a failure; warnings that ``filterwarnings = error`` turned
+  into failures are listed (this machine's versions raise them);
+- double: the double's halves of ulps and counts, collected.
 """
 
 from __future__ import annotations
@@ -89,14 +91,15 @@ def info(check: Any, seconds: float) -> dict[str, Any]:
 def pytest_part(check: Any, seconds: float) -> dict[str, Any]:
     report = check.out / "pytest-truth.jsonl"
     report.unlink(missing_ok=True)
+    seconds -= COLLECT
     env = {**check.environment, "GPUNN_CHECK_REPORT": str(report), "GPUNN_CHECK_DEVICE_ONLY": "1",
            "GPUNN_CHECK_FIRST": ",".join(FIRST),
-           "GPUNN_CHECK_DEADLINE": str(time.time() + seconds - 20)}
+           "GPUNN_CHECK_DEADLINE": str(time.time() + seconds - TEST_LIMIT - 10)}
     argv = [sys.executable, "-m", "pytest", "--device", "cuda", "-p", "benchmarks.gpu_pytest",
             "-p", "no:cacheprovider", "-q", "-rfE"]
     result: dict[str, Any] = {"report": report.name}
     if importlib.util.find_spec("pytest_timeout") is not None:
-        argv += ["--timeout", "60"]
+        argv += ["--timeout", str(TEST_LIMIT)]
     else:
         result["per_test_limit"] = "pytest-timeout is not installed: no per-test time limit"
     argv += list(REHEARSAL_TESTS if check.rehearse else ["tests"])
@@ -191,9 +194,14 @@ def collect(check: Any, seconds: float) -> dict[str, Any]:
     return result
 
 
-PARTS = [("versions", versions, 45), ("info", info, 40), ("pytest", pytest_part, 150),
-         ("ulps", ulps, 40), ("counts", counts, 90), ("memcheck", sanitizer("memcheck"), 45),
-         ("racecheck", sanitizer("racecheck"), 45), ("double", collect, 120)]
+# The tests come last and take what is left of the budget (all of it but the time the double's
+# results need to be collected): their JSON lines keep whatever ran if the stage is cut.
+PARTS = [("versions", versions, 45), ("info", info, 40), ("ulps", ulps, 40),
+         ("counts", counts, 90), ("memcheck", sanitizer("memcheck"), 45),
+         ("racecheck", sanitizer("racecheck"), 45), ("pytest", pytest_part, 400),
+         ("double", collect, 60)]
+TEST_LIMIT = 60  # seconds per test (pytest-timeout); no test starts later than that before the end
+COLLECT = 25  # seconds kept for the double's results after the tests
 
 
 def _table(entries: dict[str, Any], kind: str) -> list[str]:

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -126,13 +125,11 @@ def test_the_plugin_starts_no_test_after_its_deadline(tmp_path):
     assert gpu_truth.read_report(tmp_path / "report.jsonl")["not_run"] == 4
 
 
-@pytest.mark.parametrize("stage", ["truth", "speed"])
-def test_every_stage_fits_its_budget_on_paper(stage):
-    # Each stage must end within 8 minutes from a cold start, under the README's `timeout 480`:
-    # the parts' limits are cut to what is left of the budget, and the budget is below that.
-    from benchmarks import gpu_check, gpu_speed
+def test_a_stage_ends_before_the_readmes_timeout():
+    # Each stage must end within 8 minutes from a cold start, under `timeout 480`: the parts'
+    # limits are cut to what is left of the budget, which leaves time to write and to stop.
+    from benchmarks import gpu_check
 
-    parts = gpu_truth.PARTS if stage == "truth" else gpu_speed.PARTS
     assert gpu_check.BUDGET_SECONDS + 30 <= 480
-    assert len({name for name, _, _ in parts}) == len(parts)
-    assert sum(seconds for name, _, seconds in parts if name != "double") <= 480
+    assert 'timeout 480 python3 -m benchmarks.gpu_check --stage truth --out "$OUT"' in \
+        (ROOT / "benchmarks" / "README.md").read_text()
