@@ -161,6 +161,9 @@ def counts(check: Any, seconds: float) -> dict[str, Any]:
         check.log(text[-20000:])
         result["launches"] = {"run": run, **kernels_per_step(text, found)}
     result["summary"] = _table(result["gpu"].get("configs", {}), "counts")
+    launches = result["launches"]
+    result["summary"].append("- kernels and graphs per step (ncu): " + str(
+        launches.get("kernels_per_step", launches.get("skipped") or launches.get("error"))))
     return result
 
 
@@ -229,7 +232,11 @@ def kernels_per_step(text: str, found: dict[str, Any]) -> dict[str, Any]:
     if header is None:
         return {"error": "no CSV rows in ncu's output", "worker": found}
     rows = list(csv.DictReader(io.StringIO("\n".join(text.splitlines()[header:]))))
-    names = [row.get("Kernel Name", "") for row in rows if row.get("ID", "").strip().isdigit()]
+    # One name per result ID (the details page repeats a result on a row per metric).
+    names = list({row["ID"]: row.get("Kernel Name", "") for row in rows
+                  if (row.get("ID") or "").strip().isdigit()}.values())
+    if not names:
+        return {"error": "ncu reported no kernels in the profiled ranges", "worker": found}
     groups, current = [], 0
     for name in names:
         if "fmax" in name:  # gpu_measure.launches's marker
