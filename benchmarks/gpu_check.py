@@ -32,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ class Check:
         self.started = time.monotonic()
         self.deadline = self.started + args.budget
         self.running: dict[str, tuple[subprocess.Popen, Path, Path]] = {}
+        self.current: subprocess.Popen | None = None  # the command in the foreground
         self.json = self.out / f"gpu-check-{stage}.json"
         self.markdown = self.out / f"gpu-check-{stage}.md"
         self.log_path = self.out / f"gpu-check-{stage}.log"
@@ -101,11 +103,13 @@ class Check:
         except OSError as error:
             return {"command": " ".join(argv), "exit_status": None, "error": str(error)}
         timer = _Killer(process, timeout)
+        self.current = process
         for line in process.stdout:
             output.append(line)
             self.log(line.rstrip("\n"))
         process.wait()
         timer.cancel()
+        self.current = None
         text = "".join(output)
         return {"command": " ".join(argv), "exit_status": process.returncode,
                 "timed_out": timer.fired, "seconds": round(time.monotonic() - started, 1),
@@ -153,11 +157,19 @@ class Check:
             return json.loads(result_file.read_text())
         return {"error": f"no result (exit status {process.returncode})", "tail": text[-TAIL:]}
 
-    def close(self) -> None:
-        """End what still runs in the background, say where the results are, close the log."""
-        for process, _, _ in self.running.values():
-            os.killpg(process.pid, 9)
+    def close(self, stopped: str | None = None) -> None:
+        """End what still runs (``stopped``: why the stage ends early), say where the results
+        are, close the log."""
+        left = [process for process, _, _ in self.running.values()] + [self.current]
+        for process in filter(None, left):
+            try:
+                os.killpg(process.pid, 9)
+            except OSError:
+                pass
             process.wait()
+        if stopped:
+            self.record["stopped"] = stopped
+            self.save()
         self.log(f"wrote {self.json}, {self.markdown} and {self.log_path}")
         self.log_file.close()
 
@@ -217,6 +229,14 @@ class _Killer:
         self.timer.cancel()
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived (``timeout``); not an Exception, so no part takes it for its own error."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -252,7 +272,7 @@ def environment(args: argparse.Namespace, scratch: Path) -> dict[str, str]:
     paths = [str(ROOT)]
     if args.rehearse:
         paths[:0] = step_counts.doubles_path().split(os.pathsep)
-    installed = install_wheels(Path(args.wheels), scratch / "site")
+    installed = gpu_wheels.install(Path(args.wheels), scratch / "site")
     args.wheels = installed
     if installed["installed"]:
         paths.append(str(scratch / "site"))
@@ -264,24 +284,6 @@ def environment(args: argparse.Namespace, scratch: Path) -> dict[str, str]:
     if args.rehearse:
         env["PATH"] = os.pathsep.join([str(TOOL_DOUBLES), env.get("PATH", "")])
     return env
-
-
-def install_wheels(folder: Path, target: Path) -> dict[str, Any]:
-    """``pip install --no-index --no-deps --target`` of the wheels in ``folder``."""
-    wheels = gpu_wheels.found(folder)
-    result: dict[str, Any] = {"folder": str(folder), "wheels": [w.name for w in wheels],
-                              "installed": False}
-    if not wheels:
-        result["skipped"] = (f"no wheels in {folder}: python -m benchmarks.gpu_wheels "
-                             f"{folder} on a machine with network brings them")
-        return result
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
-                           "--disable-pip-version-check", "--target", str(target),
-                           *map(str, wheels)], capture_output=True, text=True)
-    result["installed"] = done.returncode == 0
-    if done.returncode != 0:
-        result["error"] = (done.stdout + done.stderr)[-TAIL:]
-    return result
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _terminate)  # `timeout 480`: end the parts' processes too
     stages = ["truth", "speed"] if args.stage == "all" else [args.stage]
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as folder:
         scratch = Path(folder)
@@ -319,8 +322,13 @@ def main(argv: list[str] | None = None) -> int:
                     check.run(gpu_truth.PARTS, start=gpu_truth.start)
                 else:
                     check.run(gpu_speed.PARTS)
+            except _Terminated:
+                check.close(stopped=f"terminated (SIGTERM) at {_now()}, in the part after the "
+                                    f"last one recorded")
+                raise SystemExit(143) from None
             finally:
-                check.close()
+                if not check.log_file.closed:
+                    check.close()
             failed |= any("error" in part for part in check.record["parts"].values())
     return 1 if failed else 0
 

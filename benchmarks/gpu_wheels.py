@@ -20,6 +20,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "wheels"
@@ -55,6 +56,25 @@ def download(folder: Path) -> list[Path]:
 def found(folder: Path) -> list[Path]:
     """The wheels in ``folder``, by name."""
     return sorted(folder.glob("*.whl")) if folder.is_dir() else []
+
+
+def install(folder: Path, target: Path) -> dict[str, Any]:
+    """``pip install --no-index --no-deps --target`` of the wheels in ``folder`` (what
+    benchmarks/gpu_check.py does on the GPU machine); what was installed, or why not."""
+    wheels = found(folder)
+    result: dict[str, Any] = {"folder": str(folder), "wheels": [w.name for w in wheels],
+                              "installed": False}
+    if not wheels:
+        result["skipped"] = (f"no wheels in {folder}: python -m benchmarks.gpu_wheels "
+                             f"{folder} on a machine with network brings them")
+        return result
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
+                           "--disable-pip-version-check", "--target", str(target),
+                           *map(str, wheels)], capture_output=True, text=True)
+    result["installed"] = done.returncode == 0
+    if done.returncode != 0:
+        result["error"] = (done.stdout + done.stderr)[-3000:]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -168,7 +168,10 @@ def _assert_speed(parts: dict) -> None:
 
 
 @pytest.mark.slow
-def test_a_stage_killed_at_its_limit_leaves_what_it_measured(machine, tmp_path):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stage_killed_at_its_limit_leaves_what_it_measured(machine, tmp_path, how):
+    # `timeout 480` sends SIGTERM: the stage ends its parts' processes and says so. A SIGKILL
+    # (the machine's own limit) leaves the record as it was after the last part.
     python, wheels = machine
     out = tmp_path / "out"
     process = subprocess.Popen(
@@ -181,10 +184,15 @@ def test_a_stage_killed_at_its_limit_leaves_what_it_measured(machine, tmp_path):
         if record_file.exists() and "info" in json.loads(record_file.read_text())["parts"]:
             break
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)  # as `timeout -s KILL` would
-    process.wait()
+    if how == "SIGTERM":
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 143
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     record = json.loads(record_file.read_text())  # whole: written atomically
     assert "versions" in record["parts"] and "info" in record["parts"]
+    assert record.get("stopped", "").startswith("terminated (SIGTERM)") == (how == "SIGTERM")
     assert (out / "gpu-check-truth.md").read_text().startswith("# gpu_check truth")
     _assert_within_the_machines_limits(out)
 
