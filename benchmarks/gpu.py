@@ -46,14 +46,15 @@ ELEMENTS = 1 << 26
 COLUMNS = 128
 
 
-def cuda_backend() -> tuple[Any, str | None]:
+def cuda_backend(*, simulated: bool = False) -> tuple[Any, str | None]:
     """(gpunn's CUDA backend, None), or (None, why there is none). The CuPy double
-    (tests/cupy_double) is no GPU: timings taken on it would be meaningless."""
+    (tests/cupy_double) is no GPU: timings taken on it would be meaningless, so it is refused
+    unless ``simulated`` (the rehearsal of benchmarks/gpu_check.py, which says so)."""
     try:
         backend = gpunn.device("cuda")
     except gpunn.DeviceUnavailableError as error:
         return None, str(error)
-    if hasattr(backend.xp, "_sim"):
+    if hasattr(backend.xp, "_sim") and not simulated:
         return None, "cupy is the CuPy double (simulated devices): it has no GPU to time"
     return backend, None
 

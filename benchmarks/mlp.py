@@ -23,36 +23,48 @@ from typing import Any
 import numpy
 
 from benchmarks import sgemm, timing
-from benchmarks.trainers import GpunnTrainer, TorchTrainer
+from benchmarks.trainers import GpunnTrainer, TorchGraphTrainer, TorchTrainer
 
 SIZES = (784, 128, 128, 10)
 LEARNING_RATE = 0.001
 
 
-def synthetic_data(samples: int, seed: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+def synthetic_data(samples: int, seed: int,
+                   sizes: tuple[int, ...] = SIZES) -> tuple[numpy.ndarray, numpy.ndarray]:
     """X uniform in [-1, 1], float32, of shape (samples, 784); y from a random linear teacher."""
     rng = numpy.random.default_rng(seed)
-    X = rng.uniform(-1.0, 1.0, (samples, SIZES[0])).astype(numpy.float32)
-    teacher = rng.standard_normal((SIZES[0], SIZES[-1])).astype(numpy.float32)
+    X = rng.uniform(-1.0, 1.0, (samples, sizes[0])).astype(numpy.float32)
+    teacher = rng.standard_normal((sizes[0], sizes[-1])).astype(numpy.float32)
     return X, numpy.argmax(X @ teacher, axis=1).astype(numpy.int64)
 
 
 def run(torch: Any, *, device: str, samples: int, batch_sizes: list[int], repeats: int,
         warmup_steps: int, shuffle: bool, adam: str, seed: int,
-        bound: dict[str, Any] | None) -> dict[str, Any]:
+        bound: dict[str, Any] | None, sizes: tuple[int, ...] = SIZES,
+        graphs: bool = False) -> dict[str, Any]:
     """Samples/s of each trainer at each batch size; with ``bound`` (sgemm.measure's result)
-    also the GFLOP/s reached and the share of the GEMM bound and of the square peak."""
-    X, y = synthetic_data(samples, seed)
-    result: dict[str, Any] = {"sizes": list(SIZES), "samples": samples, "batch_sizes": {}}
+    also the GFLOP/s reached and the share of the GEMM bound and of the square peak. With
+    ``graphs`` (on CUDA: benchmarks/gpu_speed.py) four trainers: gpunn with its CUDA graphs
+    (the default) and without, PyTorch eager and PyTorch with a captured graph."""
+    X, y = synthetic_data(samples, seed, sizes)
+    result: dict[str, Any] = {"sizes": list(sizes), "samples": samples, "batch_sizes": {}}
     for batch_size in batch_sizes:
-        trainers: list[Any] = [GpunnTrainer(SIZES, X, y, device=device,
+        trainers: list[Any] = [GpunnTrainer(sizes, X, y, device=device,
                                             learning_rate=LEARNING_RATE, decay=0.0, seed=seed,
                                             shuffle=shuffle)]
-        if torch is not None:
-            trainers.append(TorchTrainer(torch, trainers[0].parameters(), X, y, device=device,
-                                         learning_rate=LEARNING_RATE, decay=0.0,
-                                         shuffle=shuffle, adam=adam))
-        warmup = min(samples, max(warmup_steps, 1) * batch_size)
+        if graphs:
+            plain = GpunnTrainer(sizes, X, y, device=device, learning_rate=LEARNING_RATE,
+                                 decay=0.0, seed=seed, shuffle=shuffle)
+            plain.name, plain.cuda_graph = "gpunn, no CUDA graph", False
+            trainers.append(plain)
+        peers = [TorchTrainer] + ([TorchGraphTrainer] if graphs else [])
+        for peer in peers if torch is not None else []:
+            trainers.append(peer(torch, trainers[0].parameters(), X, y, device=device,
+                                 learning_rate=LEARNING_RATE, decay=0.0, shuffle=shuffle,
+                                 adam=adam))
+        # With graphs, a whole epoch first: every batch shape (the last, shorter one too) is
+        # captured before any clock starts.
+        warmup = samples if graphs else min(samples, max(warmup_steps, 1) * batch_size)
         for trainer in trainers:
             trainer.epoch(warmup, batch_size)
         seconds: dict[str, list[float]] = {trainer.name: [] for trainer in trainers}
@@ -64,17 +76,17 @@ def run(torch: Any, *, device: str, samples: int, batch_sizes: list[int], repeat
                     partial(trainer.epoch, samples, batch_size))
                 seconds[trainer.name].append(elapsed)
         result["batch_sizes"][str(batch_size)] = _entry(samples, batch_size, seconds, metrics,
-                                                        warmup, bound)
+                                                        warmup, bound, sizes)
     return result
 
 
 def _entry(samples: int, batch_size: int, seconds: dict[str, list[float]],
            metrics: dict[str, dict[str, float]], warmup: int,
-           bound: dict[str, Any] | None) -> dict[str, Any]:
+           bound: dict[str, Any] | None, sizes: tuple[int, ...]) -> dict[str, Any]:
     steps = -(-samples // batch_size)
-    flops_per_sample = sgemm.step_flops(SIZES, batch_size) / batch_size
+    flops_per_sample = sgemm.step_flops(sizes, batch_size) / batch_size
     entry: dict[str, Any] = {"steps_per_epoch": steps, "warmup_samples": warmup,
-                             "flops_per_step": sgemm.step_flops(SIZES, batch_size),
+                             "flops_per_step": sgemm.step_flops(sizes, batch_size),
                              "trainers": {}}
     for name, values in seconds.items():
         epoch = timing.summary(values)

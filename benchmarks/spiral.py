@@ -25,11 +25,17 @@ DECAY = 5e-7
 
 
 def run(torch: Any, *, device: str, steps: int, repeats: int, warmup_steps: int, adam: str,
-        seed: int) -> dict[str, Any]:
-    """Steps/s of each trainer: ``repeats`` runs of ``steps`` full-batch steps, taking turns."""
+        seed: int, cuda_graph_too: bool = False) -> dict[str, Any]:
+    """Steps/s of each trainer: ``repeats`` runs of ``steps`` full-batch steps, taking turns.
+    ``cuda_graph_too`` adds gpunn without its CUDA graphs (benchmarks/gpu_speed.py)."""
     X, y = gpunn.datasets.spiral_data(100, 3, seed=seed)
     trainers: list[Any] = [GpunnTrainer(SIZES, X, y, device=device, learning_rate=LEARNING_RATE,
                                         decay=DECAY, seed=seed, shuffle=False)]
+    if cuda_graph_too:
+        plain = GpunnTrainer(SIZES, X, y, device=device, learning_rate=LEARNING_RATE,
+                             decay=DECAY, seed=seed, shuffle=False)
+        plain.name, plain.cuda_graph = "gpunn, no CUDA graph", False
+        trainers.append(plain)
     if torch is not None:
         trainers.append(TorchTrainer(torch, trainers[0].parameters(), X, y, device=device,
                                      learning_rate=LEARNING_RATE, decay=DECAY, shuffle=False,

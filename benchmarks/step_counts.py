@@ -14,6 +14,7 @@ benchmarks' own (benchmarks/mlp.py, benchmarks/spiral.py, benchmarks/trainers.py
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -106,20 +107,28 @@ def spiral_step_counts(steps: int = 8, *, cuda_graph: bool = True) -> dict[str, 
     return {**per_step, "epoch_sync": per_step["sync"]}
 
 
-def measure() -> dict[str, Any]:
+def measure(batch_sizes: tuple[int, ...] = (32, 128, 1024)) -> dict[str, Any]:
     """Every count this module makes, as ``python -m benchmarks`` records them."""
     result: dict[str, Any] = {"device": DEVICE, "before_issue_10": BEFORE, "mlp": {},
                               "spiral": {}}
     for cuda_graph in (False, True):
         key = "cuda_graph" if cuda_graph else "no_cuda_graph"
         result["mlp"][key] = {str(batch): mlp_step_counts(batch, cuda_graph=cuda_graph)
-                              for batch in (32, 128, 1024)}
+                              for batch in batch_sizes}
         result["spiral"][key] = spiral_step_counts(cuda_graph=cuda_graph)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    print(json.dumps(measure(), indent=2))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.step_counts")
+    parser.add_argument("--batch-sizes", default="32,128,1024",
+                        help="MLP batch sizes, comma-separated (default 32,128,1024)")
+    parser.add_argument("--json", type=Path, help="write the counts here too")
+    args = parser.parse_args(argv)
+    counts = measure(tuple(int(size) for size in args.batch_sizes.split(",")))
+    print(json.dumps(counts, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(counts, indent=2))
     return 0
 
 

@@ -30,6 +30,8 @@ class GpunnTrainer:
         self.backend = gpunn.device(device)
         self.shuffle = shuffle
         self.cuda_graph = True  # gpunn's default; benchmarks/step_counts.py counts both
+        self.on_batch_end: Any = None  # Model.train's callback (benchmarks/gpu_measure.py)
+        self.history: Any = None  # the last call's, with its cuda_graph status
         self.model = gpunn.Model(device=self.backend)
         pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
         for index, (n_in, n_out) in enumerate(pairs):
@@ -54,16 +56,17 @@ class GpunnTrainer:
 
     def epochs(self, epochs: int, samples: int, batch_size: int) -> dict[str, float]:
         """``epochs`` epochs over the first ``samples`` samples; the last one's metrics."""
-        history = self.model.train(self.X[:samples], self.y[:samples], epochs=epochs,
-                                   batch_size=batch_size, shuffle=self.shuffle, verbose=False,
-                                   cuda_graph=self.cuda_graph)
-        self.backend.synchronize()
-        return {"loss": history["loss"][-1], "accuracy": history["accuracy"][-1]}
+        return self._train(self.X[:samples], self.y[:samples], epochs, batch_size, self.shuffle)
 
     def full_batch_steps(self, steps: int) -> dict[str, float]:
         """``steps`` full-batch steps (one per epoch, as the book trains the spiral)."""
-        history = self.model.train(self.X, self.y, epochs=steps, batch_size=None, shuffle=False,
-                                   verbose=False, cuda_graph=self.cuda_graph)
+        return self._train(self.X, self.y, steps, None, False)
+
+    def _train(self, X: Any, y: Any, epochs: int, batch_size: int | None,
+               shuffle: bool) -> dict[str, float]:
+        self.history = history = self.model.train(
+            X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, verbose=False,
+            cuda_graph=self.cuda_graph, on_batch_end=self.on_batch_end)
         self.backend.synchronize()
         return {"loss": history["loss"][-1], "accuracy": history["accuracy"][-1]}
 
@@ -76,7 +79,7 @@ class TorchTrainer:
 
     def __init__(self, torch: Any, parameters: list, X: numpy.ndarray, y: numpy.ndarray, *,
                  device: str, learning_rate: float, decay: float, shuffle: bool,
-                 adam: str = "default") -> None:
+                 adam: str = "default", capturable: bool = False) -> None:
         self.torch = torch
         self.device = torch.device(device)
         self.shuffle = shuffle
@@ -89,18 +92,23 @@ class TorchTrainer:
             layers += [linear, torch.nn.ReLU()]
         self.model = torch.nn.Sequential(*layers[:-1]).to(self.device)
         self.loss_function = torch.nn.CrossEntropyLoss()
-        # eps as gpunn's (the book's) 1e-7; PyTorch's default is 1e-8.
+        # eps as gpunn's (the book's) 1e-7; PyTorch's default is 1e-8. capturable keeps the
+        # step count on the device, so that a CUDA graph can capture the step.
+        options = {**ADAM_OPTIONS[adam], **({"capturable": True} if capturable else {})}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate, eps=1e-7,
-                                          **ADAM_OPTIONS[adam])
+                                          **options)
         self.learning_rate, self.decay, self.iterations = learning_rate, decay, 0
         self.X = torch.from_numpy(X).to(self.device)
         self.y = torch.from_numpy(y.astype(numpy.int64)).to(self.device)
+        # The loss sum and the correct predictions, kept on the device and read once per epoch,
+        # as gpunn keeps its tally (gpunn.training).
+        self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
-    def _step(self, X: Any, y: Any) -> tuple[float, Any]:
+    def _step(self, X: Any, y: Any) -> None:
         if self.decay:  # the book's decay, lr / (1 + decay * iterations), as gpunn applies it
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate / (1.0 + self.decay * self.iterations)
@@ -110,25 +118,70 @@ class TorchTrainer:
         loss.backward()
         self.optimizer.step()
         self.iterations += 1
-        # gpunn reads each step's loss on the host (to stop on NaN) and counts correct
-        # predictions on the device; the same here.
-        return loss.item() * len(y), (logits.argmax(dim=1) == y).sum()
+        with self.torch.no_grad():
+            self.sums[0] += loss.detach() * len(y)
+            self.sums[1] += (logits.argmax(dim=1) == y).sum()
+
+    def _read(self, samples: int) -> dict[str, float]:
+        loss_sum, correct = self.sums.tolist()  # the one synchronisation of an epoch
+        return {"loss": loss_sum / samples, "accuracy": correct / samples}
 
     def epoch(self, samples: int, batch_size: int) -> dict[str, float]:
         X, y = self.X[:samples], self.y[:samples]
         if self.shuffle:
             order = self.torch.randperm(samples, device=self.device)
             X, y = X[order], y[order]
-        loss_sum, correct = 0.0, 0
+        self.sums.zero_()
         for start in range(0, samples, batch_size):
-            loss, right = self._step(X[start:start + batch_size], y[start:start + batch_size])
-            loss_sum += loss
-            correct += right
-        self.synchronize()
-        return {"loss": loss_sum / samples, "accuracy": float(correct) / samples}
+            self._step(X[start:start + batch_size], y[start:start + batch_size])
+        return self._read(samples)
 
     def full_batch_steps(self, steps: int) -> dict[str, float]:
-        for _ in range(steps):
-            loss, right = self._step(self.X, self.y)
-        self.synchronize()
-        return {"loss": loss / len(self.y), "accuracy": float(right) / len(self.y)}
+        for _ in range(steps):  # a step is an epoch, read as gpunn reads its tally
+            self.sums.zero_()
+            self._step(self.X, self.y)
+            metrics = self._read(len(self.y))
+        return metrics
+
+
+class TorchGraphTrainer(TorchTrainer):
+    """The same PyTorch loop with each batch shape's whole step captured once as a CUDA graph
+    and replayed, as PyTorch's CUDA graphs documentation captures a training step: three
+    warm-up steps on a side stream (real updates, on the first batch of that shape; their
+    metrics are not counted), gradients set to None before the capture, Adam with
+    ``capturable=True``, and static input tensors each batch is copied into."""
+
+    name = "PyTorch, CUDA graph"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, capturable=True, **kwargs)
+        if self.decay:
+            raise ValueError("a captured step bakes in its learning rate: decay must be 0; "
+                             f"received decay={self.decay}")
+        self.graphs: dict[tuple, tuple] = {}
+
+    def _step(self, X: Any, y: Any) -> None:
+        captured = self.graphs.get(tuple(X.shape))
+        if captured is None:
+            captured = self.graphs[tuple(X.shape)] = self._capture(X, y)
+        static_X, static_y, graph = captured
+        static_X.copy_(X)
+        static_y.copy_(y)
+        graph.replay()
+
+    def _capture(self, X: Any, y: Any) -> tuple:
+        torch = self.torch
+        static_X, static_y = X.clone(), y.clone()
+        counted = self.sums.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                super()._step(static_X, static_y)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.sums.copy_(counted)
+        graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            super()._step(static_X, static_y)
+        return static_X, static_y, graph

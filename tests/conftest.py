@@ -47,10 +47,11 @@ def install_cupy_double() -> None:
 
 
 def pytest_ignore_collect(collection_path, config):
-    """The double's own tests, and gpunn's under faults only the double can make, run in the
-    --cupy-double session, where ``cupy`` is the double."""
+    """The double's own tests, gpunn's under faults only the double can make, and the rehearsal
+    of the GPU check run in the --cupy-double session, where ``cupy`` is the double."""
     if collection_path.name in ("test_cupy_double.py", "test_cupy_double_capture.py",
-                                "test_nvmath_double.py", "test_simulated.py"):
+                                "test_nvmath_double.py", "test_simulated.py",
+                                "test_gpu_rehearsal.py"):
         return not config.getoption("--cupy-double")
     return None
 
@@ -157,7 +158,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         "exit_status": int(exitstatus), **counts,
         "failures": [report.nodeid for report in terminalreporter.stats.get("failed", [])],
     }
-    folder = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    # benchmarks/gpu_check.py keeps it with the rest of its results (GPUNN_RESULTS_DIR)
+    folder = Path(os.environ.get("GPUNN_RESULTS_DIR")
+                  or Path(__file__).resolve().parent.parent / "benchmarks" / "results")
     folder.mkdir(parents=True, exist_ok=True)
     stamp = record["date"].replace(":", "").replace("-", "")[:15]
     name = record["device"].replace(" ", "-")

@@ -480,3 +480,22 @@ def test_a_failed_capture_changes_nothing():
     with pytest.raises(RuntimeError):
         _capture(work)
     assert a.get().tolist() == [1.0, -2.0, 3.0]
+
+
+def test_events_time_the_host_and_say_so_by_being_no_gpu(capsys):
+    # What the GPU check uses on the double (benchmarks/gpu_measure.py, gpu.py): CUDA event
+    # times are the host's clock (work runs as it is issued), the profiler range marks and
+    # set_allocator exist and change nothing, show_config says it is the double.
+    start, stop, never = cupy.cuda.Event(), cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    cupy.cuda.runtime.profilerStart()
+    cupy.ones(1000).sum()
+    cupy.cuda.runtime.profilerStop()
+    stop.record()
+    assert cupy.cuda.get_elapsed_time(start, stop) >= 0
+    with pytest.raises(cupy.cuda.runtime.CUDARuntimeError):
+        cupy.cuda.get_elapsed_time(start, never)
+    cupy.cuda.set_allocator(None)
+    assert float(cupy.ones(3).sum()) == 3
+    cupy.show_config()
+    assert "the CuPy double" in capsys.readouterr().out

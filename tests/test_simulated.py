@@ -106,6 +106,9 @@ def test_a_full_device_is_an_out_of_memory_error_with_a_batch_hint(monkeypatch, 
     # Room for the data and parameters; then cuBLAS's workspace or the batch's activations
     # do not fit.
     monkeypatch.setattr(sim.devices[1], "capacity", sim.devices[1].allocated + headroom)
+    # Without CUDA graphs the products are CuPy's own cuBLAS calls, which need the workspace.
+    # (With graphs they go through gpunn's handle, whose workspace is allocated once per device:
+    # whether an earlier test on cuda:1 made it decided which error came first.)
     with pytest.raises(gn.DeviceOutOfMemoryError, match=r"cuda:1 ran out of memory in epoch 1, "
                                                         r"step 1 .*Try batch_size=4500") as raised:
         model.train(X_device, y_device, epochs=1, batch_size=9000, verbose=False,

@@ -140,4 +140,11 @@ def get_array_module(*args: _Any) -> _Any:
     return cupy if any(isinstance(arg, ndarray) for arg in args) else _numpy
 
 
+def show_config(*, _full: bool = False) -> None:
+    """What CuPy found (its version, CUDA's, the libraries): here, that it is the double."""
+    print(f"CuPy Version          : {__version__} (the CuPy double, tests/cupy_double: simulated "
+          f"devices, not a GPU)")
+    print(f"CUDA Runtime Version  : {cuda.runtime.runtimeGetVersion()} (simulated)")
+
+
 _core.verify_namespace("cupy", globals())

@@ -101,6 +101,7 @@ def launch(raw: bool = False, replay: Any = None) -> None:
 capture: Any = None  # the Capture in progress
 stream_stack: list = []  # the current stream (None: the legacy default stream)
 allocator_stack: list = []  # allocators set by cupy.cuda.using_allocator
+default_allocator: object = None  # cupy.cuda.set_allocator's; memory is tracked per device anyway
 _buffers: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # live device buffers
 generators: weakref.WeakSet = weakref.WeakSet()  # every cupy.random.Generator
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes as _ctypes
+import time as _time
 import weakref as _weakref
 from typing import Any as _Any
 
@@ -193,18 +194,21 @@ def _host_bytes(mem: _Any, size: int) -> _numpy.ndarray:
 
 class Event:
     """A point in a stream's work; the double runs work at once, so every event is done. What
-    it keeps is which copies from pinned memory its synchronize waits for (see cupy._sim)."""
+    it keeps is which copies from pinned memory its synchronize waits for (see cupy._sim), and
+    its time is the host clock's when it was recorded (``get_elapsed_time``: no GPU time)."""
 
     def __init__(self, block: bool = False, disable_timing: bool = False,
                  interprocess: bool = False) -> None:
         self.done = True
         self._copies: list = []
+        self._time: float | None = None
 
     def record(self, stream: _Any = None) -> None:
         stream = stream or get_current_stream()
         if _sim.capture is not None and stream is _sim.capture.stream:
             raise NotImplementedError("the CuPy double does not model events inside a capture")
         self._copies = [copy for copy in _sim.in_flight if copy.stream is stream._key()]
+        self._time = _time.perf_counter()
 
     def synchronize(self) -> None:
         _synchronize("Event.synchronize")
@@ -336,6 +340,20 @@ def alloc_pinned_memory(size: int) -> _PinnedMemory:
     pinned._copies = []
     _weakref.finalize(pinned, _sim.pinned_freed, pinned._copies, int(size))
     return pinned
+
+
+def get_elapsed_time(start_event: Event, end_event: Event) -> float:
+    """Milliseconds between two recorded events: on the double, host time (work runs as it is
+    issued), so a figure from it is no GPU's."""
+    if start_event._time is None or end_event._time is None:
+        raise runtime.CUDARuntimeError(600)  # cudaErrorNotReady: an event never recorded
+    return (end_event._time - start_event._time) * 1000.0
+
+
+def set_allocator(allocator: _Any = None) -> None:
+    """Where arrays get their memory (None: a cudaMalloc each, no pool). The double tracks
+    memory per device whatever the allocator, so this changes nothing it models."""
+    _sim.default_allocator = allocator
 
 
 def get_current_stream(device_id: int = -1) -> Stream:

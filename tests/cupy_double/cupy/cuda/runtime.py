@@ -70,6 +70,16 @@ def getDeviceProperties(device: int) -> dict[str, _Any]:
             "pciBusID": _sim.devices[device].physical}
 
 
+def profilerStart() -> None:
+    """cudaProfilerStart: a profiler attached to the process (ncu --profile-from-start off)
+    starts collecting here; the double has none."""
+    _driver()
+
+
+def profilerStop() -> None:
+    _driver()
+
+
 def runtimeGetVersion() -> int:
     return _VERSION
 
