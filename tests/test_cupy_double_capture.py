@@ -11,6 +11,7 @@ from __future__ import annotations
 import cupy
 import numpy as np
 import pytest
+from test_cupy_double import _capture  # one way to capture in the double's tests
 
 sim = cupy._sim
 CUBLAS = "calling cuBLAS API during stream capture is currently unsupported"
@@ -20,19 +21,6 @@ CUBLAS = "calling cuBLAS API during stream capture is currently unsupported"
 def _device_zero():
     cupy.cuda.Device(0).use()
     sim.reset_counters()
-
-
-def _in_capture(work):
-    """Run ``work()`` while a stream of its own captures, allocating from a pool of its own as
-    gpunn's graphs do; return the graph and the stream."""
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream, cupy.cuda.using_allocator(cupy.cuda.MemoryPool().malloc):
-        stream.begin_capture()
-        try:
-            work()
-        finally:
-            graph = stream.end_capture()
-    return graph, stream
 
 
 def _operands(xp):
@@ -96,7 +84,7 @@ KERNEL_PRODUCTS = {
 def test_products_that_call_cublas_are_refused_in_a_capture(product):
     operands = _operands(cupy)
     with pytest.raises(NotImplementedError, match=CUBLAS):
-        _in_capture(lambda: product(cupy, operands))
+        _capture(lambda: product(cupy, operands))
     np.testing.assert_allclose(product(cupy, operands).get(), product(np, _operands(np)),
                                rtol=1e-6)  # outside a capture: cuBLAS, as usual
 
@@ -104,7 +92,7 @@ def test_products_that_call_cublas_are_refused_in_a_capture(product):
 @pytest.mark.parametrize("product", KERNEL_PRODUCTS.values(), ids=KERNEL_PRODUCTS.keys())
 def test_products_by_cupys_own_kernels_are_captured(product):
     operands, made = _operands(cupy), {}
-    graph, stream = _in_capture(lambda: made.update(result=product(cupy, operands)))
+    graph, stream = _capture(lambda: made.update(result=product(cupy, operands)))
     graph.launch(stream)
     expected = product(np, _operands(np))
     np.testing.assert_allclose(made["result"].get(), expected, rtol=1e-6)
@@ -116,7 +104,7 @@ def test_the_refusal_names_the_product():
     with pytest.raises(NotImplementedError,
                        match=r"cupy.dot of float32 \(2, 3\) and float32 \(3, 2\) inside a "
                              r"simulated CUDA graph capture"):
-        _in_capture(lambda: a.dot(a.T))
+        _capture(lambda: a.dot(a.T))
 
 
 def test_an_integer_product_needs_no_cublas_workspace(monkeypatch):
@@ -136,7 +124,7 @@ def test_generator_draws_are_captured_and_curands_host_api_is_absent():
     # RandomState calls cuRAND's host API, which refuses a capture (curand.pyx:140): the double
     # has no RandomState, so nothing can reach it.
     generator, made = cupy.random.default_rng(0), {}
-    graph, stream = _in_capture(lambda: made.update(u=generator.random((64,), np.float32)))
+    graph, stream = _capture(lambda: made.update(u=generator.random((64,), np.float32)))
     graph.launch(stream)
     u = made["u"].get()
     assert ((0 <= u) & (u < 1)).all()
@@ -183,7 +171,7 @@ def test_synchronous_and_host_copies_are_refused_in_a_capture(name):
     message, copy = REFUSED_COPIES[name]
     source, target, host = _buffers()
     with pytest.raises(RuntimeError, match=message):
-        _in_capture(lambda: copy(source, target, host))
+        _capture(lambda: copy(source, target, host))
     assert (source.get().tolist(), target.get().tolist(), host.tolist()) == (
         ARANGE, ZEROS, SEVENS)  # the refused copy changed nothing
     copy(source, target, host)  # outside a capture it copies
@@ -196,7 +184,7 @@ def test_synchronous_and_host_copies_are_refused_in_a_capture(name):
 ], ids=["copy_from_device_async", "copy_from_async device"])
 def test_device_to_device_copies_on_the_stream_are_captured(copy):
     source, target, _ = _buffers()
-    graph, stream = _in_capture(lambda: copy(source, target))
+    graph, stream = _capture(lambda: copy(source, target))
     assert target.get().tolist() == [0] * 4  # recorded, not run
     graph.launch(stream)
     assert target.get().tolist() == [0, 1, 2, 3]
@@ -204,7 +192,7 @@ def test_device_to_device_copies_on_the_stream_are_captured(copy):
 
 def test_memset_async_is_captured():
     source, _, _ = _buffers()
-    graph, stream = _in_capture(lambda: source.data.memset_async(0, 8))
+    graph, stream = _capture(lambda: source.data.memset_async(0, 8))
     assert source.get().tolist() == [0, 1, 2, 3]
     graph.launch(stream)
     assert source.get().tolist() == [0, 0, 2, 3]

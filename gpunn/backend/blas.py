@@ -113,10 +113,3 @@ class Blas:
             one.ctypes.data, b.data.ptr, kind, b.shape[1], a.data.ptr, kind, a.shape[1],
             zero.ctypes.data, out.data.ptr, kind, cols, self.compute[dtype], self.algo)
         return out
-
-    def close(self) -> None:
-        """Release the handle (the workspace goes with this object)."""
-        if self.handle is not None:
-            with self.device:
-                self.cublas.destroy(self.handle)
-            self.handle = None

@@ -53,7 +53,7 @@ class GraphedStep:
         self.seen: set[tuple] = set()
         self.failed: str | None = None
         self.baked: Hashable = None
-        self.captures = self.replays = 0
+        self.captures = 0
 
     @property
     def status(self) -> str:
@@ -105,7 +105,6 @@ class GraphedStep:
         graph.X[...] = X
         graph.y[...] = y
         graph.graph.launch(self.stream)
-        self.replays += 1
 
     def _capture(self, key: tuple, X: Any, y: Any) -> Graph | None:
         xp = self.backend.xp
