@@ -22,6 +22,8 @@ class Activation(Layer):
 class ReLU(Activation):
     """``max(0, x)``, forward by the relu kernel, backward by the relu_backward kernel."""
 
+    low_precision = True
+
     def forward(self, inputs: Any, training: bool = False) -> None:
         self.inputs = self._input(inputs)
         self.output = self.backend.relu(self.inputs)

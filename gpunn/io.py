@@ -8,6 +8,7 @@ predictions."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 
 import numpy
 
-from gpunn import accuracy, activations, files, layers, losses, optimizers
+from gpunn import accuracy, activations, files, layers, losses, optimizers, precision
 from gpunn.errors import FileFormatError, GpunnError
+
+log = logging.getLogger("gpunn")
 
 FORMAT = "gpunn"
 VERSION = 1
@@ -68,7 +71,7 @@ def model_header(model: Any) -> dict[str, Any]:
     """The JSON description of a model: architecture, training settings, optimizer counters, and
     what it was trained on (``model.trained_on``)."""
     header: dict[str, Any] = {
-        "kind": "model", "dtype": model.dtype,
+        "kind": "model", "dtype": model.dtype, "precision": model.precision.state(),
         "layers": [{"type": type(layer).__name__, "config": layer.config()}
                    for layer in model.layers]}
     if model.loss is not None:
@@ -177,10 +180,20 @@ def read(path: str | os.PathLike, *kinds: str) -> tuple[dict[str, Any], dict[str
     return header, arrays
 
 
-def build_model(header: dict[str, Any], model_class: Any, device: Any) -> Any:
-    """A finalized model rebuilt from a header, with freshly initialised parameters."""
+def build_model(header: dict[str, Any], model_class: Any, device: Any,
+                precision_: Any = None) -> Any:
+    """A finalized model rebuilt from a header, with freshly initialised parameters; under
+    ``precision_``, else the precision policy it was saved with where the device has it, else
+    float32 (the weights are float32 whatever the policy: gpunn.precision)."""
     try:
         model = model_class(device=device, dtype=header["dtype"])
+        saved = header.get("precision") or {"name": "float32"}  # absent before issue 19
+        model.set(precision=saved if precision_ is None else precision_)
+        reason = precision.why_not(model.precision, model.backend, model.dtype)
+        if reason is not None and precision_ is None:
+            log.warning("gpunn: the model was saved under precision=%r, which %s cannot run "
+                        "(%s); it loads as float32", saved["name"], model.backend.device, reason)
+            model.set(precision="float32")
         for spec in header["layers"]:
             model.add(_lookup(LAYERS, spec["type"], "layer")(**spec["config"], device=device))
         loss = optimizer = accuracy_ = None

@@ -18,14 +18,19 @@ class Layer:
 
     trainable = False
 
+    # Whether this layer runs in a 16-bit compute dtype under a low-precision policy
+    # (gpunn.precision): Dense, ReLU and Dropout have kernels for it; the other activations,
+    # the losses and the metrics stay in the model's dtype, as under torch.autocast.
+    low_precision = False
+
     def __init__(self, *, device: DeviceLike = None, dtype: str = "float32") -> None:
         self.backend = _device(device)
-        self.dtype = _checks.dtype_name(dtype)
+        self.dtype = self.compute_dtype = _checks.dtype_name(dtype)
 
     def to(self, backend: DeviceLike, dtype: str | None = None) -> Layer:
         """Move this layer's state to ``backend`` (and cast to ``dtype``); returns the layer."""
         self.backend = _device(backend)
-        self.dtype = _checks.dtype_name(dtype or self.dtype)
+        self.dtype = self.compute_dtype = _checks.dtype_name(dtype or self.dtype)
         return self
 
     def config(self) -> dict[str, Any]:
@@ -33,7 +38,7 @@ class Layer:
         return {}
 
     def _input(self, inputs: Any) -> Any:
-        return self.backend.asarray(inputs, dtype=self.dtype)
+        return self.backend.asarray(inputs, dtype=self.compute_dtype)
 
 
 def _device(spec: DeviceLike):
@@ -49,6 +54,7 @@ class Dense(Layer):
     """
 
     trainable = True
+    low_precision = True
 
     def __init__(self, n_inputs: int, n_neurons: int, *, weight_regularizer_l1: float = 0.0,
                  weight_regularizer_l2: float = 0.0, bias_regularizer_l1: float = 0.0,
@@ -70,6 +76,10 @@ class Dense(Layer):
         # The model turns this off for its first layer, whose input gradient nobody uses: that
         # skips the largest matrix product of the backward pass.
         self.compute_dinputs = True
+        # The weights the products use: these, or under a 16-bit policy the model's copy of
+        # them in the compute dtype; ``tf32``: float32 products on TF32 tensor cores.
+        self.compute_weights = self.weights
+        self.tf32 = False
 
     def _allocate_gradients(self) -> None:
         # backward writes into these; the model replaces them with views of one flat array
@@ -93,6 +103,7 @@ class Dense(Layer):
             self.weights = self.backend.asarray(source.to_numpy(self.weights), dtype=self.dtype)
             self.biases = self.backend.asarray(source.to_numpy(self.biases), dtype=self.dtype)
             self._allocate_gradients()
+        self.compute_weights = self.weights
         return self
 
     def forward(self, inputs: Any, training: bool = False, fused_relu: Any = None) -> None:
@@ -105,24 +116,30 @@ class Dense(Layer):
                 f"{tuple(inputs.shape)}."
             )
         self.inputs = inputs
-        output = self.backend.gemm(inputs, self.weights)
+        output = self.backend.gemm(inputs, self.compute_weights, tf32=self.tf32)
         if fused_relu is None:
             self.output = self.backend.bias_add(output, self.biases, out=output)
         else:
             self.output = fused_relu.output = self.backend.bias_relu(output, self.biases,
                                                                      out=output)
 
-    def backward(self, dvalues: Any) -> None:
-        backend = self.backend
-        backend.gemm(self.inputs, dvalues, out=self.dweights, trans_a=True)  # inputs.T @ dvalues
+    def backward(self, dvalues: Any, *, regularize: bool = True) -> None:
+        """Gradients of the weights and biases (in the model's dtype, float32 accumulation
+        under a 16-bit policy) and of the inputs. ``regularize=False`` leaves out the L1/L2
+        terms: a scaled loss's step adds them after unscaling (gpunn.training)."""
+        backend, tf32 = self.backend, self.tf32
+        # inputs.T @ dvalues
+        backend.gemm(self.inputs, dvalues, out=self.dweights, trans_a=True, tf32=tf32)
         backend.column_sums(dvalues, out=self.dbiases)
-        self._regularization_gradients()
-        if self.compute_dinputs:
-            self.dinputs = backend.gemm(dvalues, self.weights, trans_b=True)  # dvalues @ weights.T
+        if regularize:
+            self.regularization_gradients()
+        if self.compute_dinputs:  # dvalues @ weights.T
+            self.dinputs = backend.gemm(dvalues, self.compute_weights, trans_b=True, tf32=tf32)
         else:
             self.dinputs = None
 
-    def _regularization_gradients(self) -> None:
+    def regularization_gradients(self) -> None:
+        """Add the L1/L2 penalties' gradients to ``dweights`` and ``dbiases``."""
         xp = self.backend.xp
         if self.weight_regularizer_l1 > 0:
             self.dweights += self.weight_regularizer_l1 * xp.sign(self.weights)
@@ -152,6 +169,8 @@ class Dropout(Layer):
     by ``1 / (1 - rate)``; at inference the identity. Example: ``gn.Dropout(0.1)``.
     """
 
+    low_precision = True
+
     def __init__(self, rate: float, *, device: DeviceLike = None, dtype: str = "float32") -> None:
         super().__init__(device=device, dtype=dtype)
         self.rate = _checks.number("rate", rate, below=1.0)
@@ -171,6 +190,7 @@ class Dropout(Layer):
             return
         # floor(u + keep) / keep: 1 / keep with probability keep, else 0 (the book's binomial
         # mask, scaled), and the output in the same pass: one kernel on a GPU.
+        # Drawn in the model's dtype: a 16-bit input's mask comes from float32 draws.
         uniform = self.backend.uniform(inputs.shape, self.dtype)
         self.mask, self.output = self.backend.dropout(inputs, uniform, 1.0 - self.rate)
 

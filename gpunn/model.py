@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy
 
-from gpunn import _checks, _data, export, io
+from gpunn import _checks, _data, export, io, precision
 from gpunn.accuracy import Accuracy
 from gpunn.activations import ReLU, Softmax
 from gpunn.backend import DeviceLike, device
@@ -53,9 +53,13 @@ class Model:
         model.train(X, y, epochs=10)
     """
 
-    def __init__(self, device: DeviceLike = None, dtype: str = "float32") -> None:
+    def __init__(self, device: DeviceLike = None, dtype: str = "float32",
+                 precision: Any = "float32") -> None:
         self.backend = _device(device)
         self.dtype = _checks.dtype_name(dtype)
+        # In which type products and activations run: "float32" (the dtype itself), "tf32",
+        # "bfloat16" or "float16" (gpunn.precision); checked against the device at finalize.
+        self.precision = _precision(precision)
         self.layers: list[Layer] = []
         self.loss: Loss | None = None
         self.optimizer: Optimizer | None = None
@@ -89,8 +93,11 @@ class Model:
         self.finalized = False
 
     def set(self, *, loss: Loss | None = None, optimizer: Optimizer | None = None,
-            accuracy: Accuracy | None = None) -> None:
-        """Choose the loss, the optimizer and the accuracy measure."""
+            accuracy: Accuracy | None = None, precision: Any = None) -> None:
+        """Choose the loss, the optimizer, the accuracy measure and the precision policy
+        ("float32", "tf32", "bfloat16" or "float16"; see gpunn.precision)."""
+        if precision is not None:
+            self.precision = _precision(precision)
         for name, value, kind in (("loss", loss, Loss), ("optimizer", optimizer, Optimizer),
                                   ("accuracy", accuracy, Accuracy)):
             if value is not None and not isinstance(value, kind):
@@ -117,15 +124,23 @@ class Model:
 
     def to(self, target: DeviceLike) -> Model:
         """Move the model (parameters and optimizer state) to ``target``; returns the model."""
-        self.backend = _device(target)
+        backend = _device(target)
+        reason = precision.why_not(self.precision, backend, self.dtype)
+        if reason is not None:
+            raise InvalidArgumentError(reason)
+        self.backend = backend
         with self.backend.activate():
             return self._move()
 
     def _move(self) -> Model:
+        compute = self.precision.compute_dtype(self.dtype)
         for layer in self.layers:
             layer.to(self.backend, self.dtype)
+            if layer.low_precision:
+                layer.compute_dtype = compute
             if isinstance(layer, Dense):
                 layer.compute_dinputs = layer is not self.layers[0]
+                layer.tf32 = self.precision.tf32
         for part in (self.loss, self.accuracy, self.optimizer):
             if part is not None:
                 part.to(self.backend)
@@ -153,6 +168,16 @@ class Model:
                 setattr(layer, "d" + name,
                         self.gradients[offset:offset + value.size].reshape(value.shape))
                 offset += value.size
+        # Under a 16-bit policy the products use a copy of the parameters in the compute dtype,
+        # refreshed from the master parameters at every forward pass (_forward).
+        compute = self.precision.compute_dtype(self.dtype)
+        self.compute_parameters = (self.parameters if compute == self.dtype
+                                   else xp.empty(total, dtype=compute))
+        offset = 0
+        for layer in self.trainable_layers:
+            layer.compute_weights = self.compute_parameters[
+                offset:offset + layer.weights.size].reshape(layer.weights.shape)
+            offset += layer.weights.size + layer.biases.size
 
     # ---- forward and backward -------------------------------------------------------------
 
@@ -169,9 +194,15 @@ class Model:
     # train, evaluate and predict make the device current once per call, not once per step.
 
     def _forward(self, X: Any, training: bool, layers: list | None = None) -> Any:
+        """The output of ``layers`` (default: all) for X, in the model's dtype."""
+        backend = self.backend
+        if self.compute_parameters is not self.parameters:
+            backend.cast(self.parameters, out=self.compute_parameters)
         layers, i = self.layers if layers is None else layers, 0
         while i < len(layers):
             layer = layers[i]
+            if X.dtype != layer.compute_dtype:  # into and out of a 16-bit policy's layers
+                X = backend.cast(X, layer.compute_dtype)
             if (isinstance(layer, Dense) and i + 1 < len(layers)
                     and type(layers[i + 1]) is ReLU):
                 layer.forward(X, training, fused_relu=layers[i + 1])
@@ -180,19 +211,30 @@ class Model:
                 layer.forward(X, training)
             X = layers[i].output
             i += 1
-        return X
+        return X if X.dtype == self.dtype else backend.cast(X, self.dtype)
 
-    def _backward(self, output: Any, y: Any) -> None:
+    def _backward(self, output: Any, y: Any, *, scale: Any = None) -> None:
+        """Every layer's gradients of the loss, last to first; with ``scale`` (a float16
+        policy's loss scale, a device scalar), of the loss times the scale, and without the
+        regularization terms (added after unscaling: gpunn.training)."""
         if self._combined is not None:
             self._combined.backward(output, y)
-            self._backward_from(self._combined.dinputs, self.layers[:-1])
+            dvalues, layers = self._combined.dinputs, self.layers[:-1]
         else:
             self.loss.backward(output, y)
-            self._backward_from(self.loss.dinputs, self.layers)
+            dvalues, layers = self.loss.dinputs, self.layers
+        if scale is not None:
+            dvalues *= scale
+        self._backward_from(dvalues, layers, regularize=scale is None)
 
-    def _backward_from(self, dvalues: Any, layers: list) -> None:
+    def _backward_from(self, dvalues: Any, layers: list, *, regularize: bool = True) -> None:
         for layer in reversed(layers):
-            layer.backward(dvalues)
+            if dvalues.dtype != layer.compute_dtype:
+                dvalues = self.backend.cast(dvalues, layer.compute_dtype)
+            if layer.trainable:
+                layer.backward(dvalues, regularize=regularize)
+            else:
+                layer.backward(dvalues)
             dvalues = layer.dinputs
 
     # ---- training, evaluation, prediction -----------------------------------------------------
@@ -377,11 +419,12 @@ class Model:
         return export.to_onnx(self, path, dataset=dataset, force=force)
 
     @classmethod
-    def load(cls, path: str, device: DeviceLike = None) -> Model:
+    def load(cls, path: str, device: DeviceLike = None, precision: Any = None) -> Model:
         """A model saved with ``save`` (or a training checkpoint), on ``device`` (default:
-        $GPUNN_DEVICE, else auto)."""
+        $GPUNN_DEVICE, else auto), under ``precision`` (default: the policy it was saved
+        with, or float32 where the device cannot run that one, with a warning)."""
         header, arrays = io.read(path, "model", "checkpoint")
-        model = io.build_model(header, cls, device)
+        model = io.build_model(header, cls, device, precision)
         with model.backend.activate():
             io.restore_arrays(model, arrays, path)
         return model
@@ -389,3 +432,9 @@ class Model:
 
 def _device(spec: DeviceLike):
     return device(spec)
+
+
+def _precision(spec: Any) -> precision.Policy:
+    if isinstance(spec, dict):  # as saved in a model file
+        return precision.policy(spec["name"], scaler=spec.get("scaler"))
+    return precision.policy(spec)

@@ -45,13 +45,16 @@ class Optimizer:
         if self.decay:
             self.current_learning_rate = self.learning_rate / (1.0 + self.decay * self.iterations)
 
-    def update_params(self, parameters: Any, gradients: Any, tally: Any = None) -> None:
+    def update_params(self, parameters: Any, gradients: Any, tally: Any = None,
+                      scaler: Any = None) -> None:
         """Update ``parameters`` in place from ``gradients`` (arrays of the same shape).
 
         ``tally``: the training loop's device metrics (gpunn.training). On a GPU the whole
         update is one kernel (kernels/optimizers.cu) that reads the step count from it and
-        changes nothing once a non-finite loss has been counted there; ``_update`` below is the
-        book's rule, the CPU's code and that kernel's NumPy twin.
+        changes nothing once a non-finite loss has been counted there, or when a float16
+        policy's unscaled gradients overflowed; ``advance`` then counts the step and updates
+        the loss ``scaler``'s scale (gpunn.precision.LossScaler) on the device. ``_update``
+        below is the book's rule, the CPU's code and that kernel's NumPy twin.
         """
         xp = self.backend.xp
         for name in self.STATE:
@@ -60,7 +63,7 @@ class Optimizer:
         if tally is not None and self.backend.fused:
             self.backend.optimizer_step(self.rule, parameters, gradients, self.state,
                                         self.config(), tally)
-            self.backend.advance(tally)
+            self.backend.advance(tally, scaler)
             return
         if "scratch" not in self.state or self.state["scratch"].shape != parameters.shape:
             self.state["scratch"] = xp.empty_like(parameters)  # reused; never saved

@@ -30,10 +30,13 @@ from gpunn import _data, distributed
 from gpunn.backend import host_random, streaming
 from gpunn.backend.kernels import (
     TALLY_CORRECT,
+    TALLY_GOOD_STEPS,
     TALLY_ITERATIONS,
     TALLY_LOSS,
     TALLY_NONFINITE,
+    TALLY_SCALE,
     TALLY_SIZE,
+    TALLY_SKIPPED,
 )
 from gpunn.errors import InvalidArgumentError, TrainingDivergedError
 
@@ -52,10 +55,14 @@ class Tally:
     """The running metrics of an epoch in one float64 device array (see the module docstring);
     the counts of samples and compared predictions, known from shapes, stay on the host."""
 
-    def __init__(self, backend: Any, iterations: int) -> None:
+    def __init__(self, backend: Any, iterations: int, scaler: Any = None) -> None:
         self.backend = backend
         self.values = backend.xp.zeros(TALLY_SIZE, dtype="float64")
         self.values[TALLY_ITERATIONS] = iterations  # the optimizer's step count, on the device
+        # A float16 policy's loss scale and its growth count (gpunn.precision.LossScaler),
+        # updated on the device by the optimizer's advance kernel; otherwise a scale of 1.
+        self.values[TALLY_SCALE] = 1.0 if scaler is None else scaler.scale
+        self.values[TALLY_GOOD_STEPS] = 0 if scaler is None else scaler.good_steps
         # 0-d views: adding to one changes the tally in place (also inside a CUDA graph), and
         # the loss and accuracy read their running sums from them (progress displays).
         self.views = [self.values[slot:slot + 1].reshape(()) for slot in range(TALLY_SIZE)]
@@ -100,11 +107,17 @@ class Step:
 
     def __call__(self, X: Any, y: Any) -> None:
         model, tally = self.model, self.tally
+        scaler = model.precision.scaler
+        # float16: the loss's gradient times the loss scale, the regularization added after
+        # unscaling (gpunn.precision.LossScaler)
+        scale = None if scaler is None else tally.views[TALLY_SCALE]
         if self.fused_softmax_ce and y.ndim == 1:
             logits = model._forward(X, training=True, layers=model.layers[:-1])
             probs, dlogits = self.backend.softmax_ce(logits, y, tally.values)
             model.layers[-1].output = probs
-            model._backward_from(dlogits, model.layers[:-1])
+            if scale is not None:
+                dlogits *= scale
+            model._backward_from(dlogits, model.layers[:-1], regularize=scale is None)
         else:
             output = model._forward(X, training=True)
             total = model.loss.forward(output, y).sum(dtype="float64")
@@ -119,10 +132,17 @@ class Step:
                 if self.comm.size == 1:
                     raise _Diverged
                 self.diverged = True  # every rank stops at this step (_combine)
-            model._backward(output, y)
+            model._backward(output, y, scale=scale)
         if self.comm.size > 1:
             self._combine()
-        model.optimizer.update_params(model.parameters, model.gradients, tally=tally.values)
+        if scaler is not None:
+            # gradients / scale, and a flag in the tally if any is inf or NaN: the optimizer's
+            # kernels then skip this step and advance lowers the scale
+            self.backend.unscale(model.gradients, tally.values)
+            for layer in model.trainable_layers:
+                layer.regularization_gradients()
+        model.optimizer.update_params(model.parameters, model.gradients, tally=tally.values,
+                                      scaler=scaler)
 
     def _combine(self) -> None:
         """Data-parallel: the gradient of the global batch on every rank, from one in-place
@@ -170,7 +190,8 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
         if validation_data is not None:  # each rank evaluates its share; the sums are reduced
             validation_data = tuple(part[slice(*_share(0, len(part), comm))]
                                     for part in validation_data)
-    tally = Tally(backend, model.optimizer.iterations)
+    scaler = model.precision.scaler
+    tally = Tally(backend, model.optimizer.iterations, scaler)
     step = Step(model, tally, comm)
     runner = _runner(model, step, cuda_graph, comm)
     history = History()
@@ -217,10 +238,14 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                     if stopping:  # with several ranks the step's vote decides: all stop together
                         break
             values = tally.read()  # the one synchronisation of an epoch
-            if values[TALLY_NONFINITE]:
-                done = int(values[TALLY_ITERATIONS]) - started_at
+            if backend.fused:  # the device counted the steps taken (skipped ones are not)
                 model.optimizer.iterations = int(values[TALLY_ITERATIONS])
+            if values[TALLY_NONFINITE]:
+                done = int(values[TALLY_ITERATIONS] + values[TALLY_SKIPPED]) - started_at
                 raise _diverged(model, epoch, done)
+            if scaler is not None:
+                scaler.scale = float(values[TALLY_SCALE])
+                scaler.good_steps = int(values[TALLY_GOOD_STEPS])
             if stopping:
                 history.interrupted = True
                 if verbose and comm.rank == 0:
@@ -232,6 +257,9 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                 sums = comm.allreduce_values(sums)
             loss_sum, samples, correct, compared = sums
             logs = _epoch_logs(model, loss_sum / max(samples, 1), correct / max(compared, 1))
+            if scaler is not None:
+                logs["loss_scale"] = scaler.scale
+                logs["skipped_steps"] = float(values[TALLY_SKIPPED])
             if not math.isfinite(logs["loss"]):
                 raise TrainingDivergedError(
                     f"The loss became {logs['loss']} at the end of epoch {epoch} "
@@ -366,6 +394,9 @@ def format_logs(prefix: str, logs: dict[str, float]) -> str:
     if "data_loss" in logs:
         text += (f" (data_loss: {logs['data_loss']:.4g}, "
                  f"reg_loss: {logs['regularization_loss']:.4g}), lr: {logs['learning_rate']}")
+    if "loss_scale" in logs:
+        text += (f", loss scale: {logs['loss_scale']:g} ({int(logs['skipped_steps'])} steps "
+                 f"skipped)")
     if "val_loss" in logs:
         text += f"; validation, acc: {logs['val_accuracy']:.3f}, loss: {logs['val_loss']:.4g}"
     return text

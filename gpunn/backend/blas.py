@@ -15,6 +15,10 @@ _routines_linalg.pyx, tensordot_core_v11): the same transposes, leading dimensio
 (32F, or 32F_FAST_TF32 when CUPY_TF32 is set; 64F for float64) and algorithm
 (GEMM_DEFAULT_TENSOR_OP from compute capability 8.0). Row-major C = op(A) @ op(B) is computed as
 the column-major C^T = op(B)^T op(A)^T, so no operand is copied.
+
+Beyond CuPy's dot, for gpunn.precision: 16-bit operands (float16, bfloat16) with float32
+accumulation into a 16-bit or a float32 result, and TF32 chosen per product (CuPy reads
+CUPY_TF32 once per process and caches it, so it cannot be switched for one model's products).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import ml_dtypes
 import numpy
 
 from gpunn.errors import InvalidArgumentError
@@ -53,18 +58,23 @@ class Blas:
         nvmath, self.cublas = load()
         self.cupy, self.device = cupy, device
         cublas = self.cublas
-        self.types = {numpy.dtype("float32"): int(nvmath.CudaDataType.CUDA_R_32F),
-                      numpy.dtype("float64"): int(nvmath.CudaDataType.CUDA_R_64F)}
-        tf32 = int(os.environ.get("CUPY_TF32", "0") or 0) > 0  # what CuPy's dot reads
-        self.compute = {
-            numpy.dtype("float32"): int(cublas.ComputeType.COMPUTE_32F_FAST_TF32 if tf32
-                                        else cublas.ComputeType.COMPUTE_32F),
-            numpy.dtype("float64"): int(cublas.ComputeType.COMPUTE_64F)}
-        # alpha = 1 and beta = 0 read from host memory at each call (and baked into a graph)
-        self.scalars = {numpy.dtype("float32"): (numpy.ones(1, "float32"),
-                                                 numpy.zeros(1, "float32")),
-                        numpy.dtype("float64"): (numpy.ones(1, "float64"),
-                                                 numpy.zeros(1, "float64"))}
+        float32, float64 = numpy.dtype("float32"), numpy.dtype("float64")
+        float16, bfloat16 = numpy.dtype("float16"), numpy.dtype(ml_dtypes.bfloat16)
+        self.types = {float32: int(nvmath.CudaDataType.CUDA_R_32F),
+                      float64: int(nvmath.CudaDataType.CUDA_R_64F),
+                      float16: int(nvmath.CudaDataType.CUDA_R_16F),
+                      bfloat16: int(nvmath.CudaDataType.CUDA_R_16BF)}
+        self.tf32 = int(os.environ.get("CUPY_TF32", "0") or 0) > 0  # what CuPy's dot reads
+        self.compute_32f = int(cublas.ComputeType.COMPUTE_32F)
+        self.compute_tf32 = int(cublas.ComputeType.COMPUTE_32F_FAST_TF32)
+        # 16-bit products accumulate in float32 (gpunn.precision), float64 ones in float64
+        self.compute = {float16: self.compute_32f, bfloat16: self.compute_32f,
+                        float64: int(cublas.ComputeType.COMPUTE_64F)}
+        # alpha = 1 and beta = 0 read from host memory at each call (and baked into a graph):
+        # float32 scalars for every compute type but 64F
+        single = (numpy.ones(1, "float32"), numpy.zeros(1, "float32"))
+        self.scalars = {float32: single, float16: single, bfloat16: single,
+                        float64: (numpy.ones(1, "float64"), numpy.zeros(1, "float64"))}
         self.op = (int(cublas.Operation.N), int(cublas.Operation.T))
         with device:
             major = int(device.compute_capability) // 10
@@ -82,13 +92,21 @@ class Blas:
             self.cublas.set_workspace(self.handle, self.workspace.data.ptr, WORKSPACE_BYTES)
             self.stream_ptr, self.stream = stream.ptr, stream  # kept alive while bound
 
-    def gemm(self, a: Any, b: Any, out: Any, trans_a: bool, trans_b: bool) -> Any:
-        """``op(a) @ op(b)`` into ``out`` (C-contiguous, float32 or float64, all one dtype;
-        ``op`` transposes where asked): one cuBLAS launch on the current stream."""
-        dtype = out.dtype
-        if dtype not in self.types or a.dtype != dtype or b.dtype != dtype:
-            raise InvalidArgumentError(f"gemm multiplies float32 or float64 arrays of one "
-                                       f"dtype; received {a.dtype}, {b.dtype} into {dtype}.")
+    def gemm(self, a: Any, b: Any, out: Any, trans_a: bool, trans_b: bool,
+             tf32: bool = False) -> Any:
+        """``op(a) @ op(b)`` into ``out`` (C-contiguous; ``op`` transposes where asked): one
+        cuBLAS launch on the current stream. ``a`` and ``b`` of one dtype (float32, float64,
+        float16 or bfloat16); ``out`` of that dtype, or float32 for 16-bit operands (the
+        gradients of a 16-bit policy's master weights). ``tf32``: a float32 product on TF32
+        tensor cores (gpunn.precision's tf32 policy; also on when CUPY_TF32 is set, as for
+        CuPy's dot)."""
+        dtype = a.dtype
+        if dtype not in self.types or b.dtype != dtype or not (
+                out.dtype == dtype or (dtype.itemsize == 2 and out.dtype == numpy.float32)):
+            raise InvalidArgumentError(
+                f"gemm multiplies float32, float64, float16 or bfloat16 arrays of one dtype "
+                f"into that dtype (16-bit ones also into float32); received {a.dtype}, "
+                f"{b.dtype} into {out.dtype}.")
         if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
             raise InvalidArgumentError("gemm needs C-contiguous operands and output.")
         rows, inner = a.shape[::-1] if trans_a else a.shape
@@ -104,12 +122,16 @@ class Blas:
             return out
         self.bind(self.cupy.cuda.get_current_stream())
         one, zero = self.scalars[dtype]
-        kind = self.types[dtype]
+        kind, out_kind = self.types[dtype], self.types[out.dtype]
+        if dtype == numpy.float32:
+            compute = self.compute_tf32 if tf32 or self.tf32 else self.compute_32f
+        else:
+            compute = self.compute[dtype]
         # Column-major C^T (cols x rows) = op(B)^T (cols x inner) op(A)^T (inner x rows):
         # a row-major matrix is its own transpose in column-major order, leading dimension
         # its row length.
         self.cublas.gemm_ex(
             self.handle, self.op[trans_b], self.op[trans_a], cols, rows, inner,
             one.ctypes.data, b.data.ptr, kind, b.shape[1], a.data.ptr, kind, a.shape[1],
-            zero.ctypes.data, out.data.ptr, kind, cols, self.compute[dtype], self.algo)
+            zero.ctypes.data, out.data.ptr, out_kind, cols, compute, self.algo)
         return out

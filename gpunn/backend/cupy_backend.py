@@ -181,17 +181,30 @@ class CupyBackend(NumpyBackend):
     # ---- matrix products ---------------------------------------------------------------------
 
     def gemm(self, a: Any, b: Any, out: Any = None, *, trans_a: bool = False,
-             trans_b: bool = False) -> Any:
+             trans_b: bool = False, tf32: bool = False) -> Any:
         # CuPy's dot, except inside ``capturable``: there cuBLAS directly (gpunn.backend.blas),
-        # for every step of a graphed run, so captured and uncaptured steps compute alike.
-        if self._blas_bound is None or a.dtype != b.dtype or a.dtype.name not in kernels.DTYPES:
+        # for every step of a graphed run, so captured and uncaptured steps compute alike. 16-bit
+        # and TF32 products always go there: CuPy's dot can neither write a 16-bit product into
+        # a float32 result nor switch TF32 per product. Without nvmath-python they fall back to
+        # the generic code (float32 products by CuPy's dot; TF32 then as CUPY_TF32 says).
+        blas = self._blas_bound
+        if blas is None and (tf32 or a.dtype.itemsize == 2) and self.why_no_cuda_graph() is None:
+            blas = self._blas
+        if blas is None or a.dtype != b.dtype or a.dtype not in blas.types:
             return super().gemm(a, b, out=out, trans_a=trans_a, trans_b=trans_b)
         with self._cuda_device:
             a, b = self._contiguous(a), self._contiguous(b)
             if out is None:
                 out = self.xp.empty((a.shape[1] if trans_a else a.shape[0],
                                      b.shape[0] if trans_b else b.shape[1]), dtype=a.dtype)
-            return self._blas_bound.gemm(a, b, out, trans_a, trans_b)
+            return blas.gemm(a, b, out, trans_a, trans_b, tf32=tf32)
+
+    def cast(self, x: Any, dtype: Any = None, out: Any = None) -> Any:
+        with self._cuda_device:
+            return super().cast(x, dtype, out=out)
+
+    def compute_capability(self) -> tuple[int, int]:
+        return divmod(int(self._cuda_device.compute_capability), 10)
 
     def why_no_cuda_graph(self) -> str | None:
         if self._blas is None:

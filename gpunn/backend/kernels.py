@@ -43,8 +43,9 @@ CUPY_OPTIONS = ("-ftz=true",)
 # The tally: a float64 device array of TALLY_SIZE numbers that a training step updates on the
 # GPU, so metrics and the divergence check need no copy to the host per step. The kernels use
 # the same slots (enum in kernels/common.cuh; a test checks they agree).
-TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE, TALLY_ITERATIONS = range(4)
-TALLY_SIZE = 4  # sum of data losses, correct predictions, non-finite losses seen, steps done
+(TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE, TALLY_SKIPPED, TALLY_ITERATIONS, TALLY_SCALE,
+ TALLY_GOOD_STEPS, TALLY_FOUND_INF) = range(8)
+TALLY_SIZE = 8
 
 # Optimizer update rule (a kernel in optimizers.cu) -> (the optimizer state arrays it takes after
 # params and grads, the hyperparameters it takes after learning_rate and decay), in the kernel's

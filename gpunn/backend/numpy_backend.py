@@ -80,13 +80,44 @@ class NumpyBackend:
     # ---- matrix products ---------------------------------------------------------------------
 
     def gemm(self, a: Any, b: Any, out: Any = None, *, trans_a: bool = False,
-             trans_b: bool = False) -> Any:
+             trans_b: bool = False, tf32: bool = False) -> Any:
         """``op(a) @ op(b)``, into ``out`` when given, where ``op`` transposes its matrix when
         ``trans_a`` / ``trans_b`` is set: every matrix product of a layer goes through here.
+        16-bit operands (float16, bfloat16) multiply in float32 and round once into ``out``
+        (their dtype, or float32), as cuBLAS does with float32 accumulation: NumPy's own 16-bit
+        arithmetic would round every partial sum. ``tf32``: TF32 tensor cores (CUDA only;
+        gpunn.precision refuses it on the CPU).
 
         Example: ``backend.gemm(inputs, dvalues, out=dweights, trans_a=True)``.
         """
-        return self.xp.dot(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        a, b = a.T if trans_a else a, b.T if trans_b else b
+        if a.dtype.itemsize != 2:
+            return self.xp.dot(a, b, out=out)
+        result = self.xp.dot(a.astype(numpy.float32), b.astype(numpy.float32))
+        if out is None:
+            return result.astype(a.dtype)
+        out[...] = result
+        return out
+
+    def cast(self, x: Any, dtype: Any = None, out: Any = None) -> Any:
+        """``x`` as ``dtype``, or copied into ``out`` (rounding to nearest even): how values
+        enter and leave a 16-bit policy's layers (gpunn.precision)."""
+        if out is None:
+            return x.astype(dtype)
+        out[...] = x
+        return out
+
+    def compute_capability(self) -> tuple[int, int]:
+        """A CUDA device's (major, minor) compute capability; the CPU has none: (0, 0)."""
+        return (0, 0)
+
+    def low_precision_error(self) -> str | None:
+        """Why this device cannot run the float16/bfloat16 ops, or None (NumPy: ml_dtypes)."""
+        try:
+            import ml_dtypes  # noqa: F401 (registers numpy.dtype("bfloat16"))
+        except ImportError as error:
+            return f"bfloat16 needs ml_dtypes ({error}): pip install ml_dtypes"
+        return None
 
     def why_no_cuda_graph(self) -> str | None:
         """Why a training step on this device cannot run as a CUDA graph, or None if it can."""

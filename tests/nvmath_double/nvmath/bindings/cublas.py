@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 
+import ml_dtypes
 import numpy
 from cupy import _sim
 
@@ -28,7 +29,10 @@ ComputeType = _api.real_enum(_NAMESPACE, "ComputeType")
 GemmAlgo = _api.real_enum(_NAMESPACE, "GemmAlgo")
 Status = _api.real_enum(_NAMESPACE, "Status")
 
-_DTYPES = {0: numpy.dtype("float32"), 1: numpy.dtype("float64")}  # CUDA_R_32F, CUDA_R_64F
+# CUDA_R_32F, CUDA_R_64F, CUDA_R_16F, CUDA_R_16BF (bfloat16 is ml_dtypes', as CuPy 14's)
+_DTYPES = {0: numpy.dtype("float32"), 1: numpy.dtype("float64"), 2: numpy.dtype("float16"),
+           14: numpy.dtype(ml_dtypes.bfloat16)}
+_HALF = (2, 14)
 _SCALAR = {int(ComputeType.COMPUTE_32F): ctypes.c_float,
            int(ComputeType.COMPUTE_32F_FAST_TF32): ctypes.c_float,
            int(ComputeType.COMPUTE_32F_PEDANTIC): ctypes.c_float,
@@ -107,23 +111,30 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
             ctype, ldc, compute_type, algo):
     """C (m x n) = alpha op(A) op(B) + beta C, column-major, as cublasGemmEx."""
     state = _handle(handle)
-    if int(atype) != int(btype) or int(atype) != int(ctype) or int(atype) not in _DTYPES:
-        raise cuBLASError(Status.NOT_SUPPORTED, "the double multiplies float32 or float64 "
-                          "operands of one type")
+    # cublasGemmEx's table of supported types, as far as gpunn uses it: A and B of one type;
+    # C of that type, or float32 for 16-bit A and B; 16-bit types with COMPUTE_32F (fast TF32
+    # and pedantic are for float32 data only)
+    atype, btype, ctype = int(atype), int(btype), int(ctype)
+    if atype != btype or atype not in _DTYPES or not (
+            ctype == atype or (atype in _HALF and ctype == 0)):
+        raise cuBLASError(Status.NOT_SUPPORTED, f"the double multiplies float32, float64, "
+                          f"float16 or bfloat16 operands of one type into that type (or 16-bit "
+                          f"ones into float32); received A {atype}, B {btype}, C {ctype}")
     scalar = _SCALAR.get(int(compute_type))
-    if scalar is None or (scalar is ctypes.c_double) != (int(atype) == 1):
+    if scalar is None or (scalar is ctypes.c_double) != (atype == 1) or (
+            atype in _HALF and int(compute_type) != int(ComputeType.COMPUTE_32F)):
         raise cuBLASError(Status.NOT_SUPPORTED, f"compute type {compute_type} for data type "
                           f"{atype}")
     if min(m, n, k) < 0 or lda < max(1, m if transa == Operation.N else k) \
             or ldb < max(1, k if transb == Operation.N else n) or ldc < max(1, m):
         raise cuBLASError(Status.INVALID_VALUE, "a negative size or a leading dimension too "
                           "small")
-    dtype = _DTYPES[int(atype)]
+    dtype, out_dtype = _DTYPES[atype], _DTYPES[ctype]
     rows_a, cols_a = (m, k) if transa == Operation.N else (k, m)
     rows_b, cols_b = (k, n) if transb == Operation.N else (n, k)
     A = _matrix(state, a, rows_a, cols_a, lda, dtype, "A")
     B = _matrix(state, b, rows_b, cols_b, ldb, dtype, "B")
-    C = _matrix(state, c, m, n, ldc, dtype, "C")
+    C = _matrix(state, c, m, n, ldc, out_dtype, "C")
     one = scalar.from_address(int(alpha)).value  # host pointer mode: read at the call
     zero = scalar.from_address(int(beta)).value
     op_a = A if transa == Operation.N else A.T
@@ -133,11 +144,17 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
         # As NumPy's dot of the row-major operands (op_b.T @ op_a.T is C transposed), so a
         # product here equals the CuPy double's cupy.dot of the same arrays bit for bit.
         with numpy.errstate(all="ignore"):
-            result = numpy.dot(op_b.T, op_a.T).T
-            if one != 1:
-                result = result * dtype.type(one)
-            if zero != 0:
-                result = result + dtype.type(zero) * C
+            if atype in _HALF:  # float32 products of the 16-bit values, rounded once into C
+                result = numpy.dot(op_b.T.astype(numpy.float32),
+                                   op_a.T.astype(numpy.float32)).T
+                result = result * numpy.float32(one) + numpy.float32(zero) * C.astype(
+                    numpy.float32) if (one, zero) != (1, 0) else result
+            else:
+                result = numpy.dot(op_b.T, op_a.T).T
+                if one != 1:
+                    result = result * dtype.type(one)
+                if zero != 0:
+                    result = result + dtype.type(zero) * C
         C[...] = result
 
     _issue(state, product)

@@ -1,0 +1,203 @@
+"""Precision policies (gpunn/precision.py): float32, tf32, bfloat16 and float16 with its loss
+scaler, checked against PyTorch's autocast, on every device under test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpunn as gn
+from gpunn import precision
+from helpers import build_model
+
+
+def _spiral():
+    return gn.datasets.spiral_data(60, 3, seed=0)
+
+
+def _supported(backend):
+    return precision.supported(backend)
+
+
+def _model(backend, policy, *, sizes=(2, 32, 32, 3), dropout=0.0, head="softmax", lr=0.05):
+    gn.seed(5)
+    model = build_model(backend, sizes, head=head, learning_rate=lr)
+    if dropout:
+        model.layers.insert(2, gn.Dropout(dropout))
+    model.set(precision=policy)
+    model.finalize()
+    return model
+
+
+# ---- the policy object and its errors ----------------------------------------------------------
+
+@pytest.mark.parametrize("spec, message", [
+    ("float8", "precision must be one of float32, tf32, bfloat16, float16"),
+    (16, "precision must be one of"),
+])
+def test_unknown_policies_are_refused(spec, message):
+    with pytest.raises(gn.GpunnError, match=message):
+        gn.Model(device="cpu", precision=spec)
+
+
+def test_only_float16_scales_the_loss():
+    assert precision.policy("float16").scaler.scale == 2.0**16
+    assert precision.policy("float16").scaler.growth_interval == 2000  # GradScaler's defaults
+    assert precision.policy("bfloat16").scaler is None
+    with pytest.raises(gn.GpunnError, match="Only the float16 policy scales the loss"):
+        precision.policy("bfloat16", scaler=precision.LossScaler())
+    with pytest.raises(gn.GpunnError, match="backoff_factor"):
+        precision.LossScaler(backoff_factor=1.5)
+
+
+def test_a_float64_model_refuses_a_low_precision_policy():
+    model = gn.Model(device="cpu", dtype="float64", precision="bfloat16")
+    model.add(gn.Dense(2, 3))
+    with pytest.raises(gn.GpunnError, match="needs float32 master weights.*float64"):
+        model.finalize()
+
+
+@pytest.mark.parametrize("name", ["float16", "tf32"])
+def test_the_cpu_refuses_float16_and_tf32_and_says_why(name):
+    model = gn.Model(device="cpu", precision=name)
+    model.add(gn.Dense(2, 3))
+    with pytest.raises(gn.GpunnError, match=r"CUDA only.*bfloat16"):
+        model.finalize()
+    assert precision.supported(gn.device("cpu")) == ["float32", "bfloat16"]
+
+
+# ---- against PyTorch's autocast ----------------------------------------------------------------
+
+def _one_step(policy, X, y, lr):
+    """Parameters before and after one full-batch SGD step of an 8-64-64-5 network, and the
+    step's data loss."""
+    model = _model("cpu", policy, sizes=(8, 64, 64, 5))
+    model.set(optimizer=gn.SGD(learning_rate=lr))
+    model.finalize()
+    before = model.get_parameters()
+    history = model.train(X, y, epochs=1, batch_size=len(X), shuffle=False, verbose=False)
+    return before, model.get_parameters(), history["data_loss"][0]
+
+
+def _torch_autocast_step(torch, before, X, y, lr):
+    linears = []
+    for weights, biases in before:
+        linear = torch.nn.Linear(*weights.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(weights.T))
+            linear.bias.copy_(torch.from_numpy(biases[0]))
+        linears.append(linear)
+    network = torch.nn.Sequential(linears[0], torch.nn.ReLU(), linears[1], torch.nn.ReLU(),
+                                  linears[2])
+    optimizer = torch.optim.SGD(network.parameters(), lr=lr)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = network(torch.from_numpy(X))
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y))  # in float32
+    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    optimizer.step()
+    after = [(linear.weight.detach().numpy().T.copy(), linear.bias.detach().numpy()[None])
+             for linear in linears]
+    return after, loss.item()
+
+
+def test_a_bfloat16_step_on_the_cpu_agrees_with_torch_autocast():
+    from conftest import require
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    require(torch is not None, "PyTorch is not installed (the dev extra brings it)")
+    rng = np.random.default_rng(0)
+    X = (2 * rng.standard_normal((256, 8))).astype(np.float32)
+    y = rng.integers(0, 5, 256)
+    before, after, loss = _one_step("bfloat16", X, y, 1.0)
+    torch_after, torch_loss = _torch_autocast_step(torch, before, X, y, 1.0)
+    assert loss == pytest.approx(torch_loss, rel=1e-4)
+
+    def worst(after):  # the largest difference of an update from PyTorch's, relative
+        return max(np.abs((mine - old) - (theirs - old)).max() / np.abs(theirs - old).max()
+                   for pair, torch_pair, old_pair in zip(after, torch_after, before)
+                   for mine, theirs, old in zip(pair, torch_pair, old_pair))
+
+    # Measured: 0.0025 (PyTorch rounds the weight gradients to bfloat16, gpunn keeps them in
+    # float32); float32 training differs from the same autocast step by 0.13, so the bound
+    # tells the two apart.
+    assert worst(after) < 0.01
+    assert worst(_one_step("float32", X, y, 1.0)[1]) > 0.05
+
+
+# ---- every policy trains, on every device ------------------------------------------------------
+
+@pytest.mark.parametrize("policy", precision.POLICIES)
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_every_policy_trains_the_spiral_model(backend, policy, dropout):
+    if policy not in _supported(backend):
+        pytest.skip(f"{policy} does not run on {backend.device} (test_the_cpu_refuses_...)")
+    X, y = _spiral()
+    model = _model(backend, policy, dropout=dropout)
+    first = model.evaluate(X, y)[0]
+    history = model.train(X, y, epochs=40, batch_size=60, verbose=False)
+    assert history["loss"][-1] < 0.9 * first
+    compute = {"bfloat16": "bfloat16", "float16": "float16"}.get(policy, "float32")
+    assert model.layers[0].compute_weights.dtype == np.dtype(compute)
+    assert model.parameters.dtype == model.gradients.dtype == np.float32  # the master copy
+    assert model.predict(X[:5]).dtype == np.float32
+    if backend.device != "cpu":
+        assert history.cuda_graph == "captured"
+    if policy == "float16":
+        assert history["loss_scale"][-1] == 2.0**16 and history["skipped_steps"] == [0] * 40
+
+
+def test_a_low_precision_model_saves_float32_weights_and_loads_under_any_policy(tmp_path):
+    X, y = _spiral()
+    model = _model("cpu", "bfloat16")
+    model.train(X, y, epochs=3, batch_size=60, verbose=False)
+    model.save(tmp_path / "model.npz")
+    loaded = gn.Model.load(tmp_path / "model.npz", device="cpu")
+    assert loaded.precision.name == "bfloat16"
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    for (w, b), (w2, b2) in zip(model.get_parameters(), loaded.get_parameters()):
+        assert w2.dtype == np.float32
+        np.testing.assert_array_equal(w, w2)
+    loaded.set(precision="float32")
+    loaded.finalize()
+    assert np.abs(loaded.predict(X) - model.predict(X)).max() < 0.05
+
+
+# ---- the float16 loss scaler in training --------------------------------------------------------
+
+def _cuda_only(backend):
+    if backend.device == "cpu":
+        pytest.skip("float16 runs on CUDA only: a GPU or the double")
+
+
+def test_float16_overflows_skip_steps_and_lower_the_scale(backend):
+    _cuda_only(backend)
+    X, y = _spiral()
+    model = _model(backend, precision.policy(
+        "float16", scaler=precision.LossScaler(scale=2.0**40)))
+    before = model.get_parameters()
+    # The first steps' scaled gradients overflow float16 (65504): each is skipped and halves
+    # the scale, as GradScaler does, until the gradients fit; then training goes on.
+    history = model.train(X, y, epochs=4, batch_size=18, verbose=False, shuffle=False)
+    skipped = int(sum(history["skipped_steps"]))
+    assert 10 <= skipped < 40
+    assert history["loss_scale"][-1] == 2.0**40 * 0.5**skipped
+    assert model.optimizer.iterations == 4 * 10 - skipped  # skipped steps are not counted
+    assert history.cuda_graph == "captured"
+    assert all(np.isfinite(history["loss"]))
+    assert not np.array_equal(before[0][0], model.get_parameters()[0][0])
+
+
+def test_float16_gradients_that_overflow_at_the_floor_end_training(backend):
+    _cuda_only(backend)
+    X, y = _spiral()
+    model = _model(backend, precision.policy(
+        "float16", scaler=precision.LossScaler(scale=2.0**40, min_scale=2.0**39)))
+    before = model.get_parameters()
+    with pytest.raises(gn.TrainingDivergedError, match="epoch 1, step 2;"):
+        model.train(X, y, epochs=1, batch_size=18, verbose=False, shuffle=False)
+    for (w, b), (w2, b2) in zip(before, model.get_parameters()):
+        np.testing.assert_array_equal(w, w2)
