@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy
 
-from gpunn import _checks, _data, export, io, precision
+from gpunn import _checks, _data, io, precision
 from gpunn.accuracy import Accuracy
 from gpunn.activations import ReLU, Softmax
 from gpunn.backend import DeviceLike, device
@@ -416,6 +416,10 @@ class Model:
 
     def to_onnx(self, path: str, *, dataset: str | None = None, force: bool = False) -> Any:
         """Write the model as an ONNX file (pip install 'gpunn[onnx]'); see gpunn.export."""
+        # A shortcut the README documents. gpunn.export imports the model, not the other way
+        # round, so the exporter is imported here, when called (tests/test_export.py checks).
+        from gpunn import export
+
         return export.to_onnx(self, path, dataset=dataset, force=force)
 
     @classmethod

@@ -5,8 +5,10 @@ an export replaces only gpunn's own exports unless forced, never the model it re
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from conftest import require
 
 import gpunn as gn
 from gpunn import checkpoint, cli, export
+from gpunn import model as model_module
 
 try:
     import onnx
@@ -431,3 +434,35 @@ def test_gpunn_export_needs_both_paths(run, capsys):
 def test_model_to_onnx_is_export_to_onnx(runtime, tmp_path):
     model, X, _ = _trained("spiral", "relu", "softmax", epochs=2)
     _assert_same_outputs(model, model.to_onnx(tmp_path / "m.onnx", dataset="spiral"), X)
+
+
+def _imports_the_exporter(node: ast.AST) -> bool:
+    if isinstance(node, ast.Import):
+        return any(alias.name.split(".")[:2] == ["gpunn", "export"] for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        module = ("gpunn." if node.level else "") + (node.module or "")
+        names = [alias.name for alias in node.names]
+        return (module.rstrip(".").split(".")[:2] == ["gpunn", "export"]
+                or (module.rstrip(".") == "gpunn" and "export" in names))
+    return False
+
+
+def test_the_model_never_imports_the_exporter_when_it_loads():
+    # STYLE.md: export imports model, not both. Model.to_onnx imports gpunn.export inside the
+    # method; anywhere a module runs as it loads (its top level, a class body) would be a cycle.
+    tree = ast.parse(Path(model_module.__file__).read_text(encoding="utf-8"))
+    loading, found = list(ast.iter_child_nodes(tree)), []
+    while loading:
+        node = loading.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue  # runs when called
+        if _imports_the_exporter(node):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        loading.extend(ast.iter_child_nodes(node))
+    assert found == [], f"gpunn/model.py imports gpunn.export as it loads: {found}"
+    # Nor does anything else `import gpunn` loads.
+    root = Path(model_module.__file__).resolve().parent.parent
+    check = "import sys, gpunn; print('gpunn.export' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False", result.stdout + result.stderr

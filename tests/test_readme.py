@@ -77,7 +77,7 @@ def test_what_pip_install_would_install(tmp_path):
         metadata = archive.read(info).decode()
         scripts = archive.read(info.replace("METADATA", "entry_points.txt")).decode()
     assert "gpunn = gpunn.cli:main" in scripts
-    assert "gpunn/cli.py" in names and "gpunn/kernels/elementwise.cu" in names
+    assert "gpunn/cli/__init__.py" in names and "gpunn/kernels/elementwise.cu" in names
     extras = set(re.findall(r"^Provides-Extra: (\S+)", metadata, flags=re.MULTILINE))
     named = set(re.findall(r'pip install -e "\.\[(\w+)\]"', README))
     assert named == {"dev", "cuda12", "plot"} and named <= extras

@@ -1,0 +1,108 @@
+"""``gpunn info``: versions, devices, and whether the CUDA kernels compile."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from typing import Any
+
+import numpy
+
+import gpunn as gn
+from gpunn import backend
+from gpunn.backend import kernels, nvrtc
+from gpunn.cli._common import debug_option
+from gpunn.errors import GpunnError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """``gpunn info``."""
+    parser = commands.add_parser("info", parents=[debug_option()],
+                                 help="versions, devices, and whether the CUDA kernels compile")
+    parser.set_defaults(run=info)
+
+
+def info(args: argparse.Namespace) -> int:
+    rows = [("gpunn", gn.__version__),
+            ("Python", f"{platform.python_version()} ({sys.executable})"),
+            ("NumPy", numpy.__version__)]
+    devices, architectures = ["cpu (NumPy)"], list(nvrtc.ARCHITECTURES)
+    try:
+        import cupy
+    except ImportError:
+        rows += [("CuPy", "not installed (for a GPU: pip install 'gpunn[cuda12]' or "
+                          "'gpunn[cuda13]')"),
+                 ("CUDA runtime", "not used without CuPy"), ("CUDA driver", _driver_version())]
+    else:
+        from gpunn.backend.cupy_backend import count_devices
+
+        runtime = cupy.cuda.runtime
+        rows += [("CuPy", cupy.__version__),
+                 ("CUDA runtime", _cuda_version(runtime.runtimeGetVersion)),
+                 ("CUDA driver", _cuda_version(runtime.driverGetVersion))]
+        try:
+            for index in range(count_devices(cupy)):
+                devices.append(_gpu(cupy, index))
+                # CuPy gives the compute capability as a string such as "90"
+                architectures.append(f"sm_{cupy.cuda.Device(index).compute_capability}")
+        except GpunnError as error:
+            devices.append(f"no CUDA device ({error})")
+    rows.append(("devices", "; ".join(devices)))
+    try:
+        spec = os.environ.get(backend.ENV_VAR) or "auto"
+        rows.append(("default device", f"{spec} -> {gn.device(None).device}"))
+    except GpunnError as error:
+        rows.append(("default device", f"unusable: {error}"))
+    kernel_status, ok = _kernel_check(sorted(set(architectures)))
+    rows.append(("CUDA kernels", kernel_status))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name + ':':<{width + 1}} {value}")
+    return 0 if ok else 1
+
+
+def _cuda_version(getter: Any) -> str:
+    try:
+        version = int(getter())
+    except Exception as error:  # CuPy raises CUDARuntimeError, or others when CUDA is broken
+        return f"not found ({error})"
+    if version == 0:  # what CUDA reports for the driver when there is none
+        return "not found (no NVIDIA driver)"
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _driver_version() -> str:
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        return "not checked: neither CuPy nor cuda-bindings is installed"
+    try:
+        error, version = driver.cuDriverGetVersion()
+    except Exception as error:  # the driver library itself is missing: no NVIDIA driver
+        return f"not found ({error})"
+    return f"{version // 1000}.{version % 1000 // 10}" if version else f"not found ({error})"
+
+
+def _gpu(cupy: Any, index: int) -> str:
+    properties = cupy.cuda.runtime.getDeviceProperties(index)
+    name = properties["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    with cupy.cuda.Device(index):
+        free, total = cupy.cuda.runtime.memGetInfo()
+    return f"cuda:{index} {name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)"
+
+
+def _kernel_check(architectures: list[str]) -> tuple[str, bool]:
+    """Compile every kernel instance with NVRTC, as tests/test_kernels.py does (no GPU needed)."""
+    module, version = nvrtc.load()
+    if module is None:
+        return f"not checked: {version}", True
+    failures = [f"{filename} for {architecture}: {compiled.log.splitlines()[:1]}"
+                for filename in kernels.source_files() for architecture in architectures
+                if not (compiled := nvrtc.compile_file(module, filename, architecture)).ok]
+    if failures:
+        return f"FAILED to compile with NVRTC {version}: {'; '.join(failures)}", False
+    count = sum(len(kernels.name_expressions(name)) for name in kernels.source_files())
+    return f"all {count} compile with NVRTC {version} for {', '.join(architectures)}", True

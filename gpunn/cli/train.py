@@ -1,0 +1,264 @@
+"""``gpunn train``: train a network on a data set and write the run to a folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+import gpunn as gn
+from gpunn import backend, datasets, distributed, model_data, plots, progress, runs, training
+from gpunn.cli._common import (
+    UsageError,
+    debug_option,
+    device_option,
+    load_data,
+    parse_batch_size,
+    parse_dataset,
+    parse_device,
+    parse_integer,
+    parse_number,
+    parse_widths,
+)
+from gpunn.cli._train_settings import (
+    ACTIVATIONS,
+    OPTIMIZERS,
+    build_model,
+    choose_task,
+    load_checkpoint,
+    new_settings,
+    resumed_settings,
+)
+from gpunn.errors import GpunnError
+
+_TRAIN_HELP = f"""\
+Train a network and write into a new folder, runs/<date-time> (or --out DIR); when a run in
+{runs.RUNS}/ is complete, {runs.LATEST} points at it. A previous run's files are never replaced or
+deleted:
+  model.npz       the trained model (gpunn.Model.load reads it)
+  metrics.csv     one row per epoch: epoch, loss, data_loss, regularization_loss,
+                  accuracy, learning_rate, val_loss, val_accuracy
+  checkpoint.npz  model, optimizer state, epoch, history and random state; written after
+                  the first epoch, then at most every {runs.CHECKPOINT_SECONDS:g} s (thousands of
+                  tiny epochs are not slowed down by disk writes), after the last epoch, and on
+                  Ctrl-C, when it keeps the last complete epoch (exit status 130);
+                  --resume continues from it
+  training.png    loss and accuracy curves, and the decision regions of 2-D data
+                  (needs matplotlib: pip install 'gpunn[plot]')
+
+Defaults per data set (options given win):
+  spiral, vertical  --hidden 64,64 --activation relu --optimizer adam --lr 0.05
+                    --decay 5e-4 --l2 1e-4 --epochs 1000 --batch-size full --seed 0
+  sine              as spiral but --activation tanh --lr 0.02 --decay 1e-3 --l2 0
+                    --epochs 2000
+  (fashion-)mnist   --hidden 128,128 --lr 0.001 --decay 1e-3 --l2 0 --epochs 10
+                    --batch-size 128
+  .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --l2 0 --epochs 100
+                    --batch-size 32
+Labels that are whole numbers >= 0, -1/+1 labels and one-hot rows make a classifier
+(softmax, cross-entropy); other targets a regression (linear output, mean squared error).
+--task classify|regress says which, e.g. --task regress for whole-number targets.
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """``gpunn train`` and all its options (those that define a run are also listed in
+    _train_settings.TRAINING_OPTIONS)."""
+    parser = commands.add_parser(
+        "train", parents=[device_option(), debug_option()],
+        help="train a network and write it to --out",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=_TRAIN_HELP)
+    option = parser.add_argument
+    option("--dataset", type=parse_dataset, help="spiral (default), vertical, sine, fashion-mnist, "
+           "mnist, or a .npz (arrays X, y) or .csv (label last) file")
+    option("--task", choices=["classify", "regress"], help="classify (softmax, cross-entropy) or "
+           "regress (linear output, mean squared error); default: classify whole-number labels "
+           ">= 0, -1/+1 labels and one-hot rows, regress the rest; the header says which and why")
+    option("--hidden", type=parse_widths, help="hidden layer widths, e.g. 64,64")
+    option("--activation", choices=sorted(ACTIVATIONS), help="hidden activation")
+    option("--dropout", type=parse_number(below=1.0), metavar="RATE",
+           help="dropout after each hidden layer (default 0)")
+    option("--optimizer", choices=list(OPTIMIZERS), help="default adam")
+    option("--lr", type=parse_number(above=True), help="learning rate")
+    option("--decay", type=parse_number(), help="learning-rate decay: lr / (1 + decay * step)")
+    option("--epochs", type=parse_integer(1),
+           help="total epochs (with --resume: the total to reach)")
+    option("--batch-size", type=parse_batch_size, help="samples per step, or 'full'")
+    option("--l2", type=parse_number(), help="L2 penalty on the hidden layers' weights and biases")
+    option("--seed", type=parse_integer(0), help="seeds the data, initial weights, shuffling and "
+           "dropout (default 0)")
+    option("--dtype", choices=["float32", "float64"], help="default float32")
+    option("--data-dir", metavar="DIR", help="where the fashion-mnist or mnist files are "
+           "(default: $GPUNN_DATA/<name>, else ~/.cache/gpunn/<name>; downloaded if missing)")
+    option("--out", metavar="DIR", help=f"the run's folder, which must not hold another run "
+           f"(default: a new {runs.RUNS}/<date-time>); when a run in {runs.RUNS}/ completes, "
+           f"{runs.LATEST} points at it")
+    option("--resume", action="store_true", help=f"continue from DIR/checkpoint.npz (default "
+           f"DIR: the newest run in {runs.RUNS}/, finished or interrupted: the one whose "
+           f"checkpoint.npz was written last)")
+    option("--force", action="store_true", help="replace files in --out named like the run's "
+           "(model.npz, checkpoint.npz, metrics.csv, training.png) that gpunn did not write; "
+           "another run's files are never replaced, nor the data set")
+    option("--quiet", action="store_true", help="print nothing but errors")
+    option("--no-cuda-graph", dest="cuda_graph", action="store_false",
+           help="on CUDA, launch every step's kernels one by one instead of replaying the step "
+                "as a captured CUDA graph (the results are the same)")
+    parser.set_defaults(run=train)
+
+
+def train(args: argparse.Namespace) -> int:
+    if args.device is None and os.environ.get(backend.ENV_VAR):
+        _environment_device()
+    # Under mpiexec -n N: data-parallel, rank 0 alone prints and writes (gpunn.distributed).
+    comm = distributed.init(args.device)
+    lead = comm.rank == 0
+    quiet = args.quiet or not lead
+    device = gn.device(comm.device if comm.name == "nccl" else args.device)  # fails here,
+    if args.resume:  # before any data is read
+        out, previous = runs.resumed_folder(args.out), None
+        saved = load_checkpoint(out, device)
+        settings = resumed_settings(args, saved.settings, saved.epoch, out)
+        model, history, done = saved.model, saved.history, saved.epoch
+        task = settings.setdefault(  # a checkpoint from before --task: its model says
+            "task", "regress" if isinstance(model.layers[-1], gn.Linear) else "classify")
+        if args.task is not None and args.task != task:
+            raise UsageError(f"--resume continues the run in {out}, which was started with "
+                             f"--task {task}; received --task {args.task}. Leave --task out, "
+                             f"or start a new run with another --out.")
+        why = "as the run was started"
+        if (why := model_data.changed(model.trained_on)) is not None:
+            raise GpunnError(f"--resume cannot continue the run in {out}: {why}.")
+        X, y, X_val, y_val = load_data(settings, args)
+        if lead:
+            runs.check_files(out, force=args.force, reads=_data_file(settings))
+    else:
+        settings = new_settings(args)
+        X, y, X_val, y_val = load_data(settings, args)
+        settings["task"], classes, why = choose_task(args.task, settings["dataset"], y, y_val)
+        gn.seed(settings["seed"])
+        model = build_model(settings, classes, X, y, device)
+        history, done = {}, 0
+        if not lead:
+            out = previous = None
+        elif args.out is not None and runs.held(Path(args.out)):
+            raise UsageError(f"{args.out} already holds a run "
+                             f"({', '.join(runs.held(Path(args.out)))}), and gpunn never "
+                             f"replaces one. Continue it with gpunn train --out "
+                             f"{shlex.quote(args.out)} --resume, give another --out, or leave "
+                             f"--out out for a new folder under {runs.RUNS}/.")
+        else:
+            if args.out is not None:
+                runs.check_files(Path(args.out), force=args.force, reads=_data_file(settings))
+            out, previous = runs.new_folder(args.out)
+    if model.trained_on is None:  # a new run, or one started before gpunn kept the record
+        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val)
+    batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
+    steps = 1 if batch_size is None else -(-len(X) // batch_size)
+    model.accuracy.init(y)  # the regression accuracy's precision, shown before training
+    if not quiet:
+        if comm.size > 1:
+            print(f"data-parallel: {comm.size} processes ({comm.name}), each on "
+                  f"{'its own GPU, cuda:<rank on its machine>' if comm.name == 'nccl' else 'cpu'}"
+                  f"; batch {settings['batch_size'] or 'full'} shared out among them",
+                  flush=True)
+        print(_describe(settings, model, X, X_val, done, why), flush=True)
+        graph = training.why_no_cuda_graph(model, True, comm) if args.cuda_graph \
+            else "--no-cuda-graph"
+        if model.backend.fused:  # CUDA: say whether the step runs as a CUDA graph, and why not
+            print(f"CUDA graph: {'on' if graph is None else f'off ({graph})'}", flush=True)
+        where = f"writing to {out}"
+        if args.resume and args.out is None:
+            where += f" (the newest run in {runs.RUNS}/: its checkpoint.npz was written last)"
+        if previous is not None:
+            where += (f" (the previous complete run stays in {previous}, which {runs.LATEST} "
+                      f"points at)")
+        print(where, flush=True)
+    display = progress.choose(quiet, model, done + 1, last, steps, len(X), batch_size)
+    run = runs.Run(model, settings, out, history, done, last, display,
+                   force=args.force) if lead else None
+    started = time.perf_counter()
+    try:
+        result = model.train(X, y, epochs=last - done, batch_size=batch_size,
+                             validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
+                             cuda_graph=args.cuda_graph,
+                             on_epoch_end=run.on_epoch_end if lead else None,
+                             on_batch_end=display.batch_end if display.per_batch else None)
+    finally:  # a bar left open would swallow the error line that follows
+        display.close()
+    seconds = time.perf_counter() - started
+    if not lead:
+        return 130 if result.interrupted else 0
+    if result.interrupted:
+        return run.interrupted()
+    if last == done:
+        run.save_checkpoint()  # nothing to train; metrics.csv and the files are rewritten
+    model.save(out / "model.npz", force=args.force)
+    written = ["model.npz", "metrics.csv", "checkpoint.npz"]
+    reason = plots.missing()
+    if reason is None:
+        labels = y.argmax(axis=1) if settings["task"] == "classify" and y.ndim == 2 else \
+            (y > 0) if settings["task"] == "classify" and y.min() < 0 else y  # one-hot, -1/+1
+        plots.training_figure(out / "training.png", run.history, model=model, X=X, y=labels,
+                              title=f"gpunn train --dataset {settings['dataset']}",
+                              force=args.force)
+        written.append("training.png")
+    linked = runs.point_latest(out)  # a run in runs/, however it was started
+    if not quiet:
+        if model.backend.fused and graph is None and result.cuda_graph != "captured":
+            print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
+        print(_summary(run.history, done, last, seconds, model.device))
+        if reason is not None:
+            print(f"training.png skipped: {reason}")
+        print(f"wrote {', '.join(str(out / name) for name in written)}")
+        if linked:
+            print(linked)
+    return 0
+
+
+def _data_file(settings: dict[str, Any]) -> dict[str, str]:
+    """The data set's file, which a run never writes over, as gpunn.files.check takes it."""
+    dataset = settings["dataset"]
+    return {} if dataset in datasets.NAMES else {dataset: "the data set"}
+
+
+def _environment_device() -> None:
+    value = os.environ[backend.ENV_VAR]
+    try:
+        parse_device(value)
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(f"environment variable {backend.ENV_VAR}: {error}") from None
+
+
+def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
+              X_val: numpy.ndarray, done: int, why: str) -> str:
+    widths = [X.shape[1], *settings["hidden"], model.trainable_layers[-1].n_neurons]
+    task = (f"regression ({why})" if isinstance(model.layers[-1], gn.Linear)
+            else f"classification into {widths[-1]} classes ({why})")
+    batch = settings["batch_size"] or "full"
+    start = f"{settings['epochs']} epochs"
+    if done:
+        start = (f"already at epoch {done} of {settings['epochs']}" if done >= settings["epochs"]
+                 else f"resuming at epoch {done + 1} of {settings['epochs']}")
+    text = (f"{settings['dataset']}: {len(X)} training and {len(X_val)} validation samples, "
+            f"{task}; network {'-'.join(map(str, widths))} ({settings['activation']}), "
+            f"{settings['optimizer']} lr {settings['lr']:g}; {start}, batch {batch}; "
+            f"device {model.device}")
+    if isinstance(model.accuracy, gn.RegressionAccuracy):
+        text += (f"\n{model.accuracy.label} is the book's regression accuracy: the share of "
+                 f"predictions within ±{model.accuracy.precision:.2g} (std(y) / 250) of the "
+                 f"target; the loss (mean squared error) is the measure to watch")
+    return text
+
+
+def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
+             device: str) -> str:
+    final = {key: values[-1] for key, values in history.items() if values}
+    ran = f"trained epochs {done + 1}-{last} in {seconds:.1f} s" if last > done else \
+        f"already trained {last} epochs"
+    return (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
+            f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
