@@ -31,6 +31,8 @@ def logs_text(logs: dict[str, float], label: str = "acc") -> str:
     text = f"loss {logs['loss']:.4g}, {label} {logs['accuracy']:.4f}"
     if "val_loss" in logs:
         text += f", val_loss {logs['val_loss']:.4g}, val_{label} {logs['val_accuracy']:.4f}"
+    if "loss_scale" in logs:  # a float16 policy (gpunn.precision.LossScaler)
+        text += f", loss scale {logs['loss_scale']:g} ({int(logs['skipped_steps'])} skipped)"
     return text
 
 
@@ -39,6 +41,8 @@ def compact_text(logs: dict[str, float], label: str = "acc") -> str:
     text = f"loss {logs['loss']:.4g} {label} {logs['accuracy']:.3f}"
     if "val_loss" in logs:
         text += f" | val {logs['val_loss']:.4g} {logs['val_accuracy']:.3f}"
+    if "loss_scale" in logs:
+        text += f" | scale {logs['loss_scale']:g} skipped {int(logs['skipped_steps'])}"
     return text
 
 

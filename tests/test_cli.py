@@ -894,6 +894,9 @@ def test_info_reports_versions_devices_and_the_kernel_compile(capsys):
     else:
         assert "compile with NVRTC" in fields["CUDA kernels"] or "not checked" in \
             fields["CUDA kernels"]
+    # what each device can train with, and that compiling is not running (issues 19 and 20)
+    assert "cpu: float32, bfloat16" in fields["precisions"]
+    assert "not yet run on a GPU" in fields["tested"]
 
 
 def test_version_and_help_from_a_real_process():

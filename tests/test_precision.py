@@ -201,3 +201,33 @@ def test_float16_gradients_that_overflow_at_the_floor_end_training(backend):
         model.train(X, y, epochs=1, batch_size=18, verbose=False, shuffle=False)
     for (w, b), (w2, b2) in zip(before, model.get_parameters()):
         np.testing.assert_array_equal(w, w2)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def test_gpunn_train_precision_bfloat16_on_the_cpu_and_resume_keeps_it(tmp_path, capsys):
+    from gpunn import cli
+
+    out = tmp_path / "run"
+    argv = ["train", "--device", "cpu", "--epochs", "4", "--precision", "bfloat16", "--out", out]
+    assert cli.main([str(arg) for arg in argv]) == 0
+    assert "precision bfloat16" in capsys.readouterr().out
+    assert gn.Model.load(out / "model.npz", device="cpu").precision.name == "bfloat16"
+    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "6",
+                     "--device", "cpu"]) == 0
+    assert "precision bfloat16" in capsys.readouterr().out
+    status = cli.main(["train", "--resume", "--out", str(out), "--epochs", "8", "--device",
+                       "cpu", "--precision", "float32"])
+    assert status != 0
+    assert "started with --precision bfloat16" in capsys.readouterr().err
+
+
+def test_gpunn_train_refuses_float16_on_the_cpu_before_writing_anything(tmp_path, capsys):
+    from gpunn import cli
+
+    out = tmp_path / "run"
+    status = cli.main(["train", "--device", "cpu", "--precision", "float16", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert "float16' runs on CUDA only" in err
+    assert not out.exists()

@@ -38,10 +38,13 @@ PRESETS = {
     "mnist": _IMAGES,
     "file": {**_SMALL, "lr": 0.005, "decay": 1e-4, "epochs": 100, "batch_size": 32, "l2": 0.0},
 }
-COMMON = {"dropout": 0.0, "optimizer": "adam", "seed": 0, "dtype": "float32"}
+COMMON = {"dropout": 0.0, "optimizer": "adam", "seed": 0, "dtype": "float32",
+          "precision": "float32"}
 # The options that define a run; --resume takes them from the checkpoint.
 TRAINING_OPTIONS = ("dataset", "hidden", "activation", "dropout", "optimizer", "lr", "decay",
-                    "epochs", "batch_size", "l2", "seed", "dtype")
+                    "epochs", "batch_size", "l2", "seed", "dtype", "precision")
+# Options added after checkpoints were first written, with the value older runs had.
+_ADDED = {"precision": "float32"}
 
 
 def new_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,6 +66,8 @@ def load_checkpoint(out: Path, device: Any) -> checkpoint.Checkpoint:
         raise GpunnError(f"--resume found no checkpoint at {path}; start a run with "
                          f"gpunn train --out {shlex.quote(str(out))} first.")
     saved = checkpoint.load(path, device=device)
+    for name, value in _ADDED.items():
+        saved.settings.setdefault(name, value)
     if not all(name in saved.settings for name in TRAINING_OPTIONS):
         raise FileFormatError(f"{path} was not written by gpunn train (its settings lack the "
                               f"command-line options), so --resume cannot continue it.")
@@ -142,7 +147,7 @@ def choose_task(requested: str | None, dataset: str, y: numpy.ndarray,
 def build_model(settings: dict[str, Any], classes: int | None, X: numpy.ndarray,
                 y: numpy.ndarray, device: Any) -> gn.Model:
     """The network the settings describe: a classifier when ``classes``, else a regression."""
-    model = gn.Model(device=device, dtype=settings["dtype"])
+    model = gn.Model(device=device, dtype=settings["dtype"], precision=settings["precision"])
     inputs, l2 = X.shape[1], settings["l2"]
     for width in settings["hidden"]:
         model.add(gn.Dense(inputs, width, weight_regularizer_l2=l2, bias_regularizer_l2=l2))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import backend
+from gpunn import backend, precision
 from gpunn.backend import kernels, nvrtc
 from gpunn.cli._common import debug_option
 from gpunn.errors import GpunnError
@@ -50,6 +50,7 @@ def info(args: argparse.Namespace) -> int:
         except GpunnError as error:
             devices.append(f"no CUDA device ({error})")
     rows.append(("devices", "; ".join(devices)))
+    rows.append(("precisions", _precisions(sum(d.startswith("cuda:") for d in devices))))
     try:
         spec = os.environ.get(backend.ENV_VAR) or "auto"
         rows.append(("default device", f"{spec} -> {gn.device(None).device}"))
@@ -57,10 +58,28 @@ def info(args: argparse.Namespace) -> int:
         rows.append(("default device", f"unusable: {error}"))
     kernel_status, ok = _kernel_check(sorted(set(architectures)))
     rows.append(("CUDA kernels", kernel_status))
+    # Compiling is not running: say what this release's CUDA path has been run on (README,
+    # "What has run where").
+    rows.append(("tested", "the CPU path measured; the CUDA path verified on a simulated CuPy "
+                           "double, not yet run on a GPU (see README, What has run where)"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name + ':':<{width + 1}} {value}")
     return 0 if ok else 1
+
+
+def _precisions(gpus: int) -> str:
+    """The precision policies each device can train with (gpunn.precision): bfloat16 and TF32
+    need compute capability 8.0, float16 tensor cores 7.0."""
+    parts = [f"cpu: {', '.join(precision.supported(gn.device('cpu')))} (bfloat16 for "
+             f"correctness, not speed)"]
+    for index in range(gpus):
+        try:
+            parts.append(f"cuda:{index}: "
+                         f"{', '.join(precision.supported(gn.device(f'cuda:{index}')))}")
+        except GpunnError as error:
+            parts.append(f"cuda:{index}: none ({error})")
+    return "; ".join(parts)
 
 
 def _cuda_version(getter: Any) -> str:
@@ -105,4 +124,5 @@ def _kernel_check(architectures: list[str]) -> tuple[str, bool]:
     if failures:
         return f"FAILED to compile with NVRTC {version}: {'; '.join(failures)}", False
     count = sum(len(kernels.name_expressions(name)) for name in kernels.source_files())
-    return f"all {count} compile with NVRTC {version} for {', '.join(architectures)}", True
+    return (f"all {count} compile with NVRTC {version} for {', '.join(architectures)} "
+            f"(compiled, not run)", True)

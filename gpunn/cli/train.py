@@ -12,7 +12,17 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import backend, datasets, distributed, model_data, plots, progress, runs, training
+from gpunn import (
+    backend,
+    datasets,
+    distributed,
+    model_data,
+    plots,
+    precision,
+    progress,
+    runs,
+    training,
+)
 from gpunn.cli._common import (
     UsageError,
     debug_option,
@@ -93,6 +103,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     option("--seed", type=parse_integer(0), help="seeds the data, initial weights, shuffling and "
            "dropout (default 0)")
     option("--dtype", choices=["float32", "float64"], help="default float32")
+    option("--precision", choices=list(precision.POLICIES),
+           help="where products and activations run: float32 (default); tf32 (TF32 tensor "
+                "cores), bfloat16 or float16 (mixed precision, float32 master weights; float16 "
+                "with a dynamic loss scale): CUDA, except bfloat16, which also runs on the CPU "
+                "(for correctness, not faster)")
     option("--data-dir", metavar="DIR", help="where the fashion-mnist or mnist files are "
            "(default: $GPUNN_DATA/<name>, else ~/.cache/gpunn/<name>; downloaded if missing)")
     option("--out", metavar="DIR", help=f"the run's folder, which must not hold another run "
@@ -248,6 +263,8 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
             f"{task}; network {'-'.join(map(str, widths))} ({settings['activation']}), "
             f"{settings['optimizer']} lr {settings['lr']:g}; {start}, batch {batch}; "
             f"device {model.device}")
+    if model.precision.name != "float32":
+        text += f", precision {model.precision.name}"
     if isinstance(model.accuracy, gn.RegressionAccuracy):
         text += (f"\n{model.accuracy.label} is the book's regression accuracy: the share of "
                  f"predictions within ±{model.accuracy.precision:.2g} (std(y) / 250) of the "
