@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import build_model
 
 import gpunn as gn
 from gpunn import precision
-from helpers import build_model
 
 
 def _spiral():
@@ -158,7 +158,7 @@ def test_a_low_precision_model_saves_float32_weights_and_loads_under_any_policy(
     loaded = gn.Model.load(tmp_path / "model.npz", device="cpu")
     assert loaded.precision.name == "bfloat16"
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
-    for (w, b), (w2, b2) in zip(model.get_parameters(), loaded.get_parameters()):
+    for (w, _), (w2, _) in zip(model.get_parameters(), loaded.get_parameters()):
         assert w2.dtype == np.float32
         np.testing.assert_array_equal(w, w2)
     loaded.set(precision="float32")
@@ -199,7 +199,7 @@ def test_float16_gradients_that_overflow_at_the_floor_end_training(backend):
     before = model.get_parameters()
     with pytest.raises(gn.TrainingDivergedError, match="epoch 1, step 2;"):
         model.train(X, y, epochs=1, batch_size=18, verbose=False, shuffle=False)
-    for (w, b), (w2, b2) in zip(before, model.get_parameters()):
+    for (w, _), (w2, _) in zip(before, model.get_parameters()):
         np.testing.assert_array_equal(w, w2)
 
 
