@@ -58,7 +58,11 @@ def fit_postfix(columns: int, around: str, postfix: str, extras: list[str]) -> s
 
 
 def _columns() -> int:
-    return shutil.get_terminal_size().columns
+    """The terminal's width; 80 where it reports none (0 columns: a pseudo-terminal without a
+    size, as some CI runners and containers give, where Python before 3.11 passes the 0 on and
+    tqdm's ncols=0 drew an empty line per refresh)."""
+    columns = shutil.get_terminal_size().columns
+    return columns if columns > 0 else 80
 
 
 class Progress:

@@ -199,6 +199,23 @@ def test_terminal_progress_bars_fit_the_terminal(tmp_path, capsys, monkeypatch, 
         assert text in stdout
 
 
+def test_a_terminal_reporting_zero_columns_gets_bars_not_blank_lines(tmp_path, capsys,
+                                                                      monkeypatch):
+    # A pseudo-terminal without a size reports 0 columns (before Python 3.11 shutil passed it
+    # on), and tqdm's ncols=0 drew an empty line per epoch.
+    import os
+    import shutil
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((0, 0)))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--epochs", "300", "--out",
+                               tmp_path)
+    assert status == 0
+    bars = [line for line in stdout.replace("\r", "\n").splitlines() if "%|" in line]
+    assert bars and all(len(line) <= 80 for line in bars) and "| val " in bars[-1]
+    assert bars[-1].count("#") + bars[-1].count("█") >= 10  # a real bar, 80 columns wide
+
+
 def test_regression_on_sine(tmp_path, capsys):
     status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--dataset", "sine",
                                "--epochs", "5", "--out", tmp_path)
