@@ -216,6 +216,17 @@ def test_a_terminal_reporting_zero_columns_gets_bars_not_blank_lines(tmp_path, c
     assert bars[-1].count("#") + bars[-1].count("█") >= 10  # a real bar, 80 columns wide
 
 
+def test_a_batch_size_larger_than_the_data_is_reported_as_the_full_batch(tmp_path, capsys):
+    X, y = gn.datasets.spiral_data(4, 2, seed=0)  # 8 rows: 6 train, 2 validation or so
+    np.savez(tmp_path / "tiny.npz", X=X, y=y)
+    status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--dataset",
+                               tmp_path / "tiny.npz", "--batch-size", "1000", "--epochs", "2",
+                               "--out", tmp_path / "run")
+    assert status == 0
+    assert "batch 1000" not in stdout
+    assert "batch full (" in stdout and "--batch-size 1000 is not smaller" in stdout
+
+
 def test_regression_on_sine(tmp_path, capsys):
     status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--dataset", "sine",
                                "--epochs", "5", "--out", tmp_path)

@@ -255,6 +255,10 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
     task = (f"regression ({why})" if isinstance(model.layers[-1], gn.Linear)
             else f"classification into {widths[-1]} classes ({why})")
     batch = settings["batch_size"] or "full"
+    if settings["batch_size"] and settings["batch_size"] >= len(X) > 0:
+        # a batch is never larger than the data: say what one step really takes
+        batch = (f"full ({len(X)} samples; --batch-size {settings['batch_size']} is not smaller "
+                 f"than the training split)" if settings["batch_size"] > len(X) else "full")
     start = f"{settings['epochs']} epochs"
     if done:
         start = (f"already at epoch {done} of {settings['epochs']}" if done >= settings["epochs"]
