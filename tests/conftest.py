@@ -69,7 +69,12 @@ def device_id(name: str) -> str:
 def _devices(config) -> list[str]:
     choice = config.getoption("--device")
     if choice != "all":
-        return [gpunn.device(choice).device]  # an unavailable CUDA request fails loudly
+        try:
+            return [gpunn.device(choice).device]
+        except gpunn.GpunnError as error:  # one usage line, not pytest's INTERNALERROR trace
+            raise pytest.UsageError(f"--device {choice}: {error} (without a GPU: pytest "
+                                    f"--device cpu, or pytest --cupy-double for the CuPy "
+                                    f"double's simulated devices)") from None
     devices = ["cpu"]
     try:
         devices.append(gpunn.device("cuda").device)
