@@ -33,6 +33,9 @@ from gpunn.errors import GpunnError, InvalidArgumentError
 
 MPI_HINT = "pip install 'gpunn[mpi]'"
 ABORT_GRACE_SECONDS = 0.5
+# How long a failing rank waits for the others to fail at the same point (a bad option or data
+# file fails every rank alike) before it ends the job alone.
+FAIL_TOGETHER_SECONDS = 5.0
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # What each launcher sets in every process it starts: the number of processes. Read before
 # mpi4py is imported, so a plain run never loads MPI. (mpiexec of MPICH, Intel MPI and Slurm's
@@ -50,6 +53,18 @@ def launched_size(environ: dict[str, str] | None = None) -> tuple[int, str]:
     if "PMIX_RANK" in environ and environ.get("SLURM_STEP_NUM_TASKS", "").isdigit():
         return int(environ["SLURM_STEP_NUM_TASKS"]), "SLURM_STEP_NUM_TASKS"
     return 1, ""
+
+
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def launched_rank(environ: dict[str, str] | None = None) -> int:
+    """This process's rank as the launcher's environment says, before MPI starts (0 alone)."""
+    environ = os.environ if environ is None else environ
+    for variable in RANK_VARIABLES:
+        if environ.get(variable, "").isdigit():
+            return int(environ[variable])
+    return 0
 
 
 def threads_per_rank(local_size: int, cores: int | None = None) -> int:
@@ -120,6 +135,11 @@ class SingleProcess:
         _say(f"gpunn: rank {self.rank} {message}")
         os._exit(code)
 
+    def all_failing(self) -> bool:
+        """Whether every rank reaches this call within FAIL_TOGETHER_SECONDS: then they failed
+        alike and can end normally, one of them saying why, instead of one aborting the job."""
+        return True
+
 
 class MpiCommunicator(SingleProcess):
     """Ranks started by an MPI launcher, talking through mpi4py. Device arrays go through the
@@ -167,6 +187,17 @@ class MpiCommunicator(SingleProcess):
 
     def barrier(self) -> None:
         self.comm.Barrier()
+
+    def all_failing(self) -> bool:
+        # A non-blocking barrier, so a rank that is elsewhere (still training, or in another
+        # collective) cannot make this one wait for ever: after the wait it aborts the job.
+        request = self.comm.Ibarrier()
+        deadline = time.monotonic() + FAIL_TOGETHER_SECONDS
+        while not request.Test():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
     def abort(self, code: int, message: str) -> None:
         _say(f"gpunn: rank {self.rank} {message}")

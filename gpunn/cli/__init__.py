@@ -53,8 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(error: Exception | str, status: int) -> int:
     message = " ".join(str(error).split())
     comm = distributed.current()
-    if comm.size > 1:  # the other ranks would wait for this one for ever: end them all
-        comm.abort(status, f"failed: {message}")
+    if comm.size > 1:
+        # The same error on every rank (a bad option, a data file) is said once, by rank 0,
+        # and the job ends normally; a rank failing alone would leave the others waiting for
+        # ever: it ends them all.
+        if not comm.all_failing():
+            comm.abort(status, f"failed: {message}")
+        if comm.rank != 0:
+            return status
+    elif distributed.launched_rank() > 0:  # an error before the ranks connect (the options)
+        return status
     prefix = "gpunn: " if isinstance(error, str) else "gpunn: error: "
     print(prefix + message, file=sys.stderr)
     return status
