@@ -133,8 +133,12 @@ def _decision_regions(ax: Any, model: Any, X: numpy.ndarray, y: numpy.ndarray) -
     colors = [f"C{index % 10}" for index in range(classes)]
     ax.contourf(grid_x, grid_y, regions, levels=numpy.arange(classes + 1) - 0.5,
                 cmap=ListedColormap(colors), alpha=0.3)
-    ax.scatter(X[:, 0], X[:, 1], c=[colors[label] for label in y], s=12, edgecolors="k",
-               linewidths=0.3)
+    for label in range(classes):  # one scatter per class, so the legend names each color
+        points = X[y == label]
+        if len(points):
+            ax.scatter(points[:, 0], points[:, 1], color=colors[label], s=12, edgecolors="k",
+                       linewidths=0.3, label=f"class {label}")
+    ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
     ax.set_title("decision regions (training points)")
     ax.set_aspect("equal", adjustable="datalim")
 

@@ -37,7 +37,7 @@ COMMANDS = [part.strip() for line in SHELL for part in line.split("&&")]
 PYTHON = [text for language, text in BLOCKS if language == "python"]
 SERVING = [text for text in PYTHON if "onnxruntime" in text]  # needs the exported model.onnx
 DISTRIBUTED = [text for text in PYTHON if "gn.distributed.init()" in text]  # under mpiexec
-QUICKSTART = ['pip install -e . && gpunn train',
+QUICKSTART = ['pip install -e ".[plot]" && gpunn train',
               'pip install -e ".[dev]" && pytest && pytest --cupy-double']
 GPU = {'gpunn train --device cuda', 'pytest --device cuda'}
 
