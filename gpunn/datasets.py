@@ -12,15 +12,14 @@ import http.client
 import math
 import os
 import struct
-import tempfile
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy
 
-from gpunn import _checks, backend, io
+from gpunn import _checks, backend, files, io
 from gpunn.errors import FileFormatError, GpunnError, InvalidArgumentError, InvalidTypeError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -151,9 +150,8 @@ def _idx_dataset(name: str, path: PathLike | None, download: bool) -> Split:
     for filename in missing:
         try:
             found[filename[:-3]] = _download(directory, mirror + filename, MD5[name][filename])
-        # URLError, HTTPError, timeouts and refused connections are OSErrors; a connection
-        # cut mid-file raises http.client.IncompleteRead.
-        except (OSError, http.client.HTTPException) as error:
+        # URLError, HTTPError, timeouts, refused connections and a connection cut mid-file
+        except _NetworkError as error:
             raise GpunnError(f"Downloading {title} failed ({mirror + filename}: {error}). "
                              f"To use it offline, {how}") from error
     split, files = [], list(found.values())  # train images, train labels, test images, labels
@@ -203,19 +201,30 @@ def _read_idx(path: Path, kind: str) -> numpy.ndarray:
 
 
 def _download(directory: Path, url: str, md5: str) -> Path:
-    """Fetch ``url`` into ``directory`` through a temporary file, checked against ``md5``."""
+    """Fetch ``url`` into ``directory``, checked against ``md5``, written as gpunn writes every
+    file (gpunn.files: atomically, with the user's umask; a failed or corrupt download leaves
+    nothing behind). Network failures come out as _NetworkError, the disk's as FileWriteError."""
     from tqdm import tqdm  # needed only here, so the rest of gpunn imports without it
 
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / url.rsplit("/", 1)[1]
     digest = hashlib.md5(usedforsecurity=False)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=target.name + ".", suffix=".part")
-    try:
-        with (os.fdopen(handle, "wb") as out,
-              urllib.request.urlopen(url, timeout=TIMEOUT_S) as response):
+
+    def content(out: Any) -> None:
+        try:
+            response = urllib.request.urlopen(url, timeout=TIMEOUT_S)
+        except (OSError, http.client.HTTPException) as error:
+            raise _NetworkError(error) from error
+        with response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-                while chunk := response.read(1 << 16):
+                while True:
+                    try:
+                        chunk = response.read(1 << 16)
+                    except (OSError, http.client.HTTPException) as error:
+                        raise _NetworkError(error) from error
+                    if not chunk:
+                        break
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
@@ -223,11 +232,18 @@ def _download(directory: Path, url: str, md5: str) -> Path:
             raise FileFormatError(f"{url} arrived with MD5 {digest.hexdigest()}, expected {md5}; "
                                   f"the download is corrupt or the mirror changed. Try again, or "
                                   f"fetch the file by hand into {directory}.")
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    os.replace(temporary, target)  # atomic: a reader never sees half a file
-    return target
+
+    # force: a download replaces only a corrupt copy of the same file, which is why it is fetched
+    return files.write(target, "download", lambda path: None, content, force=True)
+
+
+class _NetworkError(Exception):
+    """A download's network failure (URLError, a timeout, a connection cut mid-file), kept
+    apart from the disk's OSErrors, which gpunn.files turns into its own messages."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 # ---- your own data ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import http.client
 import io
 import struct
@@ -257,6 +258,23 @@ def test_download_fetches_checks_and_keeps_the_files(tmp_path, monkeypatch):
     asked.clear()
     datasets.mnist(tmp_path / "data")
     assert asked == []  # present files are not fetched again
+
+
+def test_downloads_get_the_users_umask_not_a_private_mode(tmp_path, monkeypatch):
+    # Written through tempfile.mkstemp, downloaded MNIST files were 0600 whatever the umask.
+    source = tmp_path / "source"
+    write_idx_set(source, gz=True)
+    files = {path.name: path.read_bytes() for path in source.iterdir()}
+    for name, data in files.items():
+        monkeypatch.setitem(datasets.MD5["mnist"], name, hashlib.md5(data).hexdigest())
+    serve(monkeypatch, files)
+    previous = os.umask(0o022)
+    try:
+        datasets.mnist(tmp_path / "data")
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "data").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
 
 
 def test_checksum_mismatch_deletes_the_download(tmp_path, monkeypatch):
