@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import http.client
 import io
+import os
 import struct
 import urllib.error
 import urllib.request
