@@ -41,6 +41,7 @@ import numpy
 
 import gpunn
 from benchmarks import timing
+from gpunn.backend import kernels
 from gpunn.backend.numpy_backend import NumpyBackend
 
 ELEMENTS = 1 << 26
@@ -165,7 +166,7 @@ def _ops(backend: Any, x: Any, dy: Any, b: Any, out: Any) -> dict[str, tuple]:
         optimizer.to(backend)
         optimizer.state = {name: cupy.zeros_like(params) for name in optimizer.STATE}
         optimizer.state["scratch"] = cupy.empty_like(params)
-    tally = cupy.zeros(4, dtype=cupy.float64)
+    tally = cupy.zeros(kernels.TALLY_SIZE, dtype=cupy.float64)
     classes = 10
     # Whole 10-class rows of x's first elements: a contiguous view (2^26 elements are no whole
     # number of rows, and a strided view would be copied before every launch, and timed).
