@@ -26,7 +26,8 @@ runs unless ``gpunn.device("cuda")`` works.
 
 The MLP comparison on the GPU is benchmarks/mlp.py run with device "cuda"; ``tf32_off`` makes
 both sides use full float32 matrix products (CuPy's default; PyTorch's too since 1.12, set
-here explicitly).
+here explicitly), ``torch_tf32(torch, True)`` puts PyTorch's on TF32 beside gpunn's tf32
+policy.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy
 
 import gpunn
 from benchmarks import timing
+from gpunn.backend import kernels
 from gpunn.backend.numpy_backend import NumpyBackend
 
 ELEMENTS = 1 << 26
@@ -66,13 +68,22 @@ def gpu_name(backend: Any) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-@contextlib.contextmanager
-def tf32_off(torch: Any) -> Iterator[dict[str, Any]]:
+def tf32_off(torch: Any) -> contextlib.AbstractContextManager[dict[str, Any]]:
     """Full float32 matrix products on both sides for the duration; yields the settings."""
+    return torch_tf32(torch, False)
+
+
+@contextlib.contextmanager
+def torch_tf32(torch: Any, on: bool) -> Iterator[dict[str, Any]]:
+    """PyTorch's float32 matrix products on TF32 tensor cores (``on``) or in full float32 for
+    the duration; yields the settings. gpunn's TF32 is a precision policy of each model
+    (``Model(precision="tf32")``); CUPY_TF32 would put every CuPy product of gpunn's float32
+    rows on TF32 too, so it is warned about."""
     settings = {"CUPY_TF32": os.environ.get("CUPY_TF32", "unset (TF32 off)")}
     if os.environ.get("CUPY_TF32", "0") != "0":
         print("warning: CUPY_TF32 is set, so CuPy's matrix products use TF32 and the GPU "
-              "comparison with PyTorch (TF32 off) is not like for like; unset it.")
+              "comparison with PyTorch is not like for like; unset it (gpunn's TF32 is "
+              "Model(precision='tf32')).")
     if torch is None:
         yield settings
         return
@@ -80,11 +91,11 @@ def tf32_off(torch: Any) -> Iterator[dict[str, Any]]:
     # PyTorch 2.9 made fp32_precision ("ieee" or "tf32") the switch; reading allow_tf32 after a
     # script set fp32_precision raises, so allow_tf32 only where it is the only switch.
     name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
-    off = "ieee" if name == "fp32_precision" else False
+    value: Any = on if name == "allow_tf32" else ("tf32" if on else "ieee")
     previous = (getattr(matmul, name), getattr(cudnn, name))
-    setattr(matmul, name, off)
-    setattr(cudnn, name, off)
-    settings[f"torch.backends.cuda.matmul.{name}"] = off
+    setattr(matmul, name, value)
+    setattr(cudnn, name, value)
+    settings[f"torch.backends.cuda.matmul.{name}"] = value
     try:
         yield settings
     finally:
@@ -155,7 +166,7 @@ def _ops(backend: Any, x: Any, dy: Any, b: Any, out: Any) -> dict[str, tuple]:
         optimizer.to(backend)
         optimizer.state = {name: cupy.zeros_like(params) for name in optimizer.STATE}
         optimizer.state["scratch"] = cupy.empty_like(params)
-    tally = cupy.zeros(4, dtype=cupy.float64)
+    tally = cupy.zeros(kernels.TALLY_SIZE, dtype=cupy.float64)
     classes = 10
     # Whole 10-class rows of x's first elements: a contiguous view (2^26 elements are no whole
     # number of rows, and a strided view would be copied before every launch, and timed).

@@ -41,32 +41,43 @@ def synthetic_data(samples: int, seed: int,
 def run(torch: Any, *, device: str, samples: int, batch_sizes: list[int], repeats: int,
         warmup_steps: int, shuffle: bool, adam: str, seed: int,
         bound: dict[str, Any] | None, sizes: tuple[int, ...] = SIZES,
-        graphs: bool = False) -> dict[str, Any]:
+        graphs: bool = False, precision: str = "float32") -> dict[str, Any]:
     """Samples/s of each trainer at each batch size; with ``bound`` (sgemm.measure's result)
     also the GFLOP/s reached and the share of the GEMM bound and of the square peak. With
     ``graphs`` (on CUDA: benchmarks/gpu_speed.py) four trainers: gpunn with its CUDA graphs
-    (the default) and without, PyTorch eager and PyTorch with a captured graph."""
+    (the default) and without, PyTorch eager and PyTorch with a captured graph; a PyTorch
+    trainer that cannot run the step is left out, saying why, and gpunn's rows stand. Both
+    sides train under the ``precision`` policy (benchmarks/trainers.py)."""
     X, y = synthetic_data(samples, seed, sizes)
-    result: dict[str, Any] = {"sizes": list(sizes), "samples": samples, "batch_sizes": {}}
+    result: dict[str, Any] = {"sizes": list(sizes), "samples": samples, "precision": precision,
+                              "batch_sizes": {}}
+    options = {"device": device, "learning_rate": LEARNING_RATE, "decay": 0.0,
+               "shuffle": shuffle, "precision": precision}
     for batch_size in batch_sizes:
-        trainers: list[Any] = [GpunnTrainer(sizes, X, y, device=device,
-                                            learning_rate=LEARNING_RATE, decay=0.0, seed=seed,
-                                            shuffle=shuffle)]
+        trainers: list[Any] = [GpunnTrainer(sizes, X, y, seed=seed, **options)]
         if graphs:
-            plain = GpunnTrainer(sizes, X, y, device=device, learning_rate=LEARNING_RATE,
-                                 decay=0.0, seed=seed, shuffle=shuffle)
+            plain = GpunnTrainer(sizes, X, y, seed=seed, **options)
             plain.name, plain.cuda_graph = "gpunn, no CUDA graph", False
             trainers.append(plain)
         peers = [TorchTrainer] + ([TorchGraphTrainer] if graphs else [])
+        left_out: dict[str, str] = {}
         for peer in peers if torch is not None else []:
-            trainers.append(peer(torch, trainers[0].parameters(), X, y, device=device,
-                                 learning_rate=LEARNING_RATE, decay=0.0, shuffle=shuffle,
-                                 adam=adam))
+            why_not = getattr(peer, "why_not", lambda precision: None)(precision)
+            if why_not is not None:
+                left_out[peer.name] = why_not
+                continue
+            trainers.append(peer(torch, trainers[0].parameters(), X, y, adam=adam, **options))
         # With graphs, a whole epoch first: every batch shape (the last, shorter one too) is
         # captured before any clock starts.
         warmup = samples if graphs else min(samples, max(warmup_steps, 1) * batch_size)
-        for trainer in trainers:
-            trainer.epoch(warmup, batch_size)
+        for trainer in list(trainers):
+            try:
+                trainer.epoch(warmup, batch_size)
+            except Exception as error:  # the peer's fault: gpunn's rows stand
+                if not graphs or trainer.name.startswith("gpunn"):
+                    raise
+                trainers.remove(trainer)
+                left_out[trainer.name] = f"failed: {type(error).__name__}: {error}"[:2000]
         seconds: dict[str, list[float]] = {trainer.name: [] for trainer in trainers}
         metrics: dict[str, dict[str, float]] = {}
         for repeat in range(repeats):
@@ -75,8 +86,10 @@ def run(torch: Any, *, device: str, samples: int, batch_sizes: list[int], repeat
                 elapsed, metrics[trainer.name] = timing.timed(
                     partial(trainer.epoch, samples, batch_size))
                 seconds[trainer.name].append(elapsed)
-        result["batch_sizes"][str(batch_size)] = _entry(samples, batch_size, seconds, metrics,
-                                                        warmup, bound, sizes)
+        entry = _entry(samples, batch_size, seconds, metrics, warmup, bound, sizes)
+        if left_out:
+            entry["peers_left_out"] = left_out
+        result["batch_sizes"][str(batch_size)] = entry
     return result
 
 
@@ -100,7 +113,10 @@ def _entry(samples: int, batch_size: int, seconds: dict[str, list[float]],
             trainer["share_of_gemm_bound"] = trainer["gflops"] / step["gflops"]
             trainer["share_of_peak"] = trainer["gflops"] / bound["square"][library]["gflops"]
         entry["trainers"][name] = trainer
-    if "PyTorch" in entry["trainers"]:
-        entry["ratio"] = (entry["trainers"]["gpunn"]["samples_per_second"]["median"]
-                          / entry["trainers"]["PyTorch"]["samples_per_second"]["median"])
+    rate = {name: trainer["samples_per_second"]["median"]
+            for name, trainer in entry["trainers"].items()}
+    if "PyTorch" in rate:
+        entry["ratio"] = rate["gpunn"] / rate["PyTorch"]
+    if TorchGraphTrainer.name in rate:  # gpunn's graphs against PyTorch's
+        entry["ratio_to_graph"] = rate["gpunn"] / rate[TorchGraphTrainer.name]
     return entry

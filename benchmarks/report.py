@@ -182,8 +182,15 @@ def _counts(counts: dict[str, Any]) -> list[str]:
             for mode, by_batch in counts["mlp"].items() for batch, entry in by_batch.items()]
     rows += [("spiral 2-64-3", "300 (full)", mode, entry)
              for mode, entry in counts["spiral"].items()]
+    precision = counts.get("precision", {})
+    rows += [(f"MLP 784-128-128-10, precision {policy}", precision["batch_size"], "cuda_graph",
+              entry) for policy, entry in precision.get("policies", {}).items()]
     for model, batch, mode, entry in rows:
         graph = "yes" if mode == "cuda_graph" else "no"
+        if "error" in entry:
+            lines.append(f"| {model} | {batch} | {graph} | failed: {entry['error'][:200]} "
+                         f"| | | | | |")
+            continue
         lines.append(f"| {model} | {batch} | {graph} | {entry['launch']:g} | "
                      f"{entry['raw_launch']:g} | {entry['graph_launch']:g} | {entry['sync']:g} | "
                      f"{entry['epoch_sync']:g} | {entry['h2d']:g} |")

@@ -6,7 +6,9 @@ CuPy double (tests/cupy_double, with the nvmath-python double beside it for the 
 that a graph captures) on its simulated device cuda-sim:0: counts, not timings (the double is not
 a GPU). For the 784-128-128-10 MLP (ReLU, softmax cross-entropy, Adam, float32) at
 batch 32, 128 and 1024, and the book's spiral model (2-64-3, full batch of 300), each with and
-without CUDA graphs. A step is the difference between an epoch of 2N steps and one of N steps,
+without CUDA graphs; and the MLP at batch 128 with CUDA graphs under each precision policy
+(gpunn.precision: float32, tf32, bfloat16, float16), whose step must stay one graph without a
+synchronisation (the float16 loss scale lives in the tally, on the device). A step is the difference between an epoch of 2N steps and one of N steps,
 and an epoch the difference between 2 epochs and 1, so what happens once per call cancels out;
 an epoch before counting fills the caches and the optimizer state. The models are the
 benchmarks' own (benchmarks/mlp.py, benchmarks/spiral.py, benchmarks/trainers.py).
@@ -26,6 +28,7 @@ import numpy
 from benchmarks import spiral
 from benchmarks.mlp import SIZES as MLP
 from benchmarks.trainers import GpunnTrainer
+from gpunn.precision import POLICIES
 
 COUNTED = ("launch", "raw_launch", "graph_launch", "sync", "h2d")
 DEVICE = "cuda-sim:0 (CuPy double, simulated: not a GPU)"
@@ -36,6 +39,8 @@ DEVICE = "cuda-sim:0 (CuPy double, simulated: not a GPU)"
 BEFORE = {"mlp": {"launch": 53, "raw_launch": 5, "sync": 1, "h2d": 0},
           "spiral": {"launch": 47, "raw_launch": 3, "sync": 3, "h2d": 0}}
 
+
+PRECISION_BATCH = 128  # the precision policies' counts: the MLP at this batch, CUDA graphs on
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 DOUBLES = (TESTS / "cupy_double", TESTS / "nvmath_double")
@@ -71,20 +76,22 @@ def _difference(more: dict[str, int], less: dict[str, int], per: int) -> dict[st
     return {key: (more[key] - less[key]) / per for key in COUNTED}
 
 
-def _trainer(sizes: tuple[int, ...], X: numpy.ndarray, y: numpy.ndarray) -> GpunnTrainer:
+def _trainer(sizes: tuple[int, ...], X: numpy.ndarray, y: numpy.ndarray,
+             precision: str = "float32") -> GpunnTrainer:
     return GpunnTrainer(sizes, X, y, device="cuda:0", learning_rate=0.001, decay=0.0, seed=0,
-                        shuffle=False)
+                        shuffle=False, precision=precision)
 
 
-def mlp_step_counts(batch_size: int = 128, steps: int = 8, *,
-                    cuda_graph: bool = True) -> dict[str, float]:
+def mlp_step_counts(batch_size: int = 128, steps: int = 8, *, cuda_graph: bool = True,
+                    precision: str = "float32") -> dict[str, float]:
     """{launch, raw_launch, graph_launch, sync, h2d} per MLP training step, and ``epoch_sync``:
-    synchronisations per epoch of ``steps`` steps (verbose=False)."""
+    synchronisations per epoch of ``steps`` steps (verbose=False), under the ``precision``
+    policy."""
     sim = counters()
     rng = numpy.random.default_rng(0)
     X = rng.standard_normal((2 * steps * batch_size, 784)).astype(numpy.float32)
     y = rng.integers(0, 10, len(X))
-    trainer = _trainer(MLP, X, y)
+    trainer = _trainer(MLP, X, y, precision)
     trainer.cuda_graph = cuda_graph
     trainer.epoch(steps * batch_size, batch_size)  # fills the caches and the optimizer state
     short, long = (_counted(sim, lambda n=n: trainer.epoch(n * batch_size, batch_size))
@@ -107,6 +114,18 @@ def spiral_step_counts(steps: int = 8, *, cuda_graph: bool = True) -> dict[str, 
     return {**per_step, "epoch_sync": per_step["sync"]}
 
 
+def precision_step_counts(batch_size: int = PRECISION_BATCH) -> dict[str, dict[str, Any]]:
+    """mlp_step_counts with CUDA graphs under each precision policy; a policy that fails to
+    train records its error instead (the other counts still come)."""
+    counts: dict[str, dict[str, Any]] = {}
+    for policy in POLICIES:
+        try:
+            counts[policy] = mlp_step_counts(batch_size, precision=policy)
+        except Exception as error:  # such as a 16-bit kernel the backend lacks
+            counts[policy] = {"error": f"{type(error).__name__}: {error}"[:1000]}
+    return counts
+
+
 def measure(batch_sizes: tuple[int, ...] = (32, 128, 1024)) -> dict[str, Any]:
     """Every count this module makes, as ``python -m benchmarks`` records them."""
     result: dict[str, Any] = {"device": DEVICE, "before_issue_10": BEFORE, "mlp": {},
@@ -116,6 +135,8 @@ def measure(batch_sizes: tuple[int, ...] = (32, 128, 1024)) -> dict[str, Any]:
         result["mlp"][key] = {str(batch): mlp_step_counts(batch, cuda_graph=cuda_graph)
                               for batch in batch_sizes}
         result["spiral"][key] = spiral_step_counts(cuda_graph=cuda_graph)
+    result["precision"] = {"batch_size": PRECISION_BATCH, "cuda_graph": True,
+                           "policies": precision_step_counts()}
     return result
 
 

@@ -5,10 +5,16 @@ an idiomatic PyTorch loop doing the same work per step: forward, softmax cross-e
 an Adam step, and the batch loss and accuracy kept for the epoch as gpunn keeps them. PyTorch
 starts from gpunn's initial parameters, so both runs start on the same path and their losses
 can be compared as a check that the work is the same.
+
+Both train under one precision policy (gpunn.precision.POLICIES): gpunn's
+``Model(precision=...)``, PyTorch's idiom for each: full float32; TF32 matrix products (a global
+switch in PyTorch, ``allow_tf32``, which benchmarks/gpu.py's ``torch_tf32`` sets around the run);
+``torch.autocast`` to bfloat16; and to float16 with ``torch.amp.GradScaler``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy
@@ -16,6 +22,7 @@ import numpy
 import gpunn
 
 ADAM_OPTIONS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+AUTOCAST = ("bfloat16", "float16")  # the policies PyTorch runs under torch.autocast
 
 
 class GpunnTrainer:
@@ -25,14 +32,14 @@ class GpunnTrainer:
 
     def __init__(self, sizes: tuple[int, ...], X: numpy.ndarray, y: numpy.ndarray, *,
                  device: str, learning_rate: float, decay: float, seed: int,
-                 shuffle: bool) -> None:
+                 shuffle: bool, precision: str = "float32") -> None:
         gpunn.seed(seed)
         self.backend = gpunn.device(device)
         self.shuffle = shuffle
         self.cuda_graph = True  # gpunn's default; benchmarks/step_counts.py counts both
         self.on_batch_end: Any = None  # Model.train's callback (benchmarks/gpu_measure.py)
         self.history: Any = None  # the last call's, with its cuda_graph status
-        self.model = gpunn.Model(device=self.backend)
+        self.model = gpunn.Model(device=self.backend, precision=precision)
         pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
         for index, (n_in, n_out) in enumerate(pairs):
             self.model.add(gpunn.Dense(n_in, n_out, device=self.backend))
@@ -79,7 +86,8 @@ class TorchTrainer:
 
     def __init__(self, torch: Any, parameters: list, X: numpy.ndarray, y: numpy.ndarray, *,
                  device: str, learning_rate: float, decay: float, shuffle: bool,
-                 adam: str = "default", capturable: bool = False) -> None:
+                 adam: str = "default", capturable: bool = False,
+                 precision: str = "float32") -> None:
         self.torch = torch
         self.device = torch.device(device)
         self.shuffle = shuffle
@@ -98,6 +106,11 @@ class TorchTrainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate, eps=1e-7,
                                           **options)
         self.learning_rate, self.decay, self.iterations = learning_rate, decay, 0
+        # float32 and tf32 run without autocast (TF32 is torch's global allow_tf32); a 16-bit
+        # policy autocasts the forward pass and the loss; float16 scales the loss as gpunn does.
+        self.autocast = getattr(torch, precision) if precision in AUTOCAST else None
+        self.scaler = torch.amp.GradScaler(device) if precision == "float16" else None
+        self.cache_casts = True
         self.X = torch.from_numpy(X).to(self.device)
         self.y = torch.from_numpy(y.astype(numpy.int64)).to(self.device)
         # The loss sum and the correct predictions, kept on the device and read once per epoch,
@@ -112,15 +125,29 @@ class TorchTrainer:
         if self.decay:  # the book's decay, lr / (1 + decay * iterations), as gpunn applies it
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate / (1.0 + self.decay * self.iterations)
-        logits = self.model(X)
-        loss = self.loss_function(logits, y)
+        with self._autocast():
+            logits = self.model(X)
+            loss = self.loss_function(logits, y)
         self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.iterations += 1
         with self.torch.no_grad():
             self.sums[0] += loss.detach() * len(y)
             self.sums[1] += (logits.argmax(dim=1) == y).sum()
+
+    def _autocast(self) -> Any:
+        # No context at all in float32: the CPU comparisons (the spiral's 100 µs steps) stay
+        # as they were.
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return self.torch.autocast(self.device.type, dtype=self.autocast,
+                                   cache_enabled=self.cache_casts)
 
     def _read(self, samples: int) -> dict[str, float]:
         loss_sum, correct = self.sums.tolist()  # the one synchronisation of an epoch
@@ -149,12 +176,26 @@ class TorchGraphTrainer(TorchTrainer):
     and replayed, as PyTorch's CUDA graphs documentation captures a training step: three
     warm-up steps on a side stream (real updates, on the first batch of that shape; their
     metrics are not counted), gradients set to None before the capture, Adam with
-    ``capturable=True``, and static input tensors each batch is copied into."""
+    ``capturable=True``, and static input tensors each batch is copied into. Under autocast
+    the cast weights are not cached, as PyTorch requires in a captured region. The float16
+    policy is not capturable: GradScaler's step reads on the host whether the gradients
+    overflowed."""
 
     name = "PyTorch, CUDA graph"
 
+    @staticmethod
+    def why_not(precision: str) -> str | None:
+        """Why the step under ``precision`` cannot be captured, or None."""
+        if precision == "float16":
+            return ("PyTorch, CUDA graph left out under float16: GradScaler.step reads "
+                    "found_inf on the host (a synchronisation a graph cannot capture)")
+        return None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, capturable=True, **kwargs)
+        if self.scaler is not None:
+            raise ValueError(self.why_not("float16"))
+        self.cache_casts = False
         if self.decay:
             raise ValueError("a captured step bakes in its learning rate: decay must be 0; "
                              f"received decay={self.decay}")

@@ -17,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from benchmarks import gpu_measure, gpu_truth  # noqa: E402
+from benchmarks import gpu_measure, gpu_speed, gpu_truth  # noqa: E402
 
 
 def test_without_a_real_gpu_it_refuses_and_says_why(tmp_path):
@@ -133,3 +133,42 @@ def test_a_stage_ends_before_the_readmes_timeout():
     assert gpu_check.BUDGET_SECONDS + 30 <= 480
     assert 'timeout 480 python3 -m benchmarks.gpu_check --stage truth --out "$OUT"' in \
         (ROOT / "benchmarks" / "README.md").read_text()
+
+
+def test_the_precision_rows_leave_out_what_the_device_cannot_run_and_survive_a_failure(
+        monkeypatch):
+    # A compute capability 7.5 GPU (a T4) has float16 tensor cores but no TF32 or bfloat16:
+    # those rows say why; a policy whose training fails records its error, and float32 still
+    # gives the speed-ups their baseline.
+    def run(torch, *, precision, batch_sizes, **options):
+        if precision == "float16":
+            raise RuntimeError("no float16 kernels yet")
+        rate = {"median": 100.0}
+        return {"batch_sizes": {str(batch_sizes[0]): {"trainers": {
+            "gpunn": {"samples_per_second": rate}}}}}
+
+    monkeypatch.setattr(gpu_speed.mlp, "run", run)
+    turing = type("Backend", (), {"fused": True, "device": "cuda:0",
+                                  "compute_capability": lambda self: (7, 5),
+                                  "low_precision_error": lambda self: None})()
+    result = gpu_speed.policies(turing, None, "mlp", rehearse=True, repeats=1)
+    rows = result["policies"]
+    assert list(rows) == ["float32", "tf32", "bfloat16", "float16"]
+    assert rows["float32"]["speedup_over_float32"] == {"gpunn": 1.0}
+    assert rows["float32"]["tf32"]["CUPY_TF32"] == "unset (TF32 off)"
+    for name in ("tf32", "bfloat16"):
+        assert rows[name]["left_out"].startswith(f"cuda:0 cannot: precision={name!r} needs "
+                                                 f"compute capability 8.0 or newer")
+    assert "RuntimeError: no float16 kernels yet" in rows["float16"]["error"]
+    lines = gpu_speed.summary(result)
+    assert "- float16: ERROR: RuntimeError: no float16 kernels yet" in lines
+    assert lines[0] == "- float32: samples/s {'gpunn': 100}, speed-up over float32 {'gpunn': 1.0}"
+
+
+def test_gpunns_tf32_row_is_its_policy_not_cupy_tf32():
+    # One way to TF32 for gpunn: Model(precision="tf32"). CUPY_TF32 would also put the float32
+    # rows' products on TF32.
+    names = [name for name, _, _ in gpu_speed.PARTS]
+    assert {"precision wide", "precision mlp"} <= set(names)
+    assert not any("tf32" in name for name in names)
+    assert "CUPY_TF32" not in (ROOT / "benchmarks" / "gpu_speed.py").read_text()

@@ -158,12 +158,21 @@ def _assert_speed(parts: dict) -> None:
     assert all(parts["first_train"][run]["exit_status"] == 0 for run in ("first", "second"))
     assert parts["first_train"]["cuda_graph"] == ["CUDA graph: on"]
     assert {"copy", "relu", "adam", "softmax_ce"} <= set(parts["kernels"]["ops"])
-    for name in ("mlp", "wide float32", "wide tf32"):
-        for entry in parts[name]["batch_sizes"].values():
-            assert {"gpunn", "gpunn, no CUDA graph"} <= set(entry["trainers"]), name
-        assert "torch" in parts[name]["torch_reason"]
+    for entry in parts["mlp"]["batch_sizes"].values():
+        assert {"gpunn", "gpunn, no CUDA graph"} <= set(entry["trainers"])
     assert set(parts["mlp"]["batch_sizes"]) == {"32", "128", "1024"}
-    assert parts["wide tf32"]["tf32"]["CUPY_TF32"] == "1"
+    for name in ("mlp", "precision wide", "precision mlp"):
+        assert "torch" in parts[name]["torch_reason"], name
+    for name in ("precision wide", "precision mlp"):
+        # Every policy runs on the double (it says compute capability 9.0), gpunn's TF32 from
+        # the policy alone: CUPY_TF32 stays unset.
+        rows = parts[name]["policies"]
+        assert list(rows) == ["float32", "tf32", "bfloat16", "float16"], name
+        for policy, row in rows.items():
+            assert "error" not in row and "left_out" not in row, (name, policy, row)
+            assert {"gpunn", "gpunn, no CUDA graph"} <= set(row["trainers"]), (name, policy)
+            assert row["tf32"]["CUPY_TF32"] == "unset (TF32 off)", (name, policy)
+            assert row["speedup_over_float32"]["gpunn"] > 0, (name, policy)
     assert {"gpunn", "gpunn, no CUDA graph"} <= set(parts["spiral"]["trainers"])
 
 
