@@ -2,7 +2,8 @@
 
 The command line: runs the parts asked for (sgemm, mlp, spiral, kernels, counts, distributed)
 with both sides' threads pinned, prints a Markdown table, and writes <name>.json, <name>.md and
-<name>.png to the output folder: benchmarks/results/ by default, runs/benchmarks/ for
+<name>.png to the output folder: benchmarks/results/<machine>/ by default (and updates
+benchmarks/results/INDEX.md), runs/benchmarks/ for
 ``--quick`` (which shrinks every size for a smoke run whose numbers mean nothing). The name says
 the machine, what differs from a default run and the date (cpu-amd-epyc-2c-openblas-coretype-
 haswell-20261125T1530); a file that exists is never overwritten: the new one gets a suffix (-2,
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import distributed, gpu, machine, mlp, report, sgemm, spiral, timing
+from benchmarks import distributed, gpu, index, machine, mlp, report, sgemm, spiral, timing
 
 PARTS = ("sgemm", "mlp", "spiral", "kernels", "counts", "distributed")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -274,7 +275,7 @@ def _distributed(args: argparse.Namespace, record: dict[str, Any]) -> None:
 
 
 def _write(args: argparse.Namespace, record: dict[str, Any]) -> int:
-    folder = output_folder(args)
+    folder = output_folder(args, record)
     if args.quick and args.out is None:
         print(f"quick run: the results go to {folder}/, never to {RESULTS}/ (a smoke run's "
               f"numbers mean nothing); --out chooses another folder")
@@ -296,15 +297,21 @@ def _write(args: argparse.Namespace, record: dict[str, Any]) -> int:
     chart = report.chart(record, paths["png"])
     written = [paths["json"], paths["md"]] + ([chart] if chart else [])
     print("wrote " + ", ".join(os.fspath(path) for path in written))
+    if RESULTS in folder.resolve().parents:  # a reader finds it in the index
+        print(f"updated {index.write(RESULTS)}")
     return 0
 
 
-def output_folder(args: argparse.Namespace) -> Path:
-    """``--out`` when given; else runs/benchmarks for a quick run, benchmarks/results for a
-    measurement."""
+def output_folder(args: argparse.Namespace, record: dict[str, Any]) -> Path:
+    """``--out`` when given; else runs/benchmarks for a quick run, and for a measurement the
+    machine's folder in benchmarks/results (its experiments/ for a run given a --name: one made
+    to test an idea; see benchmarks/index.py)."""
     if args.out is not None:
         return args.out
-    return QUICK_OUT if args.quick else RESULTS
+    if args.quick:
+        return QUICK_OUT
+    folder = RESULTS / machine.result_name(record["machine"].get("gpu"))
+    return folder / index.EXPERIMENTS if args.name else folder
 
 
 def result_name(args: argparse.Namespace, record: dict[str, Any]) -> str:

@@ -163,9 +163,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         "exit_status": int(exitstatus), **counts,
         "failures": [report.nodeid for report in terminalreporter.stats.get("failed", [])],
     }
-    # benchmarks/gpu_check.py keeps it with the rest of its results (GPUNN_RESULTS_DIR)
-    folder = Path(os.environ.get("GPUNN_RESULTS_DIR")
-                  or Path(__file__).resolve().parent.parent / "benchmarks" / "results")
+    # benchmarks/gpu_check.py keeps it with the rest of its results (GPUNN_RESULTS_DIR); else
+    # the machine's folder of benchmarks/results (benchmarks/index.py)
+    folder = os.environ.get("GPUNN_RESULTS_DIR")
+    if folder is None:
+        sys.path.insert(0, str(TESTS.parent))
+        from benchmarks import machine
+
+        folder = TESTS.parent / "benchmarks" / "results" / machine.result_name(record["device"])
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = record["date"].replace(":", "").replace("-", "")[:15]
     name = record["device"].replace(" ", "-")

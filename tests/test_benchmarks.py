@@ -257,3 +257,34 @@ def test_the_data_parallel_part_times_one_and_two_ranks(tmp_path, monkeypatch):
     assert (result.get("efficiency_same_threads_per_rank", 0) > 0) == several
     assert "## Data-parallel training on cpu: MLP 784-32-10, global batch 64" in stdout
     assert "| run | BLAS threads per rank | ms/step | allreduce ms/step" in stdout
+
+
+def test_the_committed_results_index_is_current(monkeypatch):
+    # benchmarks/results/INDEX.md is where a reader finds the current figures: a result
+    # committed without regenerating it (python -m benchmarks.index) would be missing there.
+    from benchmarks import index
+
+    committed = (index.RESULTS / index.INDEX).read_text(encoding="utf-8")
+    assert committed == index.render(), "run python -m benchmarks.index and commit INDEX.md"
+    for machine in index.RESULTS.iterdir():
+        if machine.is_dir():  # one folder per machine, nothing loose beside them
+            continue
+        assert machine.name == index.INDEX, f"{machine} belongs in a machine's folder"
+
+
+def test_the_index_lists_the_latest_run_of_each_configuration(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(os.fspath(ROOT))
+    from benchmarks import index
+
+    folder = tmp_path / "cpu-x-2c"
+    (folder / "experiments").mkdir(parents=True)
+    for name in ("cpu-x-2c-only-mlp-20261125T1735", "cpu-x-2c-only-mlp-20261125T1741",
+                 "cpu-x-2c-only-mlp-20261125T1741-2", "cpu-x-2c"):
+        (folder / f"{name}.json").write_text("{}")
+    (folder / "experiments" / "cpu-x-2c-haswell.md").write_text("")
+    text = index.render(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| cpu-x-2c")]
+    assert rows[0].startswith("| cpu-x-2c | cpu-x-2c (") and rows[0].endswith("| undated | 0 |")
+    assert rows[1].startswith("| cpu-x-2c-only-mlp | cpu-x-2c-only-mlp-20261125T1741-2 (")
+    assert rows[1].endswith("| 2026-11-25 17:41 | 2 |")
+    assert "- cpu-x-2c-haswell ([md](cpu-x-2c/experiments/cpu-x-2c-haswell.md))" in text
