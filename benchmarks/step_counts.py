@@ -1,16 +1,16 @@
 """Run: PYTHONPATH=tests/cupy_double:tests/nvmath_double python -m benchmarks.step_counts
 (``python -m benchmarks`` runs it too, in a process of its own, and puts it in its table.)
 
-Kernel launches and device-to-host synchronisations per training step, counted by the strict
-CuPy double (tests/cupy_double, with the nvmath-python double beside it for the matrix products
-that a graph captures) on its simulated device cuda-sim:0: counts, not timings (the double is not
-a GPU). For the 784-128-128-10 MLP (ReLU, softmax cross-entropy, Adam, float32) at
-batch 32, 128 and 1024, and the book's spiral model (2-64-3, full batch of 300), each with and
-without CUDA graphs; and the MLP at batch 128 with CUDA graphs under each precision policy
-(gpunn.precision: float32, tf32, bfloat16, float16), whose step must stay one graph without a
-synchronisation (the float16 loss scale lives in the tally, on the device). A step is the
-difference between an epoch of 2N steps and one of N steps, and an epoch the difference between 2 epochs and 1, so what happens once per call cancels out;
-an epoch before counting fills the caches and the optimizer state. The models are the
+Kernel launches and device-to-host synchronisations per training step, counted by the strict CuPy
+double (tests/cupy_double, with the nvmath-python double beside it for the matrix products that a
+graph captures) on its simulated device cuda-sim:0: counts, not timings (the double is not a GPU).
+For the 784-128-128-10 MLP (ReLU, softmax cross-entropy, Adam, float32) at batch 32, 128 and 1024,
+and the book's spiral model (2-64-3, full batch of 300), each with and without CUDA graphs; and the
+MLP at batch 128 with CUDA graphs under each precision policy (gpunn.precision: float32, tf32,
+bfloat16, float16), whose step must stay one graph without a synchronisation (the float16 loss scale
+lives in the tally, on the device). A step is the difference between an epoch of 2N steps and one of
+N steps, and an epoch the difference between 2 epochs and 1, so what happens once per call cancels
+out; an epoch before counting fills the caches and the optimizer state. The models are the
 benchmarks' own (benchmarks/mlp.py, benchmarks/spiral.py, benchmarks/trainers.py).
 """
 
