@@ -15,9 +15,13 @@
 enum GpunnTally {
     TALLY_LOSS = 0,        // sum of per-sample data losses
     TALLY_CORRECT = 1,     // number of correct predictions
-    TALLY_NONFINITE = 2,   // number of non-finite per-sample losses seen (divergence)
-    TALLY_ITERATIONS = 3,  // optimizer steps done
-    TALLY_SIZE = 4
+    TALLY_NONFINITE = 2,   // non-finite losses seen, or overflow at the smallest scale (divergence)
+    TALLY_SKIPPED = 3,     // steps skipped for gradients with an inf or NaN
+    TALLY_ITERATIONS = 4,  // optimizer steps done
+    TALLY_SCALE = 5,       // the loss scale, a float32 value
+    TALLY_GOOD_STEPS = 6,  // steps since the scale last changed (GradScaler's growth tracker)
+    TALLY_FOUND_INF = 7,   // this step's gradients held an inf or NaN (set by unscale)
+    TALLY_SIZE = 8
 };
 
 #endif  // GPUNN_COMMON_CUH

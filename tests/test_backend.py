@@ -312,7 +312,7 @@ def test_softmax_ce_twin_is_the_books_softmax_loss_and_gradient():
     np.testing.assert_allclose(probs, softmax.output, rtol=1e-13)
     np.testing.assert_allclose(dlogits, combined.dinputs, rtol=1e-13, atol=1e-17)
     correct = np.count_nonzero(softmax.predictions(softmax.output) == labels)
-    np.testing.assert_allclose(counts, [losses.sum(), correct, 0, 0], rtol=1e-13)
+    np.testing.assert_allclose(counts, [losses.sum(), correct, 0, 0, 0, 0, 0, 0], rtol=1e-13)
     assert gpunn.backend.numpy_backend.CLIP == gpunn.losses.CLIP
 
 
@@ -381,7 +381,7 @@ def test_optimizer_step_matches_the_optimizers(backend, rule, dtype):
         twin.update_params(expected, grads)
         twin.post_update_params()
     state = {name: backend.xp.zeros(1000, dtype=dtype) for name in kernels.OPTIMIZER_RULES[rule][0]}
-    counts = backend.asarray(np.array([0.0, 0.0, 0.0, 4.0]))
+    counts = backend.asarray(np.array([0.0, 0.0, 0.0, 0.0, 4.0, 1.0, 0.0, 0.0]))
     device_parameters = backend.asarray(parameters)
     for grads in gradients:
         backend.optimizer_step(rule, device_parameters, backend.asarray(grads), state,
@@ -390,7 +390,7 @@ def test_optimizer_step_matches_the_optimizers(backend, rule, dtype):
     _near(backend, device_parameters, expected, dtype)
     for name in state:
         _near(backend, state[name], twin.state[name], dtype)
-    assert to_host(backend, counts).tolist() == [0, 0, 0, 7]
+    assert to_host(backend, counts).tolist() == [0, 0, 0, 0, 7, 1, 0, 0]
     # after a non-finite loss nothing moves, and the step is not counted
     counts[kernels.TALLY_NONFINITE] = 1
     before = to_host(backend, device_parameters).copy()
@@ -398,7 +398,7 @@ def test_optimizer_step_matches_the_optimizers(backend, rule, dtype):
                            twin.config(), counts)
     backend.advance(counts)
     np.testing.assert_array_equal(to_host(backend, device_parameters), before)
-    assert to_host(backend, counts).tolist() == [0, 0, 1, 7]
+    assert to_host(backend, counts).tolist() == [0, 0, 1, 0, 7, 1, 0, 0]
 
 
 def test_optimizer_step_says_what_it_needs(backend):
@@ -414,3 +414,40 @@ def test_optimizer_step_says_what_it_needs(backend):
     with pytest.raises(gpunn.InvalidArgumentError, match="C-contiguous"):
         backend.optimizer_step("sgd", parameters, parameters.astype(np.float64), {},
                                {"learning_rate": 0.1, "decay": 0.0}, _tally(backend))
+
+
+# ---- the loss scaler ----------------------------------------------------------------------------
+
+class _Scaler:
+    growth_factor, backoff_factor, growth_interval, min_scale = 2.0, 0.5, 2, 2.0**-2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unscale_and_advance_match_the_twin(backend, dtype):
+    rng = np.random.default_rng(11)
+    counts, expected = _tally(backend), np.zeros(kernels.TALLY_SIZE)
+    counts[kernels.TALLY_SCALE] = expected[kernels.TALLY_SCALE] = 3.0  # 1 / 3 is inexact
+    for step in range(12):
+        grads = (rng.standard_normal(1000) * 100).astype(dtype)
+        if step in (2, 3, 7):
+            grads[step] = (np.inf, np.nan, -np.inf)[step % 3]
+        device_grads = backend.asarray(grads)
+        backend.unscale(device_grads, counts)
+        backend.advance(counts, _Scaler())
+        with np.errstate(invalid="ignore"):
+            TWIN.unscale(grads, expected)
+        TWIN.advance(expected, _Scaler())
+        assert_same(backend, device_grads, grads, ftz=flushes(backend, dtype))
+        np.testing.assert_array_equal(to_host(backend, counts), expected, err_msg=f"step {step}")
+    assert expected[kernels.TALLY_SKIPPED] == 3 and expected[kernels.TALLY_ITERATIONS] == 9
+    # and without a scaler: no scaling, and an overflow is a divergence
+    backend.unscale(backend.asarray(np.array([np.inf], dtype)), counts)
+    backend.advance(counts)
+    assert to_host(backend, counts)[kernels.TALLY_NONFINITE] == 1
+
+
+def test_unscale_refuses_what_it_cannot_scale_in_place(backend):
+    if not backend.fused:
+        pytest.skip("NumPy scales any array in place")
+    with pytest.raises(gpunn.InvalidArgumentError, match="C-contiguous float32 or float64"):
+        backend.unscale(backend.xp.zeros(4, dtype=np.float16), _tally(backend))

@@ -117,7 +117,10 @@ def test_tally_slots_are_the_same_in_python_and_cuda():
     slots = dict(re.findall(r"^ +(TALLY_\w+) = (\d+)", kernels.read_source("common.cuh"), re.M))
     assert {name: int(value) for name, value in slots.items()} == {
         name: getattr(kernels, name) for name in
-        ("TALLY_LOSS", "TALLY_CORRECT", "TALLY_NONFINITE", "TALLY_ITERATIONS", "TALLY_SIZE")}
+        ("TALLY_LOSS", "TALLY_CORRECT", "TALLY_NONFINITE", "TALLY_SKIPPED", "TALLY_ITERATIONS",
+         "TALLY_SCALE", "TALLY_GOOD_STEPS", "TALLY_FOUND_INF", "TALLY_SIZE")}
+    # the training loop zeroes the slots below TALLY_ITERATIONS every epoch: per-epoch counts
+    assert kernels.TALLY_SKIPPED < kernels.TALLY_ITERATIONS < kernels.TALLY_SCALE
 
 
 # ---- host execution -----------------------------------------------------------------------------
@@ -287,7 +290,7 @@ def test_host_softmax_ce_on_non_finite_logits_and_bad_labels(host, dtype):
     assert np.isnan(got[kernels.TALLY_LOSS]) and np.isnan(expected[kernels.TALLY_LOSS])
     # Right: rows 0, 6 (the first of a tie) and 1, 3 (all NaN: argmax is 0, as numpy's).
     # Non-finite losses: rows 1, 2, 3 (NaN probabilities), 7 and 8 (no such class).
-    assert list(got[1:]) == list(expected[1:]) == [4, 5, 0]
+    assert list(got[1:]) == list(expected[1:]) == [4, 5, 0, 0, 0, 0, 0]
 
 
 @pytest.mark.compiler
@@ -391,15 +394,173 @@ def test_host_optimizer_kernels_change_nothing_after_a_non_finite_loss(host, rul
     np.testing.assert_array_equal(parameters, before[0])
     for name, array in state.items():
         np.testing.assert_array_equal(array, before[1][name])
-    assert list(counts) == [0, 0, 1, 7]
+    assert list(counts) == [0, 0, 1, 0, 7, 0, 0, 0]
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", OPTIMIZERS)
+def test_host_optimizer_kernels_change_nothing_when_the_gradients_overflowed(host, rule, dtype):
+    parameters = _random(300, dtype)
+    state = {name: _random(300, dtype, seed=5) ** 2 for name in kernels.OPTIMIZER_RULES[rule][0]}
+    before = parameters.copy(), {name: array.copy() for name, array in state.items()}
+    counts = tally()
+    counts[kernels.TALLY_FOUND_INF], counts[kernels.TALLY_ITERATIONS] = 1, 7
+    host.optimizer_step(rule, parameters, _random(300, dtype, seed=6), state,
+                        OPTIMIZERS[rule]().config(), counts, grid=2, block=32)
+    np.testing.assert_array_equal(parameters, before[0])
+    for name, array in state.items():
+        np.testing.assert_array_equal(array, before[1][name])
 
 
 @pytest.mark.compiler
 @pytest.mark.parametrize("grid, block", [(1, 1), (3, 7), (2, 256)])
 def test_host_advance_counts_one_step_whatever_the_launch(host, grid, block):
-    counts = np.array([2.5, 3.0, 0.0, 41.0])
-    host.advance(counts, grid=grid, block=block)
-    assert list(counts) == [2.5, 3.0, 0.0, 42.0]
+    counts = np.array([2.5, 3.0, 0.0, 1.0, 41.0, 8.0, 1.0, 0.0])
+    host.advance(counts, 2.0, 0.5, 2, 1.0, grid=grid, block=block)
+    assert list(counts) == [2.5, 3.0, 0.0, 1.0, 42.0, 16.0, 0.0, 0.0]
+
+
+# ---- the loss scaler on the host ----------------------------------------------------------------
+
+class Scaler:
+    """GradScaler's settings as NumpyBackend.advance reads them."""
+
+    def __init__(self, growth_factor=2.0, backoff_factor=0.5, growth_interval=3, min_scale=1.0):
+        self.growth_factor, self.backoff_factor = growth_factor, backoff_factor
+        self.growth_interval, self.min_scale = growth_interval, min_scale
+
+    def settings(self):
+        return self.growth_factor, self.backoff_factor, self.growth_interval, self.min_scale
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("scale", [65536.0, 3.0, 0.125, 1e-30])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_host_unscale_matches_numpy(host, dtype, scale, geometry):
+    gradients = _random(1000, dtype) * 1e4
+    for planted in ([], [np.inf], [np.nan], [-np.inf, np.nan]):
+        grads = gradients.copy()
+        grads[5: 5 + len(planted)] = planted
+        got_tally, expected_tally = tally(), tally()
+        got_tally[kernels.TALLY_SCALE] = expected_tally[kernels.TALLY_SCALE] = scale
+        got, expected = grads.copy(), grads.copy()
+        host.unscale(got, got_tally, **geometry)
+        with np.errstate(over="ignore", invalid="ignore"):
+            reference.unscale(expected, expected_tally)
+        assert_twin(got, lambda: expected)
+        assert got_tally[kernels.TALLY_FOUND_INF] == expected_tally[kernels.TALLY_FOUND_INF] \
+            == (1.0 if planted else 0.0)
+        np.testing.assert_array_equal(got_tally, expected_tally)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("scaler", [Scaler(), Scaler(3.0, 0.25, 1, 2.0**-3),
+                                    Scaler(growth_interval=0), None])
+def test_host_advance_matches_numpy(host, scaler):
+    overflowed = np.random.default_rng(8).random(60) < 0.3
+    got, expected = tally(), tally()
+    got[kernels.TALLY_SCALE] = expected[kernels.TALLY_SCALE] = 2.0**100  # near float32's top
+    settings = scaler.settings() if scaler else ()
+    for step, found_inf in enumerate(overflowed):
+        got[kernels.TALLY_FOUND_INF] = expected[kernels.TALLY_FOUND_INF] = found_inf
+        host.advance(got, *settings)
+        reference.advance(expected, scaler)
+        np.testing.assert_array_equal(got, expected, err_msg=f"step {step}")
+    if scaler is None:  # no scaling: the first overflow is a divergence
+        assert expected[kernels.TALLY_NONFINITE] == 1 and expected[kernels.TALLY_SKIPPED] == 1
+    else:
+        assert expected[kernels.TALLY_FOUND_INF] == 0 and expected[kernels.TALLY_NONFINITE] == 0
+        assert expected[kernels.TALLY_SKIPPED] == overflowed.sum()
+        assert expected[kernels.TALLY_ITERATIONS] == len(overflowed) - overflowed.sum()
+
+
+@pytest.mark.compiler
+def test_host_advance_keeps_the_scale_within_float32(host):
+    counts = tally()
+    counts[kernels.TALLY_SCALE] = float(np.finfo(np.float32).max) / 1.5
+    host.advance(counts, 2.0, 0.5, 1, 1.0)  # doubling would pass float32's max: kept
+    assert counts[kernels.TALLY_SCALE] == float(np.finfo(np.float32).max) / 1.5
+    assert counts[kernels.TALLY_GOOD_STEPS] == 0 and counts[kernels.TALLY_ITERATIONS] == 1
+    counts[kernels.TALLY_SCALE] = 3.0
+    host.advance(counts, 1.1, 0.5, 1, 1.0)  # 3.3 as a float32
+    assert counts[kernels.TALLY_SCALE] == float(np.float32(3.3))
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("use", ["kernels", "twin"])
+def test_the_scale_floor_turns_overflow_into_divergence(host, use):
+    counts = tally()
+    counts[kernels.TALLY_SCALE] = 8.0
+    scaler = Scaler(min_scale=1.0)
+    scales = []
+    for _ in range(6):  # every step overflows: 8, 4, 2, 1, then at the floor the run diverged
+        counts[kernels.TALLY_FOUND_INF] = 1.0
+        if use == "kernels":
+            host.advance(counts, *scaler.settings())
+        else:
+            reference.advance(counts, scaler)
+        scales.append(counts[kernels.TALLY_SCALE])
+    assert scales == [4.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    assert counts[kernels.TALLY_NONFINITE] == 1
+    assert counts[kernels.TALLY_SKIPPED] == 4  # after the divergence nothing more is counted
+    assert counts[kernels.TALLY_ITERATIONS] == 0
+
+
+def _grad_scaler_run(torch, gradients, init_scale, growth_interval):
+    """GradScaler("cpu") over ``gradients`` (scaled float32 gradients, one array per step):
+    the unscaled gradients, the scale after each update and the steps taken."""
+    parameter = torch.nn.Parameter(torch.zeros(gradients[0].size))
+    optimizer = torch.optim.SGD([parameter], lr=0.0)
+    taken = []
+    optimizer.step = lambda *args, **kwargs: taken.append(1)  # GradScaler.step calls it or not
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_factor=2.0,
+                                  backoff_factor=0.5, growth_interval=growth_interval)
+    unscaled, scales = [], []
+    for grads in gradients:
+        scaler.scale(torch.ones(()))  # what a training step scales its loss with
+        parameter.grad = torch.from_numpy(grads.copy())
+        scaler.unscale_(optimizer)
+        unscaled.append(parameter.grad.numpy().copy())
+        scaler.step(optimizer)
+        scaler.update()
+        scales.append(scaler.get_scale())
+    return unscaled, scales, len(taken)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("use", ["kernels", "twin"])
+def test_loss_scaling_matches_torch_grad_scaler(host, use):
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    require(torch is not None, "PyTorch is not installed (pip install torch) for the reference run")
+    rng = np.random.default_rng(9)
+    gradients = [(rng.standard_normal(257) * 3e3).astype(np.float32) for _ in range(30)]
+    for step, value in {4: np.inf, 5: np.nan, 6: -np.inf, 13: np.nan, 22: np.inf}.items():
+        gradients[step][step * 7] = value  # overflowed steps, two and three in a row
+    gradients[27][:] = 3e38  # finite, though near float32's top
+    expected_unscaled, expected_scales, expected_taken = _grad_scaler_run(
+        torch, gradients, 2.0**16, 3)
+    counts = tally()
+    counts[kernels.TALLY_SCALE] = 2.0**16
+    scaler = Scaler(2.0, 0.5, 3, min_scale=0.0)
+    for step, grads in enumerate(gradients):
+        grads = grads.copy()
+        if use == "kernels":
+            host.unscale(grads, counts)
+            host.advance(counts, *scaler.settings())
+        else:
+            with np.errstate(invalid="ignore"):
+                reference.unscale(grads, counts)
+            reference.advance(counts, scaler)
+        np.testing.assert_array_equal(grads, expected_unscaled[step], err_msg=f"step {step}")
+        assert counts[kernels.TALLY_SCALE] == expected_scales[step], f"step {step}"
+    assert counts[kernels.TALLY_SKIPPED] == 30 - expected_taken == 5
+    assert counts[kernels.TALLY_ITERATIONS] == expected_taken
+    assert len(set(expected_scales)) > 3  # the scale grew and backed off along the way
 
 
 def _available_memory() -> int:

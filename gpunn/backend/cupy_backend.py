@@ -13,7 +13,12 @@ from typing import Any
 import numpy
 
 from gpunn.backend import kernels
-from gpunn.backend.numpy_backend import NumpyBackend, _check_bias, _check_softmax_ce
+from gpunn.backend.numpy_backend import (
+    NumpyBackend,
+    _check_bias,
+    _check_softmax_ce,
+    scaler_settings,
+)
 from gpunn.errors import DeviceUnavailableError, InvalidArgumentError
 
 INSTALL_HINT = (
@@ -317,12 +322,24 @@ class CupyBackend(NumpyBackend):
             scalars = (float(hyper[name]) for name in ("learning_rate", "decay", *hyper_names))
             self._launch(rule, parameters.dtype, n, (*arrays, numpy.int64(n), *scalars, tally))
 
-    def advance(self, tally: Any) -> None:
-        """Count the optimizer step in ``tally`` (after optimizer_step), unless a non-finite
-        loss was seen."""
+    def unscale(self, gradients: Any, tally: Any) -> None:
+        if gradients.dtype.name not in kernels.DTYPES or not gradients.flags.c_contiguous:
+            raise InvalidArgumentError(
+                f"unscale works in place on a C-contiguous float32 or float64 array; received "
+                f"{gradients.dtype} {gradients.shape}"
+                f"{'' if gradients.flags.c_contiguous else ' (not contiguous)'}.")
         with self._cuda_device:
             self._check_tally(tally)
-            self._function("advance", None)((1,), (1,), (tally,))
+            n = gradients.size
+            self._launch("unscale", gradients.dtype, n, (gradients, numpy.int64(n), tally))
+
+    def advance(self, tally: Any, scaler: Any = None) -> None:
+        growth_factor, backoff_factor, growth_interval, min_scale = scaler_settings(scaler)
+        with self._cuda_device:
+            self._check_tally(tally)
+            self._function("advance", None)(
+                (1,), (1,), (tally, growth_factor, backoff_factor,
+                             numpy.int64(growth_interval), min_scale))
 
     def _check_tally(self, tally: Any) -> None:
         if (not isinstance(tally, self.xp.ndarray) or tally.dtype != numpy.float64

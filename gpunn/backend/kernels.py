@@ -26,6 +26,7 @@ KERNELS = {
     "adagrad": "optimizers.cu",
     "rmsprop": "optimizers.cu",
     "adam": "optimizers.cu",
+    "unscale": "optimizers.cu",
     "advance": "optimizers.cu",
 }
 UNTYPED = ("advance",)
@@ -43,8 +44,18 @@ CUPY_OPTIONS = ("-ftz=true",)
 # The tally: a float64 device array of TALLY_SIZE numbers that a training step updates on the
 # GPU, so metrics and the divergence check need no copy to the host per step. The kernels use
 # the same slots (enum in kernels/common.cuh; a test checks they agree).
-TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE, TALLY_ITERATIONS = range(4)
-TALLY_SIZE = 4  # sum of data losses, correct predictions, non-finite losses seen, steps done
+# The loss scaler (unscale and advance in optimizers.cu) keeps its state here too, as PyTorch's
+# GradScaler keeps its scale and growth tracker in device tensors. The training loop resets the
+# slots below TALLY_ITERATIONS every epoch, so TALLY_SKIPPED counts per epoch.
+TALLY_LOSS = 0        # sum of per-sample data losses
+TALLY_CORRECT = 1     # correct predictions
+TALLY_NONFINITE = 2   # non-finite losses seen, or gradients that overflow at the smallest scale
+TALLY_SKIPPED = 3     # steps skipped because their gradients held an inf or NaN
+TALLY_ITERATIONS = 4  # optimizer steps done
+TALLY_SCALE = 5       # the loss scale (a float32 value, as GradScaler's scale tensor)
+TALLY_GOOD_STEPS = 6  # steps since the scale last changed (GradScaler's growth tracker)
+TALLY_FOUND_INF = 7   # this step's gradients held an inf or NaN (unscale sets it, advance resets)
+TALLY_SIZE = 8
 
 # Optimizer update rule (a kernel in optimizers.cu) -> (the optimizer state arrays it takes after
 # params and grads, the hyperparameters it takes after learning_rate and decay), in the kernel's

@@ -194,6 +194,80 @@ class NumpyBackend:
         mask *= 1.0 / keep
         return mask, self.xp.multiply(x, mask, out=out)
 
+    # ---- the loss scaler -------------------------------------------------------------------
+    # Its state lives in the tally (TALLY_SCALE, TALLY_GOOD_STEPS, TALLY_FOUND_INF,
+    # TALLY_SKIPPED); the CUDA kernels of the same name are in kernels/optimizers.cu. The rules
+    # are PyTorch's GradScaler's (torch.amp.GradScaler: unscale_, then step, then update).
+
+    def unscale(self, gradients: Any, tally: Any) -> None:
+        """Divide the float32 or float64 ``gradients`` by the loss scale ``tally[TALLY_SCALE]``
+        in place (times its float32 reciprocal, as GradScaler.unscale_), and set
+        ``tally[TALLY_FOUND_INF]`` when any gradient was inf or NaN before.
+
+        Example: ``backend.unscale(gradients, tally)`` between backward and optimizer_step.
+        """
+        _check_tally("unscale", tally)
+        inverse = numpy.float32(1.0 / numpy.float64(numpy.float32(tally[kernels.TALLY_SCALE])))
+        if not self.xp.isfinite(gradients).all():
+            tally[kernels.TALLY_FOUND_INF] = 1.0
+        gradients *= gradients.dtype.type(inverse)
+
+    def advance(self, tally: Any, scaler: Any = None) -> None:
+        """After an optimizer step: count it in ``tally`` and update the loss scale as
+        GradScaler.update does, with ``scaler``'s growth_factor, backoff_factor,
+        growth_interval and min_scale (None: no loss scaling, and an inf or NaN gradient means
+        the run diverged). A step whose gradients overflowed is not counted: it adds to
+        TALLY_SKIPPED and backs the scale off, or at min_scale counts as divergence
+        (TALLY_NONFINITE). Nothing changes once the run diverged.
+
+        Example: ``backend.advance(tally, precision.scaler)``.
+        """
+        _check_tally("advance", tally)
+        growth_factor, backoff_factor, growth_interval, min_scale = scaler_settings(scaler)
+        if tally[kernels.TALLY_NONFINITE] != 0:
+            return
+        if tally[kernels.TALLY_FOUND_INF] != 0:
+            tally[kernels.TALLY_SKIPPED] += 1
+            tally[kernels.TALLY_FOUND_INF] = 0
+            if tally[kernels.TALLY_SCALE] <= min_scale:
+                tally[kernels.TALLY_NONFINITE] += 1
+            else:
+                tally[kernels.TALLY_SCALE] = numpy.float32(tally[kernels.TALLY_SCALE]
+                                                           * backoff_factor)
+                tally[kernels.TALLY_GOOD_STEPS] = 0
+            return
+        tally[kernels.TALLY_ITERATIONS] += 1
+        if growth_interval > 0:
+            good = tally[kernels.TALLY_GOOD_STEPS] + 1
+            if good == growth_interval:
+                with numpy.errstate(over="ignore"):  # past float32's range: the scale stays
+                    grown = numpy.float32(tally[kernels.TALLY_SCALE] * growth_factor)
+                if numpy.isfinite(grown):
+                    tally[kernels.TALLY_SCALE] = grown
+                good = 0
+            tally[kernels.TALLY_GOOD_STEPS] = good
+
+
+def scaler_settings(scaler: Any) -> tuple[float, float, int, float]:
+    """(growth_factor, backoff_factor, growth_interval, min_scale) of a loss scaler, as the
+    advance kernel takes them; for None (no loss scaling) growth_interval 0 keeps the scale, and
+    min_scale inf makes any inf or NaN gradient a divergence."""
+    if scaler is None:
+        return 1.0, 1.0, 0, float("inf")
+    settings = (float(scaler.growth_factor), float(scaler.backoff_factor),
+                int(scaler.growth_interval), float(scaler.min_scale))
+    if settings[2] < 0:
+        raise InvalidArgumentError(f"A loss scaler's growth_interval must be 0 (no scaling) or "
+                                   f"positive; received growth_interval={settings[2]}.")
+    return settings
+
+
+def _check_tally(op: str, tally: Any) -> None:
+    if tally.dtype != numpy.float64 or tally.shape != (kernels.TALLY_SIZE,):
+        raise InvalidArgumentError(f"{op} expects a float64 tally of shape "
+                                   f"({kernels.TALLY_SIZE},); received {tally.dtype} "
+                                   f"{tuple(tally.shape)}.")
+
 
 def _check_softmax_ce(logits: Any, labels: Any, tally: Any) -> tuple[int, int]:
     if logits.ndim != 2 or logits.shape[1] == 0 or labels.shape != logits.shape[:1]:
@@ -204,10 +278,7 @@ def _check_softmax_ce(logits: Any, labels: Any, tally: Any) -> tuple[int, int]:
     if labels.dtype.kind not in "iu":
         raise InvalidArgumentError(f"softmax_ce expects integer class indices as labels; "
                                    f"received {labels.dtype}.")
-    if tally.dtype != numpy.float64 or tally.shape != (kernels.TALLY_SIZE,):
-        raise InvalidArgumentError(f"softmax_ce expects a float64 tally of shape "
-                                   f"({kernels.TALLY_SIZE},); received {tally.dtype} "
-                                   f"{tuple(tally.shape)}.")
+    _check_tally("softmax_ce", tally)
     return logits.shape
 
 

@@ -225,5 +225,13 @@ class HostKernels:
                    hyper["learning_rate"], hyper["decay"],
                    *(hyper[name] for name in hyper_names), tally.ctypes.data)
 
-    def advance(self, tally, *, grid=1, block=1):
-        self._call("advance", None, grid, block, (tally,))
+    def unscale(self, gradients, tally, *, grid=None, block=256):
+        """Divide ``gradients`` by the loss scale in place, flagging an inf or NaN in ``tally``."""
+        self._call("unscale", gradients.dtype, *self._geometry(gradients.size, grid, block),
+                   (gradients,), gradients.size, tally.ctypes.data)
+
+    def advance(self, tally, growth_factor=1.0, backoff_factor=1.0, growth_interval=0,
+                min_scale=float("inf"), *, grid=1, block=1):
+        """Count the step and update the loss scale in ``tally``; the defaults: no scaling."""
+        self._call("advance", None, grid, block, (tally,), growth_factor, backoff_factor,
+                   growth_interval, min_scale)
