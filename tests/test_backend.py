@@ -6,6 +6,7 @@ import logging
 import sys
 import types
 
+import ml_dtypes
 import numpy as np
 import pytest
 from helpers import assert_same, flush_subnormals, flushes, to_host
@@ -414,6 +415,76 @@ def test_optimizer_step_says_what_it_needs(backend):
     with pytest.raises(gpunn.InvalidArgumentError, match="C-contiguous"):
         backend.optimizer_step("sgd", parameters, parameters.astype(np.float64), {},
                                {"learning_rate": 0.1, "decay": 0.0}, _tally(backend))
+
+
+# ---- float16 and bfloat16 ops -------------------------------------------------------------------
+
+HALVES = [np.float16, ml_dtypes.bfloat16]
+
+
+def _half_kernels(backend):
+    """On CUDA, the float16 and bfloat16 kernels must load here (else the ops would test the
+    generic fallback, not the kernels)."""
+    if backend.fused:
+        assert backend.low_precision_error() is None
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_ops_match_the_twin(backend, dtype):
+    _half_kernels(backend)
+    x = (_values(np.float32) * 300).astype(dtype)  # some past float16's range: inf
+    dy = _values(np.float32, seed=1).astype(dtype)
+    b = _values(np.float32, shape=(1, 11), seed=2) * 1000  # float32 master biases
+    ftz = flushes(backend, dtype)
+    fx, fdy, fb = (flush_subnormals(v) if ftz else v for v in (x, dy, b))
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_same(backend, backend.relu(backend.asarray(x)), TWIN.relu(fx), ftz=ftz)
+        assert_same(backend, backend.relu_backward(backend.asarray(dy), backend.asarray(x)),
+                    TWIN.relu_backward(fdy, fx), ftz=ftz)
+        for op in ("bias_add", "bias_relu"):
+            result = getattr(backend, op)(backend.asarray(x), backend.asarray(b))
+            assert_same(backend, result, getattr(TWIN, op)(fx, fb), ftz=ftz)
+        out = backend.asarray(x.copy())  # the CPU backend would not copy
+        assert backend.bias_relu(out, backend.asarray(b), out=out) is out
+        assert_same(backend, out, TWIN.bias_relu(fx, fb), ftz=ftz)
+
+
+def test_half_bias_ops_add_in_float32_and_round_once(backend):
+    _half_kernels(backend)
+    x = np.array([[65504.0, 1.0]], dtype=np.float16)
+    b = np.array([[16.0, 2.0**-11 + 2.0**-22]], dtype=np.float32)  # see test_kernels
+    result = to_host(backend, backend.bias_add(backend.asarray(x), backend.asarray(b)))
+    assert result.dtype == np.float16 and result.tolist() == [[np.inf, 1.0 + 2.0**-10]]
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_dropout_matches_the_twin(backend, dtype):
+    _half_kernels(backend)
+    x = (_values(np.float32, shape=(4099,)) * 7).astype(dtype)
+    u = np.random.default_rng(5).random(4099, dtype=np.float32)  # float32 draws
+    ftz = flushes(backend, dtype)
+    fx = flush_subnormals(x) if ftz else x
+    with np.errstate(invalid="ignore"):
+        expected_mask, expected_y = TWIN.dropout(fx, u, 0.85)
+        mask, y = backend.dropout(backend.asarray(x), backend.asarray(u), 0.85)
+    assert_same(backend, mask, expected_mask, ftz=ftz)
+    assert_same(backend, y, expected_y, ftz=ftz)
+
+
+def test_low_precision_error_says_what_to_install_and_the_ops_still_work(backend, monkeypatch):
+    if not backend.fused:
+        pytest.skip("the CPU computes float16 and bfloat16 with NumPy")
+    fresh = type(backend).__new__(type(backend))
+    fresh.__dict__.update(backend.__dict__, _low_precision_checked=False, _functions={})
+
+    def no_headers(kernel, dtype):
+        raise RuntimeError('catastrophic error: could not open source file "cuda_bf16.h"')
+
+    monkeypatch.setattr(fresh, "_function", no_headers)
+    error = fresh.low_precision_error()
+    assert "cuda_bf16.h" in error and "pip install 'gpunn[cuda13]'" in error
+    x = np.array([-1.0, 2.0], np.float16)  # the generic CuPy op instead of the kernel
+    np.testing.assert_array_equal(to_host(fresh, fresh.relu(fresh.asarray(x))), [0.0, 2.0])
 
 
 # ---- the loss scaler ----------------------------------------------------------------------------

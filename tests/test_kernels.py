@@ -10,6 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from conftest import require
@@ -27,16 +28,43 @@ reference = NumpyBackend()
 
 # ---- NVRTC ------------------------------------------------------------------------------------
 
+# Each kernel file's compiles: the float32/float64 one, and the float16/bfloat16 one where it has
+# such instances (with -DGPUNN_LOW_PRECISION and CUDA's headers).
+COMPILES = [(filename, low_precision) for filename in kernels.source_files()
+            for low_precision in (False, True)
+            if kernels.name_expressions(filename, low_precision=low_precision)]
+
+
 @pytest.mark.compiler
 @pytest.mark.parametrize("architecture", nvrtc.ARCHITECTURES)
-@pytest.mark.parametrize("filename", kernels.source_files())
-def test_nvrtc_compiles_every_instance(filename, architecture):
+@pytest.mark.parametrize("filename, low_precision", COMPILES)
+def test_nvrtc_compiles_every_instance(filename, low_precision, architecture):
+    names = kernels.name_expressions(filename, low_precision=low_precision)
     module, reason = nvrtc.load()
     require(module is not None, reason)
-    compiled = nvrtc.compile_file(module, filename, architecture)
+    if low_precision:
+        require(nvrtc.cuda_include_dir() is not None,
+                f"CUDA's cuda_fp16.h not found: {nvrtc.HEADERS_HINT}")
+    compiled = nvrtc.compile_file(module, filename, architecture, low_precision=low_precision)
     assert compiled.ok, f"NVRTC failed for {filename} ({architecture}):\n{compiled.log}"
     assert compiled.cubin_size > 0
-    assert sorted(compiled.lowered_names) == sorted(kernels.name_expressions(filename))
+    assert sorted(compiled.lowered_names) == sorted(names)
+
+
+@pytest.mark.compiler
+def test_the_float_kernels_need_no_cuda_headers():
+    # Without -DGPUNN_LOW_PRECISION no header is included: a CuPy without CUDA's headers still
+    # compiles the float32 and float64 kernels. The low-precision compile cannot do without.
+    module, reason = nvrtc.load()
+    require(module is not None, reason)
+    source = kernels.read_source("elementwise.cu")
+    plain = nvrtc.compile_source(module, source, "e.cu", kernels.name_expressions(
+        "elementwise.cu"), "sm_90", kernels.options() + kernels.CUPY_OPTIONS)
+    assert plain.ok, plain.log
+    half = nvrtc.compile_source(module, source, "e.cu", kernels.name_expressions(
+        "elementwise.cu", low_precision=True), "sm_90",
+        kernels.options(low_precision=True) + kernels.CUPY_OPTIONS)
+    assert not half.ok and "cuda_bf16.h" in half.log
 
 
 @pytest.mark.compiler
@@ -109,7 +137,11 @@ def test_kernels_use_64_bit_grid_stride_loops():
 def test_kernel_files_are_self_contained_with_the_shared_header_pasted_in():
     for filename in kernels.source_files():
         source = kernels.read_source(filename)
-        assert "#include" not in source, filename
+        # only CUDA's own headers, and only in the low-precision compile
+        includes = re.findall(r"^#include .*$", source, re.M)
+        assert includes == ["#include <cuda_bf16.h>", "#include <cuda_fp16.h>"], filename
+        guarded = source.split("#ifdef GPUNN_LOW_PRECISION\n", 1)[1].split("#endif", 1)[0]
+        assert all(include in guarded for include in includes)
         assert source.count("#define GPUNN_GRID_STRIDE_LOOP") == 1, filename
 
 
@@ -419,6 +451,112 @@ def test_host_advance_counts_one_step_whatever_the_launch(host, grid, block):
     counts = np.array([2.5, 3.0, 0.0, 1.0, 41.0, 8.0, 1.0, 0.0])
     host.advance(counts, 2.0, 0.5, 2, 1.0, grid=grid, block=block)
     assert list(counts) == [2.5, 3.0, 0.0, 1.0, 42.0, 16.0, 0.0, 0.0]
+
+
+# ---- float16 and bfloat16 on the host -----------------------------------------------------------
+
+HALVES = [np.float16, ml_dtypes.bfloat16]
+
+
+@pytest.fixture(scope="module")
+def half_host(host, tmp_path_factory):
+    require(nvrtc.cuda_include_dir() is not None,
+            f"CUDA's cuda_fp16.h not found for the float16 and bfloat16 kernels: "
+            f"{nvrtc.HEADERS_HINT}")
+    return HostKernels(host.module, build(tmp_path_factory.mktemp("half"), low_precision=True))
+
+
+def assert_half_twin(result, expected, dtype):
+    """The same dtype and the same values (NaN matches NaN); bfloat16 as CUDA computes it in
+    float32 under -ftz=true (values below float32's smallest normal count as zero)."""
+    assert result.dtype == expected.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(flush_subnormals(result).astype(np.float32),
+                                  flush_subnormals(expected).astype(np.float32))
+
+
+def _flushed(twin, *inputs):
+    """``twin`` on the inputs as a GPU's half-precision kernels see them under -ftz=true
+    (bfloat16 and float32 values below float32's smallest normal as zero)."""
+    return twin(*(flush_subnormals(x) for x in inputs))
+
+
+def _half_specials(dtype):
+    info = ml_dtypes.finfo(dtype)
+    return np.array([0.0, -0.0, np.nan, np.inf, -np.inf, float(info.smallest_subnormal),
+                     -float(info.smallest_subnormal), float(info.tiny), float(info.max),
+                     -float(info.max), 1.0, -1.0, 0.5, -2.5], dtype=dtype)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (7, 3), (33, 10), (130, 64)])
+@pytest.mark.parametrize("dtype", HALVES)
+def test_host_half_elementwise_kernels_match_numpy(half_host, dtype, shape, geometry):
+    x, dy = (_random(shape, np.float32) * 3).astype(dtype), _random(shape, dtype, seed=1)
+    x.flat[: x.size // 2] = _half_specials(dtype).repeat(x.size)[: x.size // 2]
+    biases = _random((1, shape[1]), np.float32, seed=2) * 100  # float32: the master biases
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_half_twin(half_host.relu(x, **geometry), _flushed(reference.relu, x), dtype)
+        assert_half_twin(half_host.relu_backward(dy, x, **geometry),
+                         _flushed(reference.relu_backward, dy, x), dtype)
+        assert_half_twin(half_host.bias_add(x, biases, **geometry),
+                         _flushed(reference.bias_add, x, biases), dtype)
+        assert_half_twin(half_host.bias_relu(x, biases, **geometry),
+                         _flushed(reference.bias_relu, x, biases), dtype)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("dtype", HALVES)
+def test_host_half_kernels_on_special_values(half_host, dtype):
+    specials = _half_specials(dtype)
+    rows = np.repeat(specials[:, None], len(specials), axis=1)
+    bias = specials.astype(np.float32)[None, :]  # inf + -inf and max + max, on purpose
+    with np.errstate(invalid="ignore", over="ignore"):
+        for name in ("bias_add", "bias_relu"):
+            assert_half_twin(getattr(half_host, name)(rows, bias),
+                             _flushed(getattr(reference, name), rows, bias), dtype)
+        assert_half_twin(half_host.relu(rows.ravel()), _flushed(reference.relu, rows.ravel()),
+                         dtype)
+        assert_half_twin(half_host.relu_backward(rows.T.ravel(), rows.ravel()),
+                         _flushed(reference.relu_backward, rows.T.ravel(), rows.ravel()), dtype)
+
+
+@pytest.mark.compiler
+def test_host_float16_sums_round_once_and_overflow_to_inf(half_host):
+    x = np.array([[65504.0, 65504.0, 1.0]], dtype=np.float16)
+    # 65504 + 15 = 65519 rounds down to float16's max; 65504 + 16 = 65520 is the tie that rounds
+    # to inf; 1 + (2^-11 + 2^-22) (exact in float32): just above the tie 1 + 2^-11, so up to
+    # 1 + 2^-10, where a bias rounded to float16 first (2^-11) would tie and round to even, 1.
+    biases = np.array([[15.0, 16.0, 2.0**-11 + 2.0**-22]], dtype=np.float32)
+    got = half_host.bias_add(x, biases)
+    assert got.tolist() == [[65504.0, np.inf, 1.0 + 2.0**-10]]
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got, reference.bias_add(x, biases))
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dtype", HALVES)
+def test_host_half_dropout_matches_numpy_with_the_rounded_mask(half_host, dtype, size, geometry):
+    x = (_random(size, np.float32) * 7).astype(dtype)
+    u = np.random.default_rng(4).random(size, dtype=np.float32)  # float32 draws, as CuPy's
+    for keep in (0.5, 0.85, 1 / 3):
+        mask, y = half_host.dropout(x, u, keep, **geometry)
+        expected_mask, expected_y = reference.dropout(x, u, keep)
+        assert_half_twin(mask, expected_mask, dtype)
+        assert_half_twin(y, expected_y, dtype)
+        scale = np.float32(1 / keep).astype(dtype)  # 1 / keep rounded to float32, then to T
+        assert set(mask.astype(np.float32).tolist()) <= {0.0, float(scale)}
+        # y is x times the rounded mask, so the backward pass (dvalues * mask) matches it
+        product = (x.astype(np.float32) * mask.astype(np.float32)).astype(dtype)
+        np.testing.assert_array_equal(y.astype(np.float32), product.astype(np.float32))
+    if size >= 1000:  # and the unrounded 1 / keep would give other values for such data
+        keep = 0.85
+        mask, y = half_host.dropout(x, u, keep, **geometry)
+        unrounded = (x.astype(np.float32) * np.float32(1 / keep)).astype(dtype)
+        kept = mask != 0
+        assert not np.array_equal(y[kept].astype(np.float32), unrounded[kept].astype(np.float32))
 
 
 # ---- the loss scaler on the host ----------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The CUDA backend: CuPy arrays, with our kernels from kernels/ for the elementwise ops.
 
 Only the ops a kernel speeds up are overridden; everything else is the NumPy backend's code
-running on ``cupy`` through ``self.xp``. Kernels exist for float32 and float64; other dtypes
-fall back to the generic op.
+running on ``cupy`` through ``self.xp``. Kernels exist for float32 and float64, and the
+elementwise ones and dropout for float16 and bfloat16 too (a second module, compiled on first
+use: it needs CUDA's half-precision headers); other dtypes fall back to the generic op.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ RANDOM_STATES_PER_SM = 2 * 256
 # The oldest GPUs the kernels run on: compute capability 6.0 (Pascal), the first with atomicAdd
 # on doubles, which softmax_ce.cu sums the loss with.
 MIN_COMPUTE_CAPABILITY = (6, 0)
-_modules: dict[str, Any] = {}  # kernel file -> cupy.RawModule, compiled once per process
+# (kernel file, low precision) -> cupy.RawModule, compiled once per process
+_modules: dict[tuple[str, bool], Any] = {}
 
 
 def import_cupy() -> Any:
@@ -123,6 +125,8 @@ class CupyBackend(NumpyBackend):
         self._functions: dict[tuple[str, str], Any] = {}  # (kernel, dtype) -> loaded kernel
         self._blas: Any = None  # gpunn.backend.blas.Blas, made on the first capturable run
         self._blas_bound: Any = None  # the same while ``capturable`` is in force
+        self._low_precision_error: str | None = None
+        self._low_precision_checked = False
         self._check_kernels()
 
     def _check_kernels(self) -> None:
@@ -140,6 +144,26 @@ class CupyBackend(NumpyBackend):
                 f"needs the CUDA headers and NVRTC; install them from wheels with "
                 f"pip install 'gpunn[cuda12]' (or 'gpunn[cuda13]'), which brings CuPy's ctk "
                 f"extra, or install the CUDA toolkit.") from error
+
+    def low_precision_error(self) -> str | None:
+        """Why the float16 and bfloat16 kernels cannot run on this device, or None when they
+        can. The first call compiles and loads them (they need CUDA's cuda_fp16.h and
+        cuda_bf16.h, which float32 and float64 training never does); until they load, those
+        ops run as the generic CuPy code."""
+        if not self._low_precision_checked:
+            self._low_precision_checked = True
+            try:
+                for kernel in kernels.LOW_PRECISION_KERNELS:
+                    for dtype in kernels.dtypes(kernel, low_precision=True):
+                        self._function(kernel, dtype)
+            except Exception as error:  # CompileException (no headers), RuntimeError, ...
+                self._low_precision_error = (
+                    f"{self.device} cannot run gpunn's float16 and bfloat16 kernels: CuPy failed "
+                    f"to compile or load them ({type(error).__name__}: "
+                    f"{' '.join(str(error).split())[:300]}). They need CUDA's cuda_fp16.h and "
+                    f"cuda_bf16.h: pip install 'gpunn[cuda13]' (or 'gpunn[cuda12]'), which brings "
+                    f"CuPy's ctk extra with the CUDA headers, or install the CUDA toolkit.")
+        return self._low_precision_error
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         # cuBLAS allocates its workspace outside CuPy's pool and reports a failure as
@@ -232,7 +256,7 @@ class CupyBackend(NumpyBackend):
 
     def relu(self, x: Any, out: Any = None) -> Any:
         with self._cuda_device:
-            if not self._has_kernel(x):
+            if not self._has_kernel(x, low_precision=True):
                 return super().relu(x, out=out)
             x, out = self._contiguous(x), self._output(x, out)
             self._launch("relu", x.dtype, x.size, (x, out, numpy.int64(x.size)))
@@ -240,7 +264,8 @@ class CupyBackend(NumpyBackend):
 
     def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
         with self._cuda_device:
-            if not self._has_kernel(dvalues) or inputs.dtype != dvalues.dtype:
+            if (not self._has_kernel(dvalues, low_precision=True)
+                    or inputs.dtype != dvalues.dtype):
                 return super().relu_backward(dvalues, inputs, out=out)
             dvalues, inputs = self._contiguous(dvalues), self._contiguous(inputs)
             out = self._output(dvalues, out)
@@ -278,7 +303,8 @@ class CupyBackend(NumpyBackend):
     def dropout(self, x: Any, u: Any, keep: float, *, mask: Any = None,
                 out: Any = None) -> tuple[Any, Any]:
         with self._cuda_device:
-            if not self._has_kernel(x) or u.dtype != x.dtype or u.shape != x.shape:
+            if (not self._has_kernel(x, low_precision=True) or u.dtype != _accumulate(x.dtype)
+                    or u.shape != x.shape):
                 return super().dropout(x, u, keep, mask=mask, out=out)
             x, u = self._contiguous(x), self._contiguous(u)
             mask, out = self._output(x, mask), self._output(x, out)
@@ -355,7 +381,8 @@ class CupyBackend(NumpyBackend):
     def _bias_op(self, kernel: str, x: Any, biases: Any, out: Any) -> Any:
         _check_bias(x, biases)
         with self._cuda_device:
-            if not self._has_kernel(x) or biases.dtype != x.dtype:
+            if (not self._has_kernel(x, low_precision=True)
+                    or biases.dtype != _accumulate(x.dtype)):
                 return getattr(super(), kernel)(x, biases, out=out)
             x, biases = self._contiguous(x), self._contiguous(biases)
             out = self._output(x, out)
@@ -364,8 +391,13 @@ class CupyBackend(NumpyBackend):
                          (x, biases, out, numpy.int64(n), numpy.int64(cols)))
             return out
 
-    def _has_kernel(self, x: Any) -> bool:
-        return x.dtype.name in kernels.DTYPES
+    def _has_kernel(self, x: Any, *, low_precision: bool = False) -> bool:
+        """Whether a kernel takes ``x``'s dtype; ``low_precision``: float16 and bfloat16 too,
+        for the ops that have such instances, when they could be compiled here."""
+        if x.dtype.name in kernels.DTYPES:
+            return True
+        return (low_precision and kernels.is_low_precision(x.dtype.name)
+                and self.low_precision_error() is None)
 
     def _contiguous(self, x: Any) -> Any:
         return self.xp.ascontiguousarray(x)
@@ -391,15 +423,24 @@ class CupyBackend(NumpyBackend):
         function = self._functions.get((kernel, dtype))
         if function is None:
             filename = kernels.KERNELS[kernel]
-            module = _modules.get(filename)
+            low_precision = kernels.is_low_precision(dtype)
+            module = _modules.get((filename, low_precision))
             if module is None:
                 module = self.xp.RawModule(
                     code=kernels.read_source(filename),
-                    options=kernels.NVRTC_OPTIONS,
-                    name_expressions=kernels.name_expressions(filename),
+                    options=kernels.options(low_precision=low_precision),
+                    name_expressions=kernels.name_expressions(filename,
+                                                              low_precision=low_precision),
                 )
-                _modules[filename] = module
+                _modules[(filename, low_precision)] = module
             with self._cuda_device:
                 function = module.get_function(kernels.name_expression(kernel, dtype))
             self._functions[(kernel, dtype)] = function
         return function
+
+
+def _accumulate(dtype: Any) -> numpy.dtype:
+    """The dtype a kernel over ``dtype`` computes in (Accum<T> in kernels/common.cuh), which
+    its biases and dropout uniforms have: float32 for float16 and bfloat16, else ``dtype``."""
+    dtype = numpy.dtype(dtype)
+    return numpy.dtype(numpy.float32) if kernels.is_low_precision(dtype.name) else dtype
