@@ -58,15 +58,20 @@ def check_layer_gradients(backend, layer, inputs, *, rtol=1e-5, atol=1e-8):
 
 def flush_subnormals(array: np.ndarray) -> np.ndarray:
     """A float32 array as CUDA's flush-to-zero sees it (CuPy compiles with -ftz=true):
-    subnormals become zero. Other dtypes are returned as they are."""
-    if array.dtype != np.float32:
+    subnormals become zero; a bfloat16 array too (its kernels compute in float32, and it has
+    float32's range). Other dtypes are returned as they are (float16 values are all normal
+    float32 numbers)."""
+    if array.dtype != np.float32 and array.dtype.name != "bfloat16":
         return array
-    return np.where(np.abs(array) < np.finfo(np.float32).tiny, np.float32(0), array)
+    tiny = np.finfo(np.float32).tiny
+    return np.where(np.abs(array.astype(np.float32)) < tiny, array.dtype.type(0), array)
 
 
 def flushes(backend, dtype) -> bool:
-    """Whether kernels on ``backend`` flush ``dtype`` subnormals: float32 on CUDA."""
-    return backend.device != "cpu" and np.dtype(dtype) == np.float32
+    """Whether kernels on ``backend`` flush ``dtype`` subnormals: float32 (and bfloat16,
+    computed in float32) on CUDA."""
+    return backend.device != "cpu" and (np.dtype(dtype) == np.float32
+                                        or np.dtype(dtype).name == "bfloat16")
 
 
 def assert_same(backend, result, expected, *, ftz: bool = False) -> None:

@@ -6,6 +6,7 @@ import logging
 import sys
 import types
 
+import ml_dtypes
 import numpy as np
 import pytest
 from helpers import assert_same, flush_subnormals, flushes, to_host
@@ -312,7 +313,7 @@ def test_softmax_ce_twin_is_the_books_softmax_loss_and_gradient():
     np.testing.assert_allclose(probs, softmax.output, rtol=1e-13)
     np.testing.assert_allclose(dlogits, combined.dinputs, rtol=1e-13, atol=1e-17)
     correct = np.count_nonzero(softmax.predictions(softmax.output) == labels)
-    np.testing.assert_allclose(counts, [losses.sum(), correct, 0, 0], rtol=1e-13)
+    np.testing.assert_allclose(counts, [losses.sum(), correct, 0, 0, 0, 0, 0, 0], rtol=1e-13)
     assert gpunn.backend.numpy_backend.CLIP == gpunn.losses.CLIP
 
 
@@ -381,7 +382,7 @@ def test_optimizer_step_matches_the_optimizers(backend, rule, dtype):
         twin.update_params(expected, grads)
         twin.post_update_params()
     state = {name: backend.xp.zeros(1000, dtype=dtype) for name in kernels.OPTIMIZER_RULES[rule][0]}
-    counts = backend.asarray(np.array([0.0, 0.0, 0.0, 4.0]))
+    counts = backend.asarray(np.array([0.0, 0.0, 0.0, 0.0, 4.0, 1.0, 0.0, 0.0]))
     device_parameters = backend.asarray(parameters)
     for grads in gradients:
         backend.optimizer_step(rule, device_parameters, backend.asarray(grads), state,
@@ -390,7 +391,7 @@ def test_optimizer_step_matches_the_optimizers(backend, rule, dtype):
     _near(backend, device_parameters, expected, dtype)
     for name in state:
         _near(backend, state[name], twin.state[name], dtype)
-    assert to_host(backend, counts).tolist() == [0, 0, 0, 7]
+    assert to_host(backend, counts).tolist() == [0, 0, 0, 0, 7, 1, 0, 0]
     # after a non-finite loss nothing moves, and the step is not counted
     counts[kernels.TALLY_NONFINITE] = 1
     before = to_host(backend, device_parameters).copy()
@@ -398,7 +399,7 @@ def test_optimizer_step_matches_the_optimizers(backend, rule, dtype):
                            twin.config(), counts)
     backend.advance(counts)
     np.testing.assert_array_equal(to_host(backend, device_parameters), before)
-    assert to_host(backend, counts).tolist() == [0, 0, 1, 7]
+    assert to_host(backend, counts).tolist() == [0, 0, 1, 0, 7, 1, 0, 0]
 
 
 def test_optimizer_step_says_what_it_needs(backend):
@@ -414,3 +415,110 @@ def test_optimizer_step_says_what_it_needs(backend):
     with pytest.raises(gpunn.InvalidArgumentError, match="C-contiguous"):
         backend.optimizer_step("sgd", parameters, parameters.astype(np.float64), {},
                                {"learning_rate": 0.1, "decay": 0.0}, _tally(backend))
+
+
+# ---- float16 and bfloat16 ops -------------------------------------------------------------------
+
+HALVES = [np.float16, ml_dtypes.bfloat16]
+
+
+def _half_kernels(backend):
+    """On CUDA, the float16 and bfloat16 kernels must load here (else the ops would test the
+    generic fallback, not the kernels)."""
+    if backend.fused:
+        assert backend.low_precision_error() is None
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_ops_match_the_twin(backend, dtype):
+    _half_kernels(backend)
+    x = (_values(np.float32) * 300).astype(dtype)  # some past float16's range: inf
+    dy = _values(np.float32, seed=1).astype(dtype)
+    b = _values(np.float32, shape=(1, 11), seed=2) * 1000  # float32 master biases
+    ftz = flushes(backend, dtype)
+    fx, fdy, fb = (flush_subnormals(v) if ftz else v for v in (x, dy, b))
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_same(backend, backend.relu(backend.asarray(x)), TWIN.relu(fx), ftz=ftz)
+        assert_same(backend, backend.relu_backward(backend.asarray(dy), backend.asarray(x)),
+                    TWIN.relu_backward(fdy, fx), ftz=ftz)
+        for op in ("bias_add", "bias_relu"):
+            result = getattr(backend, op)(backend.asarray(x), backend.asarray(b))
+            assert_same(backend, result, getattr(TWIN, op)(fx, fb), ftz=ftz)
+        out = backend.asarray(x.copy())  # the CPU backend would not copy
+        assert backend.bias_relu(out, backend.asarray(b), out=out) is out
+        assert_same(backend, out, TWIN.bias_relu(fx, fb), ftz=ftz)
+
+
+def test_half_bias_ops_add_in_float32_and_round_once(backend):
+    _half_kernels(backend)
+    x = np.array([[65504.0, 1.0]], dtype=np.float16)
+    b = np.array([[16.0, 2.0**-11 + 2.0**-22]], dtype=np.float32)  # see test_kernels
+    result = to_host(backend, backend.bias_add(backend.asarray(x), backend.asarray(b)))
+    assert result.dtype == np.float16 and result.tolist() == [[np.inf, 1.0 + 2.0**-10]]
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_dropout_matches_the_twin(backend, dtype):
+    _half_kernels(backend)
+    x = (_values(np.float32, shape=(4099,)) * 7).astype(dtype)
+    u = np.random.default_rng(5).random(4099, dtype=np.float32)  # float32 draws
+    ftz = flushes(backend, dtype)
+    fx = flush_subnormals(x) if ftz else x
+    with np.errstate(invalid="ignore"):
+        expected_mask, expected_y = TWIN.dropout(fx, u, 0.85)
+        mask, y = backend.dropout(backend.asarray(x), backend.asarray(u), 0.85)
+    assert_same(backend, mask, expected_mask, ftz=ftz)
+    assert_same(backend, y, expected_y, ftz=ftz)
+
+
+def test_low_precision_error_says_what_to_install_and_the_ops_still_work(backend, monkeypatch):
+    if not backend.fused:
+        pytest.skip("the CPU computes float16 and bfloat16 with NumPy")
+    fresh = type(backend).__new__(type(backend))
+    fresh.__dict__.update(backend.__dict__, _low_precision_checked=False, _functions={})
+
+    def no_headers(kernel, dtype):
+        raise RuntimeError('catastrophic error: could not open source file "cuda_bf16.h"')
+
+    monkeypatch.setattr(fresh, "_function", no_headers)
+    error = fresh.low_precision_error()
+    assert "cuda_bf16.h" in error and "pip install 'gpunn[cuda13]'" in error
+    x = np.array([-1.0, 2.0], np.float16)  # the generic CuPy op instead of the kernel
+    np.testing.assert_array_equal(to_host(fresh, fresh.relu(fresh.asarray(x))), [0.0, 2.0])
+
+
+# ---- the loss scaler ----------------------------------------------------------------------------
+
+class _Scaler:
+    growth_factor, backoff_factor, growth_interval, min_scale = 2.0, 0.5, 2, 2.0**-2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unscale_and_advance_match_the_twin(backend, dtype):
+    rng = np.random.default_rng(11)
+    counts, expected = _tally(backend), np.zeros(kernels.TALLY_SIZE)
+    counts[kernels.TALLY_SCALE] = expected[kernels.TALLY_SCALE] = 3.0  # 1 / 3 is inexact
+    for step in range(12):
+        grads = (rng.standard_normal(1000) * 100).astype(dtype)
+        if step in (2, 3, 7):
+            grads[step] = (np.inf, np.nan, -np.inf)[step % 3]
+        device_grads = backend.asarray(grads)
+        backend.unscale(device_grads, counts)
+        backend.advance(counts, _Scaler())
+        with np.errstate(invalid="ignore"):
+            TWIN.unscale(grads, expected)
+        TWIN.advance(expected, _Scaler())
+        assert_same(backend, device_grads, grads, ftz=flushes(backend, dtype))
+        np.testing.assert_array_equal(to_host(backend, counts), expected, err_msg=f"step {step}")
+    assert expected[kernels.TALLY_SKIPPED] == 3 and expected[kernels.TALLY_ITERATIONS] == 9
+    # and without a scaler: no scaling, and an overflow is a divergence
+    backend.unscale(backend.asarray(np.array([np.inf], dtype)), counts)
+    backend.advance(counts)
+    assert to_host(backend, counts)[kernels.TALLY_NONFINITE] == 1
+
+
+def test_unscale_refuses_what_it_cannot_scale_in_place(backend):
+    if not backend.fused:
+        pytest.skip("NumPy scales any array in place")
+    with pytest.raises(gpunn.InvalidArgumentError, match="C-contiguous float32 or float64"):
+        backend.unscale(backend.xp.zeros(4, dtype=np.float16), _tally(backend))

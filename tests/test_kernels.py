@@ -10,6 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from conftest import require
@@ -27,16 +28,43 @@ reference = NumpyBackend()
 
 # ---- NVRTC ------------------------------------------------------------------------------------
 
+# Each kernel file's compiles: the float32/float64 one, and the float16/bfloat16 one where it has
+# such instances (with -DGPUNN_LOW_PRECISION and CUDA's headers).
+COMPILES = [(filename, low_precision) for filename in kernels.source_files()
+            for low_precision in (False, True)
+            if kernels.name_expressions(filename, low_precision=low_precision)]
+
+
 @pytest.mark.compiler
 @pytest.mark.parametrize("architecture", nvrtc.ARCHITECTURES)
-@pytest.mark.parametrize("filename", kernels.source_files())
-def test_nvrtc_compiles_every_instance(filename, architecture):
+@pytest.mark.parametrize("filename, low_precision", COMPILES)
+def test_nvrtc_compiles_every_instance(filename, low_precision, architecture):
+    names = kernels.name_expressions(filename, low_precision=low_precision)
     module, reason = nvrtc.load()
     require(module is not None, reason)
-    compiled = nvrtc.compile_file(module, filename, architecture)
+    if low_precision:
+        require(nvrtc.cuda_include_dir() is not None,
+                f"CUDA's cuda_fp16.h not found: {nvrtc.HEADERS_HINT}")
+    compiled = nvrtc.compile_file(module, filename, architecture, low_precision=low_precision)
     assert compiled.ok, f"NVRTC failed for {filename} ({architecture}):\n{compiled.log}"
     assert compiled.cubin_size > 0
-    assert sorted(compiled.lowered_names) == sorted(kernels.name_expressions(filename))
+    assert sorted(compiled.lowered_names) == sorted(names)
+
+
+@pytest.mark.compiler
+def test_the_float_kernels_need_no_cuda_headers():
+    # Without -DGPUNN_LOW_PRECISION no header is included: a CuPy without CUDA's headers still
+    # compiles the float32 and float64 kernels. The low-precision compile cannot do without.
+    module, reason = nvrtc.load()
+    require(module is not None, reason)
+    source = kernels.read_source("elementwise.cu")
+    plain = nvrtc.compile_source(module, source, "e.cu", kernels.name_expressions(
+        "elementwise.cu"), "sm_90", kernels.options() + kernels.CUPY_OPTIONS)
+    assert plain.ok, plain.log
+    half = nvrtc.compile_source(module, source, "e.cu", kernels.name_expressions(
+        "elementwise.cu", low_precision=True), "sm_90",
+        kernels.options(low_precision=True) + kernels.CUPY_OPTIONS)
+    assert not half.ok and "cuda_bf16.h" in half.log
 
 
 @pytest.mark.compiler
@@ -109,7 +137,11 @@ def test_kernels_use_64_bit_grid_stride_loops():
 def test_kernel_files_are_self_contained_with_the_shared_header_pasted_in():
     for filename in kernels.source_files():
         source = kernels.read_source(filename)
-        assert "#include" not in source, filename
+        # only CUDA's own headers, and only in the low-precision compile
+        includes = re.findall(r"^#include .*$", source, re.M)
+        assert includes == ["#include <cuda_bf16.h>", "#include <cuda_fp16.h>"], filename
+        guarded = source.split("#ifdef GPUNN_LOW_PRECISION\n", 1)[1].split("#endif", 1)[0]
+        assert all(include in guarded for include in includes)
         assert source.count("#define GPUNN_GRID_STRIDE_LOOP") == 1, filename
 
 
@@ -117,7 +149,10 @@ def test_tally_slots_are_the_same_in_python_and_cuda():
     slots = dict(re.findall(r"^ +(TALLY_\w+) = (\d+)", kernels.read_source("common.cuh"), re.M))
     assert {name: int(value) for name, value in slots.items()} == {
         name: getattr(kernels, name) for name in
-        ("TALLY_LOSS", "TALLY_CORRECT", "TALLY_NONFINITE", "TALLY_ITERATIONS", "TALLY_SIZE")}
+        ("TALLY_LOSS", "TALLY_CORRECT", "TALLY_NONFINITE", "TALLY_SKIPPED", "TALLY_ITERATIONS",
+         "TALLY_SCALE", "TALLY_GOOD_STEPS", "TALLY_FOUND_INF", "TALLY_SIZE")}
+    # the training loop zeroes the slots below TALLY_ITERATIONS every epoch: per-epoch counts
+    assert kernels.TALLY_SKIPPED < kernels.TALLY_ITERATIONS < kernels.TALLY_SCALE
 
 
 # ---- host execution -----------------------------------------------------------------------------
@@ -287,7 +322,7 @@ def test_host_softmax_ce_on_non_finite_logits_and_bad_labels(host, dtype):
     assert np.isnan(got[kernels.TALLY_LOSS]) and np.isnan(expected[kernels.TALLY_LOSS])
     # Right: rows 0, 6 (the first of a tie) and 1, 3 (all NaN: argmax is 0, as numpy's).
     # Non-finite losses: rows 1, 2, 3 (NaN probabilities), 7 and 8 (no such class).
-    assert list(got[1:]) == list(expected[1:]) == [4, 5, 0]
+    assert list(got[1:]) == list(expected[1:]) == [4, 5, 0, 0, 0, 0, 0]
 
 
 @pytest.mark.compiler
@@ -391,15 +426,279 @@ def test_host_optimizer_kernels_change_nothing_after_a_non_finite_loss(host, rul
     np.testing.assert_array_equal(parameters, before[0])
     for name, array in state.items():
         np.testing.assert_array_equal(array, before[1][name])
-    assert list(counts) == [0, 0, 1, 7]
+    assert list(counts) == [0, 0, 1, 0, 7, 0, 0, 0]
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", OPTIMIZERS)
+def test_host_optimizer_kernels_change_nothing_when_the_gradients_overflowed(host, rule, dtype):
+    parameters = _random(300, dtype)
+    state = {name: _random(300, dtype, seed=5) ** 2 for name in kernels.OPTIMIZER_RULES[rule][0]}
+    before = parameters.copy(), {name: array.copy() for name, array in state.items()}
+    counts = tally()
+    counts[kernels.TALLY_FOUND_INF], counts[kernels.TALLY_ITERATIONS] = 1, 7
+    host.optimizer_step(rule, parameters, _random(300, dtype, seed=6), state,
+                        OPTIMIZERS[rule]().config(), counts, grid=2, block=32)
+    np.testing.assert_array_equal(parameters, before[0])
+    for name, array in state.items():
+        np.testing.assert_array_equal(array, before[1][name])
 
 
 @pytest.mark.compiler
 @pytest.mark.parametrize("grid, block", [(1, 1), (3, 7), (2, 256)])
 def test_host_advance_counts_one_step_whatever_the_launch(host, grid, block):
-    counts = np.array([2.5, 3.0, 0.0, 41.0])
-    host.advance(counts, grid=grid, block=block)
-    assert list(counts) == [2.5, 3.0, 0.0, 42.0]
+    counts = np.array([2.5, 3.0, 0.0, 1.0, 41.0, 8.0, 1.0, 0.0])
+    host.advance(counts, 2.0, 0.5, 2, 1.0, grid=grid, block=block)
+    assert list(counts) == [2.5, 3.0, 0.0, 1.0, 42.0, 16.0, 0.0, 0.0]
+
+
+# ---- float16 and bfloat16 on the host -----------------------------------------------------------
+
+HALVES = [np.float16, ml_dtypes.bfloat16]
+
+
+@pytest.fixture(scope="module")
+def half_host(host, tmp_path_factory):
+    require(nvrtc.cuda_include_dir() is not None,
+            f"CUDA's cuda_fp16.h not found for the float16 and bfloat16 kernels: "
+            f"{nvrtc.HEADERS_HINT}")
+    return HostKernels(host.module, build(tmp_path_factory.mktemp("half"), low_precision=True))
+
+
+def assert_half_twin(result, expected, dtype):
+    """The same dtype and the same values (NaN matches NaN); bfloat16 as CUDA computes it in
+    float32 under -ftz=true (values below float32's smallest normal count as zero)."""
+    assert result.dtype == expected.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(flush_subnormals(result).astype(np.float32),
+                                  flush_subnormals(expected).astype(np.float32))
+
+
+def _flushed(twin, *inputs):
+    """``twin`` on the inputs as a GPU's half-precision kernels see them under -ftz=true
+    (bfloat16 and float32 values below float32's smallest normal as zero)."""
+    return twin(*(flush_subnormals(x) for x in inputs))
+
+
+def _half_specials(dtype):
+    info = ml_dtypes.finfo(dtype)
+    return np.array([0.0, -0.0, np.nan, np.inf, -np.inf, float(info.smallest_subnormal),
+                     -float(info.smallest_subnormal), float(info.tiny), float(info.max),
+                     -float(info.max), 1.0, -1.0, 0.5, -2.5], dtype=dtype)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (7, 3), (33, 10), (130, 64)])
+@pytest.mark.parametrize("dtype", HALVES)
+def test_host_half_elementwise_kernels_match_numpy(half_host, dtype, shape, geometry):
+    x, dy = (_random(shape, np.float32) * 3).astype(dtype), _random(shape, dtype, seed=1)
+    x.flat[: x.size // 2] = _half_specials(dtype).repeat(x.size)[: x.size // 2]
+    biases = _random((1, shape[1]), np.float32, seed=2) * 100  # float32: the master biases
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert_half_twin(half_host.relu(x, **geometry), _flushed(reference.relu, x), dtype)
+        assert_half_twin(half_host.relu_backward(dy, x, **geometry),
+                         _flushed(reference.relu_backward, dy, x), dtype)
+        assert_half_twin(half_host.bias_add(x, biases, **geometry),
+                         _flushed(reference.bias_add, x, biases), dtype)
+        assert_half_twin(half_host.bias_relu(x, biases, **geometry),
+                         _flushed(reference.bias_relu, x, biases), dtype)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("dtype", HALVES)
+def test_host_half_kernels_on_special_values(half_host, dtype):
+    specials = _half_specials(dtype)
+    rows = np.repeat(specials[:, None], len(specials), axis=1)
+    bias = specials.astype(np.float32)[None, :]  # inf + -inf and max + max, on purpose
+    with np.errstate(invalid="ignore", over="ignore"):
+        for name in ("bias_add", "bias_relu"):
+            assert_half_twin(getattr(half_host, name)(rows, bias),
+                             _flushed(getattr(reference, name), rows, bias), dtype)
+        assert_half_twin(half_host.relu(rows.ravel()), _flushed(reference.relu, rows.ravel()),
+                         dtype)
+        assert_half_twin(half_host.relu_backward(rows.T.ravel(), rows.ravel()),
+                         _flushed(reference.relu_backward, rows.T.ravel(), rows.ravel()), dtype)
+
+
+@pytest.mark.compiler
+def test_host_float16_sums_round_once_and_overflow_to_inf(half_host):
+    x = np.array([[65504.0, 65504.0, 1.0]], dtype=np.float16)
+    # 65504 + 15 = 65519 rounds down to float16's max; 65504 + 16 = 65520 is the tie that rounds
+    # to inf; 1 + (2^-11 + 2^-22) (exact in float32): just above the tie 1 + 2^-11, so up to
+    # 1 + 2^-10, where a bias rounded to float16 first (2^-11) would tie and round to even, 1.
+    biases = np.array([[15.0, 16.0, 2.0**-11 + 2.0**-22]], dtype=np.float32)
+    got = half_host.bias_add(x, biases)
+    assert got.tolist() == [[65504.0, np.inf, 1.0 + 2.0**-10]]
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(got, reference.bias_add(x, biases))
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dtype", HALVES)
+def test_host_half_dropout_matches_numpy_with_the_rounded_mask(half_host, dtype, size, geometry):
+    x = (_random(size, np.float32) * 7).astype(dtype)
+    u = np.random.default_rng(4).random(size, dtype=np.float32)  # float32 draws, as CuPy's
+    for keep in (0.5, 0.85, 1 / 3):
+        mask, y = half_host.dropout(x, u, keep, **geometry)
+        expected_mask, expected_y = reference.dropout(x, u, keep)
+        assert_half_twin(mask, expected_mask, dtype)
+        assert_half_twin(y, expected_y, dtype)
+        scale = np.float32(1 / keep).astype(dtype)  # 1 / keep rounded to float32, then to T
+        assert set(mask.astype(np.float32).tolist()) <= {0.0, float(scale)}
+        # y is x times the rounded mask, so the backward pass (dvalues * mask) matches it
+        product = (x.astype(np.float32) * mask.astype(np.float32)).astype(dtype)
+        np.testing.assert_array_equal(y.astype(np.float32), product.astype(np.float32))
+    if size >= 1000:  # and the unrounded 1 / keep would give other values for such data
+        keep = 0.85
+        mask, y = half_host.dropout(x, u, keep, **geometry)
+        unrounded = (x.astype(np.float32) * np.float32(1 / keep)).astype(dtype)
+        kept = mask != 0
+        assert not np.array_equal(y[kept].astype(np.float32), unrounded[kept].astype(np.float32))
+
+
+# ---- the loss scaler on the host ----------------------------------------------------------------
+
+class Scaler:
+    """GradScaler's settings as NumpyBackend.advance reads them."""
+
+    def __init__(self, growth_factor=2.0, backoff_factor=0.5, growth_interval=3, min_scale=1.0):
+        self.growth_factor, self.backoff_factor = growth_factor, backoff_factor
+        self.growth_interval, self.min_scale = growth_interval, min_scale
+
+    def settings(self):
+        return self.growth_factor, self.backoff_factor, self.growth_interval, self.min_scale
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("scale", [65536.0, 3.0, 0.125, 1e-30])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_host_unscale_matches_numpy(host, dtype, scale, geometry):
+    gradients = _random(1000, dtype) * 1e4
+    for planted in ([], [np.inf], [np.nan], [-np.inf, np.nan]):
+        grads = gradients.copy()
+        grads[5: 5 + len(planted)] = planted
+        got_tally, expected_tally = tally(), tally()
+        got_tally[kernels.TALLY_SCALE] = expected_tally[kernels.TALLY_SCALE] = scale
+        got, expected = grads.copy(), grads.copy()
+        host.unscale(got, got_tally, **geometry)
+        with np.errstate(over="ignore", invalid="ignore"):
+            reference.unscale(expected, expected_tally)
+        assert_twin(got, lambda: expected)
+        assert got_tally[kernels.TALLY_FOUND_INF] == expected_tally[kernels.TALLY_FOUND_INF] \
+            == (1.0 if planted else 0.0)
+        np.testing.assert_array_equal(got_tally, expected_tally)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("scaler", [Scaler(), Scaler(3.0, 0.25, 1, 2.0**-3),
+                                    Scaler(growth_interval=0), None])
+def test_host_advance_matches_numpy(host, scaler):
+    overflowed = np.random.default_rng(8).random(60) < 0.3
+    got, expected = tally(), tally()
+    got[kernels.TALLY_SCALE] = expected[kernels.TALLY_SCALE] = 2.0**100  # near float32's top
+    settings = scaler.settings() if scaler else ()
+    for step, found_inf in enumerate(overflowed):
+        got[kernels.TALLY_FOUND_INF] = expected[kernels.TALLY_FOUND_INF] = found_inf
+        host.advance(got, *settings)
+        reference.advance(expected, scaler)
+        np.testing.assert_array_equal(got, expected, err_msg=f"step {step}")
+    if scaler is None:  # no scaling: the first overflow is a divergence
+        assert expected[kernels.TALLY_NONFINITE] == 1 and expected[kernels.TALLY_SKIPPED] == 1
+    else:
+        assert expected[kernels.TALLY_FOUND_INF] == 0 and expected[kernels.TALLY_NONFINITE] == 0
+        assert expected[kernels.TALLY_SKIPPED] == overflowed.sum()
+        assert expected[kernels.TALLY_ITERATIONS] == len(overflowed) - overflowed.sum()
+
+
+@pytest.mark.compiler
+def test_host_advance_keeps_the_scale_within_float32(host):
+    counts = tally()
+    counts[kernels.TALLY_SCALE] = float(np.finfo(np.float32).max) / 1.5
+    host.advance(counts, 2.0, 0.5, 1, 1.0)  # doubling would pass float32's max: kept
+    assert counts[kernels.TALLY_SCALE] == float(np.finfo(np.float32).max) / 1.5
+    assert counts[kernels.TALLY_GOOD_STEPS] == 0 and counts[kernels.TALLY_ITERATIONS] == 1
+    counts[kernels.TALLY_SCALE] = 3.0
+    host.advance(counts, 1.1, 0.5, 1, 1.0)  # 3.3 as a float32
+    assert counts[kernels.TALLY_SCALE] == float(np.float32(3.3))
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("use", ["kernels", "twin"])
+def test_the_scale_floor_turns_overflow_into_divergence(host, use):
+    counts = tally()
+    counts[kernels.TALLY_SCALE] = 8.0
+    scaler = Scaler(min_scale=1.0)
+    scales = []
+    for _ in range(6):  # every step overflows: 8, 4, 2, 1, then at the floor the run diverged
+        counts[kernels.TALLY_FOUND_INF] = 1.0
+        if use == "kernels":
+            host.advance(counts, *scaler.settings())
+        else:
+            reference.advance(counts, scaler)
+        scales.append(counts[kernels.TALLY_SCALE])
+    assert scales == [4.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    assert counts[kernels.TALLY_NONFINITE] == 1
+    assert counts[kernels.TALLY_SKIPPED] == 4  # after the divergence nothing more is counted
+    assert counts[kernels.TALLY_ITERATIONS] == 0
+
+
+def _grad_scaler_run(torch, gradients, init_scale, growth_interval):
+    """GradScaler("cpu") over ``gradients`` (scaled float32 gradients, one array per step):
+    the unscaled gradients, the scale after each update and the steps taken."""
+    parameter = torch.nn.Parameter(torch.zeros(gradients[0].size))
+    optimizer = torch.optim.SGD([parameter], lr=0.0)
+    taken = []
+    optimizer.step = lambda *args, **kwargs: taken.append(1)  # GradScaler.step calls it or not
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_factor=2.0,
+                                  backoff_factor=0.5, growth_interval=growth_interval)
+    unscaled, scales = [], []
+    for grads in gradients:
+        scaler.scale(torch.ones(()))  # what a training step scales its loss with
+        parameter.grad = torch.from_numpy(grads.copy())
+        scaler.unscale_(optimizer)
+        unscaled.append(parameter.grad.numpy().copy())
+        scaler.step(optimizer)
+        scaler.update()
+        scales.append(scaler.get_scale())
+    return unscaled, scales, len(taken)
+
+
+@pytest.mark.compiler
+@pytest.mark.parametrize("use", ["kernels", "twin"])
+def test_loss_scaling_matches_torch_grad_scaler(host, use):
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    require(torch is not None, "PyTorch is not installed (pip install torch) for the reference run")
+    rng = np.random.default_rng(9)
+    gradients = [(rng.standard_normal(257) * 3e3).astype(np.float32) for _ in range(30)]
+    for step, value in {4: np.inf, 5: np.nan, 6: -np.inf, 13: np.nan, 22: np.inf}.items():
+        gradients[step][step * 7] = value  # overflowed steps, two and three in a row
+    gradients[27][:] = 3e38  # finite, though near float32's top
+    expected_unscaled, expected_scales, expected_taken = _grad_scaler_run(
+        torch, gradients, 2.0**16, 3)
+    counts = tally()
+    counts[kernels.TALLY_SCALE] = 2.0**16
+    scaler = Scaler(2.0, 0.5, 3, min_scale=0.0)
+    for step, grads in enumerate(gradients):
+        grads = grads.copy()
+        if use == "kernels":
+            host.unscale(grads, counts)
+            host.advance(counts, *scaler.settings())
+        else:
+            with np.errstate(invalid="ignore"):
+                reference.unscale(grads, counts)
+            reference.advance(counts, scaler)
+        np.testing.assert_array_equal(grads, expected_unscaled[step], err_msg=f"step {step}")
+        assert counts[kernels.TALLY_SCALE] == expected_scales[step], f"step {step}"
+    assert counts[kernels.TALLY_SKIPPED] == 30 - expected_taken == 5
+    assert counts[kernels.TALLY_ITERATIONS] == expected_taken
+    assert len(set(expected_scales)) > 3  # the scale grew and backed off along the way
 
 
 def _available_memory() -> int:

@@ -1,8 +1,9 @@
 """The CUDA backend: CuPy arrays, with our kernels from kernels/ for the elementwise ops.
 
 Only the ops a kernel speeds up are overridden; everything else is the NumPy backend's code
-running on ``cupy`` through ``self.xp``. Kernels exist for float32 and float64; other dtypes
-fall back to the generic op.
+running on ``cupy`` through ``self.xp``. Kernels exist for float32 and float64, and the
+elementwise ones and dropout for float16 and bfloat16 too (a second module, compiled on first
+use: it needs CUDA's half-precision headers); other dtypes fall back to the generic op.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Any
 import numpy
 
 from gpunn.backend import kernels
-from gpunn.backend.numpy_backend import NumpyBackend, _check_bias, _check_softmax_ce
+from gpunn.backend.numpy_backend import (
+    NumpyBackend,
+    _check_bias,
+    _check_softmax_ce,
+    scaler_settings,
+)
 from gpunn.errors import DeviceUnavailableError, InvalidArgumentError
 
 INSTALL_HINT = (
@@ -33,7 +39,8 @@ RANDOM_STATES_PER_SM = 2 * 256
 # The oldest GPUs the kernels run on: compute capability 6.0 (Pascal), the first with atomicAdd
 # on doubles, which softmax_ce.cu sums the loss with.
 MIN_COMPUTE_CAPABILITY = (6, 0)
-_modules: dict[str, Any] = {}  # kernel file -> cupy.RawModule, compiled once per process
+# (kernel file, low precision) -> cupy.RawModule, compiled once per process
+_modules: dict[tuple[str, bool], Any] = {}
 
 
 def import_cupy() -> Any:
@@ -118,6 +125,8 @@ class CupyBackend(NumpyBackend):
         self._functions: dict[tuple[str, str], Any] = {}  # (kernel, dtype) -> loaded kernel
         self._blas: Any = None  # gpunn.backend.blas.Blas, made on the first capturable run
         self._blas_bound: Any = None  # the same while ``capturable`` is in force
+        self._low_precision_error: str | None = None
+        self._low_precision_checked = False
         self._check_kernels()
 
     def _check_kernels(self) -> None:
@@ -135,6 +144,26 @@ class CupyBackend(NumpyBackend):
                 f"needs the CUDA headers and NVRTC; install them from wheels with "
                 f"pip install 'gpunn[cuda12]' (or 'gpunn[cuda13]'), which brings CuPy's ctk "
                 f"extra, or install the CUDA toolkit.") from error
+
+    def low_precision_error(self) -> str | None:
+        """Why the float16 and bfloat16 kernels cannot run on this device, or None when they
+        can. The first call compiles and loads them (they need CUDA's cuda_fp16.h and
+        cuda_bf16.h, which float32 and float64 training never does); until they load, those
+        ops run as the generic CuPy code."""
+        if not self._low_precision_checked:
+            self._low_precision_checked = True
+            try:
+                for kernel in kernels.LOW_PRECISION_KERNELS:
+                    for dtype in kernels.dtypes(kernel, low_precision=True):
+                        self._function(kernel, dtype)
+            except Exception as error:  # CompileException (no headers), RuntimeError, ...
+                self._low_precision_error = (
+                    f"{self.device} cannot run gpunn's float16 and bfloat16 kernels: CuPy failed "
+                    f"to compile or load them ({type(error).__name__}: "
+                    f"{' '.join(str(error).split())[:300]}). They need CUDA's cuda_fp16.h and "
+                    f"cuda_bf16.h: pip install 'gpunn[cuda13]' (or 'gpunn[cuda12]'), which brings "
+                    f"CuPy's ctk extra with the CUDA headers, or install the CUDA toolkit.")
+        return self._low_precision_error
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         # cuBLAS allocates its workspace outside CuPy's pool and reports a failure as
@@ -240,7 +269,7 @@ class CupyBackend(NumpyBackend):
 
     def relu(self, x: Any, out: Any = None) -> Any:
         with self._cuda_device:
-            if not self._has_kernel(x):
+            if not self._has_kernel(x, low_precision=True):
                 return super().relu(x, out=out)
             x, out = self._contiguous(x), self._output(x, out)
             self._launch("relu", x.dtype, x.size, (x, out, numpy.int64(x.size)))
@@ -248,7 +277,8 @@ class CupyBackend(NumpyBackend):
 
     def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
         with self._cuda_device:
-            if not self._has_kernel(dvalues) or inputs.dtype != dvalues.dtype:
+            if (not self._has_kernel(dvalues, low_precision=True)
+                    or inputs.dtype != dvalues.dtype):
                 return super().relu_backward(dvalues, inputs, out=out)
             dvalues, inputs = self._contiguous(dvalues), self._contiguous(inputs)
             out = self._output(dvalues, out)
@@ -286,7 +316,8 @@ class CupyBackend(NumpyBackend):
     def dropout(self, x: Any, u: Any, keep: float, *, mask: Any = None,
                 out: Any = None) -> tuple[Any, Any]:
         with self._cuda_device:
-            if not self._has_kernel(x) or u.dtype != x.dtype or u.shape != x.shape:
+            if (not self._has_kernel(x, low_precision=True) or u.dtype != _accumulate(x.dtype)
+                    or u.shape != x.shape):
                 return super().dropout(x, u, keep, mask=mask, out=out)
             x, u = self._contiguous(x), self._contiguous(u)
             mask, out = self._output(x, mask), self._output(x, out)
@@ -330,12 +361,24 @@ class CupyBackend(NumpyBackend):
             scalars = (float(hyper[name]) for name in ("learning_rate", "decay", *hyper_names))
             self._launch(rule, parameters.dtype, n, (*arrays, numpy.int64(n), *scalars, tally))
 
-    def advance(self, tally: Any) -> None:
-        """Count the optimizer step in ``tally`` (after optimizer_step), unless a non-finite
-        loss was seen."""
+    def unscale(self, gradients: Any, tally: Any) -> None:
+        if gradients.dtype.name not in kernels.DTYPES or not gradients.flags.c_contiguous:
+            raise InvalidArgumentError(
+                f"unscale works in place on a C-contiguous float32 or float64 array; received "
+                f"{gradients.dtype} {gradients.shape}"
+                f"{'' if gradients.flags.c_contiguous else ' (not contiguous)'}.")
         with self._cuda_device:
             self._check_tally(tally)
-            self._function("advance", None)((1,), (1,), (tally,))
+            n = gradients.size
+            self._launch("unscale", gradients.dtype, n, (gradients, numpy.int64(n), tally))
+
+    def advance(self, tally: Any, scaler: Any = None) -> None:
+        growth_factor, backoff_factor, growth_interval, min_scale = scaler_settings(scaler)
+        with self._cuda_device:
+            self._check_tally(tally)
+            self._function("advance", None)(
+                (1,), (1,), (tally, growth_factor, backoff_factor,
+                             numpy.int64(growth_interval), min_scale))
 
     def _check_tally(self, tally: Any) -> None:
         if (not isinstance(tally, self.xp.ndarray) or tally.dtype != numpy.float64
@@ -351,7 +394,8 @@ class CupyBackend(NumpyBackend):
     def _bias_op(self, kernel: str, x: Any, biases: Any, out: Any) -> Any:
         _check_bias(x, biases)
         with self._cuda_device:
-            if not self._has_kernel(x) or biases.dtype != x.dtype:
+            if (not self._has_kernel(x, low_precision=True)
+                    or biases.dtype != _accumulate(x.dtype)):
                 return getattr(super(), kernel)(x, biases, out=out)
             x, biases = self._contiguous(x), self._contiguous(biases)
             out = self._output(x, out)
@@ -360,8 +404,13 @@ class CupyBackend(NumpyBackend):
                          (x, biases, out, numpy.int64(n), numpy.int64(cols)))
             return out
 
-    def _has_kernel(self, x: Any) -> bool:
-        return x.dtype.name in kernels.DTYPES
+    def _has_kernel(self, x: Any, *, low_precision: bool = False) -> bool:
+        """Whether a kernel takes ``x``'s dtype; ``low_precision``: float16 and bfloat16 too,
+        for the ops that have such instances, when they could be compiled here."""
+        if x.dtype.name in kernels.DTYPES:
+            return True
+        return (low_precision and kernels.is_low_precision(x.dtype.name)
+                and self.low_precision_error() is None)
 
     def _contiguous(self, x: Any) -> Any:
         return self.xp.ascontiguousarray(x)
@@ -387,15 +436,24 @@ class CupyBackend(NumpyBackend):
         function = self._functions.get((kernel, dtype))
         if function is None:
             filename = kernels.KERNELS[kernel]
-            module = _modules.get(filename)
+            low_precision = kernels.is_low_precision(dtype)
+            module = _modules.get((filename, low_precision))
             if module is None:
                 module = self.xp.RawModule(
                     code=kernels.read_source(filename),
-                    options=kernels.NVRTC_OPTIONS,
-                    name_expressions=kernels.name_expressions(filename),
+                    options=kernels.options(low_precision=low_precision),
+                    name_expressions=kernels.name_expressions(filename,
+                                                              low_precision=low_precision),
                 )
-                _modules[filename] = module
+                _modules[(filename, low_precision)] = module
             with self._cuda_device:
                 function = module.get_function(kernels.name_expression(kernel, dtype))
             self._functions[(kernel, dtype)] = function
         return function
+
+
+def _accumulate(dtype: Any) -> numpy.dtype:
+    """The dtype a kernel over ``dtype`` computes in (Accum<T> in kernels/common.cuh), which
+    its biases and dropout uniforms have: float32 for float16 and bfloat16, else ``dtype``."""
+    dtype = numpy.dtype(dtype)
+    return numpy.dtype(numpy.float32) if kernels.is_low_precision(dtype.name) else dtype

@@ -26,11 +26,20 @@ KERNELS = {
     "adagrad": "optimizers.cu",
     "rmsprop": "optimizers.cu",
     "adam": "optimizers.cu",
+    "unscale": "optimizers.cu",
     "advance": "optimizers.cu",
 }
 UNTYPED = ("advance",)
-# NumPy dtype name -> C++ type name.
+# NumPy dtype name -> C++ type name: every typed kernel has these instances.
 DTYPES = {"float32": "float", "float64": "double"}
+# The half-precision instances, of the kernels in LOW_PRECISION_KERNELS only (bfloat16 is
+# ml_dtypes.bfloat16 in NumPy). They need CUDA's cuda_fp16.h and cuda_bf16.h, so they are a
+# second compile of the same files with LOW_PRECISION_OPTIONS (which includes those headers and
+# defines the types' arithmetic traits in common.cuh); a float32 or float64 user never needs the
+# headers. These kernels compute in float and round once to the element type.
+LOW_PRECISION_DTYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16"}
+LOW_PRECISION_KERNELS = ("relu", "relu_backward", "bias_add", "bias_relu", "dropout")
+LOW_PRECISION_OPTIONS = ("-DGPUNN_LOW_PRECISION",)
 # NVRTC options gpunn gives CuPy at run time. NVRTC's default --fmad=true stays: a * b + c
 # becomes one fused multiply-add, so on a GPU a kernel can differ from its NumPy twin in the last
 # bit (the host build in tests/kernel_host does not contract, and matches it exactly).
@@ -43,8 +52,17 @@ CUPY_OPTIONS = ("-ftz=true",)
 # The tally: a float64 device array of TALLY_SIZE numbers that a training step updates on the
 # GPU, so metrics and the divergence check need no copy to the host per step. The kernels use
 # the same slots (enum in kernels/common.cuh; a test checks they agree).
-(TALLY_LOSS, TALLY_CORRECT, TALLY_NONFINITE, TALLY_SKIPPED, TALLY_ITERATIONS, TALLY_SCALE,
- TALLY_GOOD_STEPS, TALLY_FOUND_INF) = range(8)
+# The loss scaler (unscale and advance in optimizers.cu) keeps its state here too, as PyTorch's
+# GradScaler keeps its scale and growth tracker in device tensors. The training loop resets the
+# slots below TALLY_ITERATIONS every epoch, so TALLY_SKIPPED counts per epoch.
+TALLY_LOSS = 0        # sum of per-sample data losses
+TALLY_CORRECT = 1     # correct predictions
+TALLY_NONFINITE = 2   # non-finite losses seen, or gradients that overflow at the smallest scale
+TALLY_SKIPPED = 3     # steps skipped because their gradients held an inf or NaN
+TALLY_ITERATIONS = 4  # optimizer steps done
+TALLY_SCALE = 5       # the loss scale (a float32 value, as GradScaler's scale tensor)
+TALLY_GOOD_STEPS = 6  # steps since the scale last changed (GradScaler's growth tracker)
+TALLY_FOUND_INF = 7   # this step's gradients held an inf or NaN (unscale sets it, advance resets)
 TALLY_SIZE = 8
 
 # Optimizer update rule (a kernel in optimizers.cu) -> (the optimizer state arrays it takes after
@@ -89,21 +107,38 @@ def read_source(filename: str) -> str:
     return _LOCAL_INCLUDE.sub(lambda match: read_source(match.group(1)), text)
 
 
-def dtypes(kernel: str) -> list[str | None]:
-    """The dtypes ``kernel`` is instantiated for: every one in DTYPES, or [None] if untyped."""
+def dtypes(kernel: str, *, low_precision: bool = False) -> list[str | None]:
+    """The dtypes ``kernel`` is instantiated for: every one in DTYPES, or [None] if untyped;
+    with ``low_precision``, those of LOW_PRECISION_DTYPES it has instead (maybe none)."""
+    if low_precision:
+        return list(LOW_PRECISION_DTYPES) if kernel in LOW_PRECISION_KERNELS else []
     return [None] if kernel in UNTYPED else list(DTYPES)
 
 
+def is_low_precision(dtype: str | None) -> bool:
+    """Whether instances for ``dtype`` (a NumPy dtype name) are in the low-precision compile."""
+    return dtype in LOW_PRECISION_DTYPES
+
+
 def name_expression(kernel: str, dtype: str | None) -> str:
-    """The C++ name of one instance, e.g. ``relu<float>``; an untyped kernel's own name."""
-    return kernel if kernel in UNTYPED else f"{kernel}<{DTYPES[dtype]}>"
+    """The C++ name of one instance, e.g. ``relu<float>`` or ``relu<__half>``; an untyped
+    kernel's own name."""
+    if kernel in UNTYPED:
+        return kernel
+    return f"{kernel}<{DTYPES.get(dtype) or LOW_PRECISION_DTYPES[dtype]}>"
 
 
-def name_expressions(filename: str) -> list[str]:
-    """Every kernel instance compiled from one kernel file."""
+def name_expressions(filename: str, *, low_precision: bool = False) -> list[str]:
+    """Every kernel instance compiled from one kernel file: the float32 and float64 ones, or
+    with ``low_precision`` the float16 and bfloat16 ones (compiled with LOW_PRECISION_OPTIONS)."""
     return [
         name_expression(kernel, dtype)
         for kernel, file in KERNELS.items()
         if file == filename
-        for dtype in dtypes(kernel)
+        for dtype in dtypes(kernel, low_precision=low_precision)
     ]
+
+
+def options(*, low_precision: bool = False) -> tuple[str, ...]:
+    """The NVRTC options gpunn compiles with (CuPy adds CUPY_OPTIONS)."""
+    return NVRTC_OPTIONS + (LOW_PRECISION_OPTIONS if low_precision else ())

@@ -150,27 +150,45 @@ class NumpyBackend:
         return self._ones_cache[key]
 
     # ---- the kernel-backed ops ---------------------------------------------------------------
-    # Each has a CUDA kernel of the same name in kernels/elementwise.cu.
+    # Each has a CUDA kernel of the same name in kernels/elementwise.cu. float16 and bfloat16
+    # (ml_dtypes) arrays are computed as their kernels compute them: cast up to float32, one
+    # float32 operation, rounded once to the array's dtype. (NumPy's own float16 arithmetic
+    # rounds the same way, but ml_dtypes' bfloat16 is not a model to rely on.)
 
     def relu(self, x: Any, out: Any = None) -> Any:
         """``np.maximum(x, 0)``; NaN propagates."""
+        if _low_precision(x):
+            return _rounded(self.xp, self.xp.maximum(x.astype(numpy.float32), 0), x.dtype, out)
         return self.xp.maximum(x, 0, out=out)
 
     def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
         """``dvalues`` with zeros where ``inputs <= 0``, as the book's ReLU backward."""
-        result = self.xp.where(inputs <= 0, 0, dvalues)  # faster than a masked copyto
+        if _low_precision(dvalues):
+            # A comparison is exact in any precision: only the zero needs the dtype.
+            result = self.xp.where(inputs.astype(numpy.float32) <= 0,
+                                   self.xp.zeros((), dvalues.dtype), dvalues)
+        else:
+            result = self.xp.where(inputs <= 0, 0, dvalues)  # faster than a masked copyto
         if out is None:
             return result
         self.xp.copyto(out, result)
         return out
 
     def bias_add(self, x: Any, biases: Any, out: Any = None) -> Any:
-        """``x + biases`` with the bias row broadcast over the batch."""
+        """``x + biases`` with the bias row broadcast over the batch. For float16 or bfloat16
+        ``x`` the biases are float32 (the master copy): added in float32, rounded once."""
         _check_bias(x, biases)
+        if _low_precision(x):
+            return _rounded(self.xp, x.astype(numpy.float32) + biases.astype(numpy.float32),
+                            x.dtype, out)
         return self.xp.add(x, biases, out=out)
 
     def bias_relu(self, x: Any, biases: Any, out: Any = None) -> Any:
-        """``np.maximum(x + biases, 0)``: the fused Dense + ReLU forward."""
+        """``np.maximum(x + biases, 0)``: the fused Dense + ReLU forward (biases as bias_add)."""
+        if _low_precision(x):
+            _check_bias(x, biases)
+            total = x.astype(numpy.float32) + biases.astype(numpy.float32)
+            return _rounded(self.xp, self.xp.maximum(total, 0, out=total), x.dtype, out)
         out = self.bias_add(x, biases, out=out)
         return self.xp.maximum(out, 0, out=out)
 
@@ -217,13 +235,112 @@ class NumpyBackend:
         (mask, y) with ``mask = floor(u + keep) * (1 / keep)`` (0 or 1 / keep) and
         ``y = x * mask``, as gpunn.layers.Dropout.forward computes them.
 
+        For float16 or bfloat16 ``x``, ``u`` holds float32 draws; the mask is computed in
+        float32 and rounded to x's dtype, and ``y = x * mask`` in float32 with that rounded
+        mask, rounded once, so the backward pass scales by the same factor.
+
         Example: ``mask, y = backend.dropout(x, backend.uniform(x.shape, x.dtype), 0.9)``.
         """
+        if _low_precision(x):
+            factor = self.xp.floor(u.astype(numpy.float32) + keep)  # keep rounds to float32
+            factor *= 1.0 / keep
+            mask = _rounded(self.xp, factor, x.dtype, mask)
+            product = x.astype(numpy.float32) * mask.astype(numpy.float32)
+            return mask, _rounded(self.xp, product, x.dtype, out)
         # floor(u + keep) is 1 with probability keep, else 0: a Bernoulli mask in one buffer.
         mask = self.xp.add(u, keep, out=mask)
         self.xp.floor(mask, out=mask)
         mask *= 1.0 / keep
         return mask, self.xp.multiply(x, mask, out=out)
+
+    # ---- the loss scaler -------------------------------------------------------------------
+    # Its state lives in the tally (TALLY_SCALE, TALLY_GOOD_STEPS, TALLY_FOUND_INF,
+    # TALLY_SKIPPED); the CUDA kernels of the same name are in kernels/optimizers.cu. The rules
+    # are PyTorch's GradScaler's (torch.amp.GradScaler: unscale_, then step, then update).
+
+    def unscale(self, gradients: Any, tally: Any) -> None:
+        """Divide the float32 or float64 ``gradients`` by the loss scale ``tally[TALLY_SCALE]``
+        in place (times its float32 reciprocal, as GradScaler.unscale_), and set
+        ``tally[TALLY_FOUND_INF]`` when any gradient was inf or NaN before.
+
+        Example: ``backend.unscale(gradients, tally)`` between backward and optimizer_step.
+        """
+        _check_tally("unscale", tally)
+        inverse = numpy.float32(1.0 / numpy.float64(numpy.float32(tally[kernels.TALLY_SCALE])))
+        if not self.xp.isfinite(gradients).all():
+            tally[kernels.TALLY_FOUND_INF] = 1.0
+        gradients *= gradients.dtype.type(inverse)
+
+    def advance(self, tally: Any, scaler: Any = None) -> None:
+        """After an optimizer step: count it in ``tally`` and update the loss scale as
+        GradScaler.update does, with ``scaler``'s growth_factor, backoff_factor,
+        growth_interval and min_scale (None: no loss scaling, and an inf or NaN gradient means
+        the run diverged). A step whose gradients overflowed is not counted: it adds to
+        TALLY_SKIPPED and backs the scale off, or at min_scale counts as divergence
+        (TALLY_NONFINITE). Nothing changes once the run diverged.
+
+        Example: ``backend.advance(tally, precision.scaler)``.
+        """
+        _check_tally("advance", tally)
+        growth_factor, backoff_factor, growth_interval, min_scale = scaler_settings(scaler)
+        if tally[kernels.TALLY_NONFINITE] != 0:
+            return
+        if tally[kernels.TALLY_FOUND_INF] != 0:
+            tally[kernels.TALLY_SKIPPED] += 1
+            tally[kernels.TALLY_FOUND_INF] = 0
+            if tally[kernels.TALLY_SCALE] <= min_scale:
+                tally[kernels.TALLY_NONFINITE] += 1
+            else:
+                tally[kernels.TALLY_SCALE] = numpy.float32(tally[kernels.TALLY_SCALE]
+                                                           * backoff_factor)
+                tally[kernels.TALLY_GOOD_STEPS] = 0
+            return
+        tally[kernels.TALLY_ITERATIONS] += 1
+        if growth_interval > 0:
+            good = tally[kernels.TALLY_GOOD_STEPS] + 1
+            if good == growth_interval:
+                with numpy.errstate(over="ignore"):  # past float32's range: the scale stays
+                    grown = numpy.float32(tally[kernels.TALLY_SCALE] * growth_factor)
+                if numpy.isfinite(grown):
+                    tally[kernels.TALLY_SCALE] = grown
+                good = 0
+            tally[kernels.TALLY_GOOD_STEPS] = good
+
+
+def scaler_settings(scaler: Any) -> tuple[float, float, int, float]:
+    """(growth_factor, backoff_factor, growth_interval, min_scale) of a loss scaler, as the
+    advance kernel takes them; for None (no loss scaling) growth_interval 0 keeps the scale, and
+    min_scale inf makes any inf or NaN gradient a divergence."""
+    if scaler is None:
+        return 1.0, 1.0, 0, float("inf")
+    settings = (float(scaler.growth_factor), float(scaler.backoff_factor),
+                int(scaler.growth_interval), float(scaler.min_scale))
+    if settings[2] < 0:
+        raise InvalidArgumentError(f"A loss scaler's growth_interval must be 0 (no scaling) or "
+                                   f"positive; received growth_interval={settings[2]}.")
+    return settings
+
+
+def _low_precision(x: Any) -> bool:
+    return x.dtype.name in kernels.LOW_PRECISION_DTYPES
+
+
+def _rounded(xp: Any, result: Any, dtype: Any, out: Any) -> Any:
+    """A float32 ``result`` rounded once to ``dtype`` (to nearest even), into ``out`` if given;
+    past the dtype's range it rounds to inf, as the kernels' conversion does."""
+    with numpy.errstate(over="ignore"):
+        result = result.astype(dtype)
+    if out is None:
+        return result
+    xp.copyto(out, result)
+    return out
+
+
+def _check_tally(op: str, tally: Any) -> None:
+    if tally.dtype != numpy.float64 or tally.shape != (kernels.TALLY_SIZE,):
+        raise InvalidArgumentError(f"{op} expects a float64 tally of shape "
+                                   f"({kernels.TALLY_SIZE},); received {tally.dtype} "
+                                   f"{tuple(tally.shape)}.")
 
 
 def _check_softmax_ce(logits: Any, labels: Any, tally: Any) -> tuple[int, int]:
@@ -235,10 +352,7 @@ def _check_softmax_ce(logits: Any, labels: Any, tally: Any) -> tuple[int, int]:
     if labels.dtype.kind not in "iu":
         raise InvalidArgumentError(f"softmax_ce expects integer class indices as labels; "
                                    f"received {labels.dtype}.")
-    if tally.dtype != numpy.float64 or tally.shape != (kernels.TALLY_SIZE,):
-        raise InvalidArgumentError(f"softmax_ce expects a float64 tally of shape "
-                                   f"({kernels.TALLY_SIZE},); received {tally.dtype} "
-                                   f"{tuple(tally.shape)}.")
+    _check_tally("softmax_ce", tally)
     return logits.shape
 
 

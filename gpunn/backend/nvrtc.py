@@ -3,12 +3,37 @@ behind `gpunn info` and tests/test_kernels.py. (At run time CuPy compiles them i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gpunn.backend import kernels
 
 ARCHITECTURES = ("sm_80", "sm_90")  # Ampere and Hopper: what the checks compile for
+# Where CUDA's headers come from without a toolkit: the CUDA runtime wheel (which CuPy's ctk
+# extra installs, and where CuPy itself looks first) holds cuda_fp16.h and cuda_bf16.h.
+HEADERS_HINT = ("pip install 'gpunn[cuda13]' (CuPy's ctk extra brings the CUDA headers), or "
+                "pip install nvidia-cuda-runtime, or set CUDA_PATH to a CUDA toolkit")
+# nvidia-cuda-runtime's include folder inside the nvidia namespace package: CUDA 13, CUDA 12.
+_WHEEL_INCLUDES = ("cu13/include", "cuda_runtime/include")
+
+
+def cuda_include_dir() -> Path | None:
+    """The folder holding CUDA's cuda_fp16.h and cuda_bf16.h: the nvidia-cuda-runtime wheel's,
+    else $CUDA_PATH/include or $CUDA_HOME/include; None when there is none."""
+    candidates = []
+    try:
+        import nvidia  # the namespace package of NVIDIA's wheels
+
+        candidates += [Path(root) / sub for root in nvidia.__path__ for sub in _WHEEL_INCLUDES]
+    except ImportError:
+        pass
+    candidates += [Path(os.environ[name]) / "include" for name in ("CUDA_PATH", "CUDA_HOME")
+                   if os.environ.get(name)]
+    return next((folder for folder in candidates
+                 if (folder / "cuda_fp16.h").is_file() and (folder / "cuda_bf16.h").is_file()),
+                None)
 
 
 @dataclass
@@ -34,12 +59,20 @@ def load() -> tuple[Any, str]:
     return nvrtc, f"{major}.{minor}"
 
 
-def compile_file(nvrtc: Any, filename: str, architecture: str) -> Compiled:
+def compile_file(nvrtc: Any, filename: str, architecture: str, *,
+                 low_precision: bool = False) -> Compiled:
     """Compile every template instance of one kernel file to a cubin for ``architecture``,
-    with the options CuPy compiles it with."""
+    with the options CuPy compiles it with; with ``low_precision`` the float16 and bfloat16
+    instances, with CUDA's headers on the include path (as CuPy puts them there)."""
+    options = kernels.options(low_precision=low_precision) + kernels.CUPY_OPTIONS
+    if low_precision:
+        include = cuda_include_dir()
+        if include is None:
+            return Compiled(False, f"CUDA's cuda_fp16.h was not found: {HEADERS_HINT}")
+        options += (f"-I{include}",)
     return compile_source(nvrtc, kernels.read_source(filename), filename,
-                          kernels.name_expressions(filename), architecture,
-                          kernels.NVRTC_OPTIONS + kernels.CUPY_OPTIONS)
+                          kernels.name_expressions(filename, low_precision=low_precision),
+                          architecture, options)
 
 
 def compile_source(nvrtc: Any, source: str, filename: str, names: list[str], architecture: str,

@@ -16,9 +16,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
-from gpunn.backend import kernels
+from gpunn.backend import kernels, nvrtc
 
 HERE = Path(__file__).resolve().parent
 # C scalar type -> (NumPy dtype of the same width and kind, ctypes type)
@@ -31,7 +32,14 @@ SCALARS = {
     "long long": (np.dtype(np.int64), ctypes.c_longlong),
     "unsigned long long": (np.dtype(np.uint64), ctypes.c_ulonglong),
     "bool": (np.dtype(np.bool_), ctypes.c_bool),
+    # CUDA's half types (the low-precision compile), as arrays only: no kernel takes one by value
+    "__half": (np.dtype(np.float16), None),
+    "__nv_bfloat16": (np.dtype(ml_dtypes.bfloat16), None),
 }
+# Accum<T> (kernels/common.cuh): the type a kernel over T computes in
+ACCUM = {"float": "float", "double": "double", "__half": "float", "__nv_bfloat16": "float"}
+# The instances that flush float32 subnormals under CuPy's -ftz=true: those computing in float.
+FLUSHED = {np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)}
 _KERNEL = re.compile(r"(?:template\s*<\s*typename\s+(\w+)\s*>\s*)?__global__\s+void\s+(\w+)\s*"
                      r"\(([^)]*)\)", re.S)
 
@@ -77,6 +85,7 @@ def parameters(source: str, expression: str) -> list[Param]:
     for declaration in declarations:
         if template is not None:
             declaration = re.sub(rf"\b{template}\b", argument, declaration)
+            declaration = re.sub(r"\bAccum<(\w+)>", lambda m: ACCUM[m.group(1)], declaration)
         declaration = declaration.replace("__restrict__", " ")
         pointer = "*" in declaration
         words = declaration.replace("*", " ").split()
@@ -114,18 +123,36 @@ class HostModule:
                                   pointers)
 
 
-def build(out_dir: Path, *, code: str | None = None,
-          expressions: list[str] | None = None) -> HostModule:
+def low_precision_flags() -> list[str]:
+    """g++'s flags for the low-precision compile: the define and CUDA's headers (cuda_fp16.h,
+    and the crt/ and nv/ headers it includes on the host), or RuntimeError saying what to
+    install."""
+    include = nvrtc.cuda_include_dir()
+    if include is None:
+        raise RuntimeError(f"the float16 and bfloat16 kernels need CUDA's cuda_fp16.h: "
+                           f"{nvrtc.HEADERS_HINT}")
+    flags = ["-DGPUNN_LOW_PRECISION", "-I", str(include)]
+    if (include / "cccl").is_dir():  # a CUDA 13 toolkit keeps nv/target there
+        flags += ["-I", str(include / "cccl")]
+    return flags
+
+
+def build(out_dir: Path, *, code: str | None = None, expressions: list[str] | None = None,
+          low_precision: bool = False) -> HostModule:
     """Compile CUDA source (default: every file in kernels/) with an entry point per instance
-    (default: ``kernels.name_expressions`` of every file); raises with the compiler's log on
-    failure. Builds are cached in ``out_dir`` by the hash of what they compile."""
+    (default: ``kernels.name_expressions`` of every file; with ``low_precision`` the float16 and
+    bfloat16 ones, compiled with -DGPUNN_LOW_PRECISION and CUDA's headers); raises with the
+    compiler's log on failure. Builds are cached in ``out_dir`` by the hash of what they
+    compile."""
     if code is None:
         code = "".join(f'#include "{filename}"\n' for filename in kernels.source_files())
         source = "".join(kernels.read_source(filename) for filename in kernels.source_files())
-        expressions = expressions or [name for filename in kernels.source_files()
-                                      for name in kernels.name_expressions(filename)]
+        expressions = expressions or [
+            name for filename in kernels.source_files()
+            for name in kernels.name_expressions(filename, low_precision=low_precision)]
     else:
         source = code
+    flags = low_precision_flags() if low_precision else []
     params = {expression: parameters(source, expression) for expression in expressions}
     lines = ['#include "shim.h"', code]
     for index, (expression, param_list) in enumerate(params.items()):
@@ -134,15 +161,16 @@ def build(out_dir: Path, *, code: str | None = None,
                      f"int ftz, void** a) {{ gpunn_host_launch(grid, block, ftz != 0, [&] {{ "
                      f"{expression}({arguments}); }}); }}")
     text = "\n".join(lines) + "\n"
-    digest = hashlib.sha256((text + source + (HERE / "shim.h").read_text()).encode())
+    digest = hashlib.sha256((text + source + (HERE / "shim.h").read_text()
+                             + " ".join(flags)).encode())
     library = Path(out_dir) / f"gpunn_kernels_host_{digest.hexdigest()[:16]}.so"
     if not library.is_file():
         entry = library.with_suffix(f".{os.getpid()}.cpp")
         entry.write_text(text)
         partial = library.with_suffix(f".{os.getpid()}.so")
         command = [compiler(), "-std=c++14", "-O2", "-ffp-contract=off", "-Wall", "-Werror",
-                   "-shared", "-fPIC", "-I", str(HERE), "-I", str(kernels.kernel_dir()),
-                   str(entry), "-o", str(partial)]
+                   "-shared", "-fPIC", *flags, "-I", str(HERE), "-I",
+                   str(kernels.kernel_dir()), str(entry), "-o", str(partial)]
         result = subprocess.run(command, capture_output=True, text=True)
         entry.unlink()
         if result.returncode != 0:
@@ -153,17 +181,21 @@ def build(out_dir: Path, *, code: str | None = None,
 
 class HostKernels:
     """gpunn's kernels on NumPy arrays with a chosen grid and block size, compiled as CuPy
-    compiles them: float32 instances flush subnormals to zero (-ftz=true)."""
+    compiles them: instances that compute in float32 flush subnormals to zero (-ftz=true).
+    ``low_precision``: the float16 and bfloat16 instances (build(..., low_precision=True))."""
 
-    def __init__(self, module: HostModule) -> None:
+    def __init__(self, module: HostModule, low_precision: HostModule | None = None) -> None:
         self.module = module
+        self.low_precision = low_precision
 
     def _call(self, kernel, dtype, grid, block, arrays, *scalars):
         """Launch the ``dtype`` instance of ``kernel`` (None: an untyped kernel); ``arrays``
         are the pointer arguments, then ``scalars``, each in the kernel's parameter order."""
-        name = kernels.name_expression(kernel, None if dtype is None else dtype.name)
-        self.module.launch(name, grid, block, [a.ctypes.data for a in arrays] + list(scalars),
-                           ftz=dtype == np.float32)
+        dtype_name = None if dtype is None else dtype.name
+        name = kernels.name_expression(kernel, dtype_name)
+        module = self.low_precision if kernels.is_low_precision(dtype_name) else self.module
+        module.launch(name, grid, block, [a.ctypes.data for a in arrays] + list(scalars),
+                      ftz=dtype in FLUSHED)
 
     @staticmethod
     def _geometry(n, grid, block):
@@ -225,5 +257,13 @@ class HostKernels:
                    hyper["learning_rate"], hyper["decay"],
                    *(hyper[name] for name in hyper_names), tally.ctypes.data)
 
-    def advance(self, tally, *, grid=1, block=1):
-        self._call("advance", None, grid, block, (tally,))
+    def unscale(self, gradients, tally, *, grid=None, block=256):
+        """Divide ``gradients`` by the loss scale in place, flagging an inf or NaN in ``tally``."""
+        self._call("unscale", gradients.dtype, *self._geometry(gradients.size, grid, block),
+                   (gradients,), gradients.size, tally.ctypes.data)
+
+    def advance(self, tally, growth_factor=1.0, backoff_factor=1.0, growth_interval=0,
+                min_scale=float("inf"), *, grid=1, block=1):
+        """Count the step and update the loss scale in ``tally``; the defaults: no scaling."""
+        self._call("advance", None, grid, block, (tally,), growth_factor, backoff_factor,
+                   growth_interval, min_scale)

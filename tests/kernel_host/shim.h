@@ -8,6 +8,17 @@
 // AArch64 FPCR.FZ), and the launcher sets it for float32 instances only.
 #pragma once
 
+// The low-precision compile (-DGPUNN_LOW_PRECISION) uses CUDA's own half types: g++ compiles the
+// host paths of cuda_fp16.h and cuda_bf16.h (conversions round to nearest even, as on a GPU;
+// all but __hfma have a host version, and the kernels use none of those intrinsics). They are
+// included before the macros below: the headers define __global__, __device__, __host__ and
+// __forceinline__ themselves (as nothing, or inline, outside nvcc), so the shim defines only
+// those still missing.
+#ifdef GPUNN_LOW_PRECISION
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
 // CUDA's device math functions (exp, log, sqrt, pow, floor, isnan, isfinite, nan) without a
 // header, overloaded for float as in CUDA: C++'s <math.h> declares them in the global namespace
 // with the float overloads of <cmath>, so exp(float) runs expf, not exp on a double.
@@ -17,16 +28,26 @@
 #include <xmmintrin.h>
 #endif
 
+#ifndef GPUNN_LOW_PRECISION  // else vector_types.h, which cuda_fp16.h includes, has CUDA's own
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
+#endif
 
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+#ifndef __global__
 #define __global__
+#endif
+#ifndef __device__
 #define __device__
+#endif
+#ifndef __host__
 #define __host__
+#endif
+#ifndef __forceinline__
 #define __forceinline__ inline
+#endif
 // __restrict__ is a g++ keyword already.
 
 // The host runs one thread at a time, so a plain read-add-write is exactly atomic; it returns

@@ -100,7 +100,7 @@ def array(obj: _Any, dtype: _Any = None, copy: bool = True, order: str = "K", su
     data = _unwrap(obj, host_ok=True)  # a list may hold device scalars of the current device
     host = _numpy.array(data, dtype=dtype, order="C" if order == "K" else order, copy=True,
                        ndmin=ndmin)
-    if host.dtype.kind in "OSUMmV":
+    if _core.unsupported(host.dtype):
         raise ValueError(f"Unsupported dtype {host.dtype}")
     _sim.host_to_device()
     return _fresh(host)

@@ -23,6 +23,13 @@ API = json.loads((Path(__file__).resolve().parent.parent / "cupy_api.json").read
 _UNSUPPORTED_KINDS = "OSUMmV"  # object, strings, datetimes, void: CuPy has no such arrays
 
 
+def unsupported(dtype: Any) -> bool:
+    """Whether CuPy has no arrays of ``dtype``. CuPy 14 has bfloat16 ones (ml_dtypes' dtype,
+    kind "V") when ml_dtypes imports and NumPy is 2.1.2 or newer (cupy/_core/_dtype.pyx,
+    cupy/_util.pyx), as in gpunn's test environments."""
+    return dtype.kind in _UNSUPPORTED_KINDS and dtype.name != "bfloat16"
+
+
 # ---- the API list ------------------------------------------------------------------------------
 
 def api_entry(namespace: str, name: str) -> dict:
@@ -285,7 +292,7 @@ class ndarray:
 
     @classmethod
     def _wrap(cls, array: numpy.ndarray, device: int) -> ndarray:
-        if array.dtype.kind in _UNSUPPORTED_KINDS:
+        if unsupported(array.dtype):
             raise ValueError(f"Unsupported dtype {array.dtype}")
         self = object.__new__(cls)
         self._a, self._device = array, device

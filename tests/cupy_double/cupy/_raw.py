@@ -35,15 +35,26 @@ def _cache_dir() -> Path:
     return folder
 
 
-def _host_module(code: str, expressions: tuple[str, ...]) -> Any:
-    key = (code, expressions)
+def _host_module(code: str, expressions: tuple[str, ...], low_precision: bool) -> Any:
+    key = (code, expressions, low_precision)
     if key not in _builds:
         if str(TESTS) not in sys.path:
             sys.path.insert(0, str(TESTS))
         import kernel_host
 
-        _builds[key] = kernel_host.build(_cache_dir(), code=code, expressions=list(expressions))
+        _builds[key] = kernel_host.build(_cache_dir(), code=code, expressions=list(expressions),
+                                         low_precision=low_precision)
     return _builds[key]
+
+
+def _cuda_include_options() -> tuple[str, ...]:
+    """The -I CuPy adds for CUDA's headers (cupy/_core/core.pyx,
+    assemble_cupy_compiler_options: the cudart wheel's include folder, found by
+    cuda-pathfinder, or the toolkit's)."""
+    from gpunn.backend import nvrtc
+
+    include = nvrtc.cuda_include_dir()
+    return () if include is None else (f"-I{include}",)
 
 
 def _nvrtc_check(code: str, options: tuple[str, ...], expressions: tuple[str, ...]) -> None:
@@ -92,8 +103,10 @@ class RawModule:
             raise RuntimeError(f"cuModuleGetFunction failed: CUDA_ERROR_NOT_FOUND ({name!r} is "
                                f"not among the module's name_expressions)")
         options = self.options + CUPY_OPTIONS
-        _nvrtc_check(self.code, options, self.name_expressions)
-        module = _host_module(self.code, self.name_expressions)
+        _nvrtc_check(self.code, options + _cuda_include_options(), self.name_expressions)
+        # gpunn's one define: -DGPUNN_LOW_PRECISION, its float16 and bfloat16 compile
+        low_precision = "-DGPUNN_LOW_PRECISION" in options
+        module = _host_module(self.code, self.name_expressions, low_precision)
         if _sim.current() not in self._loaded:
             _sim.counters["module_load"] += 1
             self._loaded.add(_sim.current())
@@ -113,11 +126,13 @@ class RawKernel:
         self.name = name
         self._module, self._device = _module, _device
         self._params = _module.params[name]
-        # -ftz=true flushes float32 arithmetic, so a kernel with float parameters runs flushed.
+        # -ftz=true flushes float32 arithmetic, so a kernel with float parameters runs flushed,
+        # as do the half-precision ones, which compute in float.
         # The host FPU mode covers float64 too: the float64 values such a kernel also handles
         # (hyperparameters, the tally's sums) would flush where a GPU keeps them; gpunn's are
         # not subnormal in practice.
-        self._ftz = _ftz and any(param.base == "float" for param in self._params)
+        self._ftz = _ftz and any(param.base in ("float", "__half", "__nv_bfloat16")
+                                 for param in self._params)
 
     def __call__(self, grid: Any, block: Any, args: Any, **kwargs: Any) -> None:
         check_call("cupy.RawKernel", "__call__", (grid, block, args), kwargs)
