@@ -133,10 +133,11 @@ __global__ void unscale(T* grads, long long n, double* tally) {
 
 // Optimizer.post_update_params after a rule's kernel, and GradScaler.update
 // (torch._amp_update_scale_) in one. Nothing when the run diverged (tally[TALLY_NONFINITE]).
-// A step whose gradients overflowed (tally[TALLY_FOUND_INF], set by unscale) was skipped: count
-// it in TALLY_SKIPPED and clear the flag; then if the scale is already at most min_scale the
-// gradients overflow even barely scaled, so the run diverged (TALLY_NONFINITE += 1, which the
-// training loop reports), else scale *= backoff_factor and the growth tracker restarts.
+// A step whose gradients overflowed (tally[TALLY_FOUND_INF], set by unscale) changed nothing:
+// clear the flag; then if the scale is already at most min_scale the gradients overflow even
+// barely scaled, so the run diverged at this step (TALLY_NONFINITE += 1, which the training loop
+// reports, naming this step), else it was skipped (TALLY_SKIPPED += 1), scale *= backoff_factor
+// and the growth tracker restarts.
 // A step taken counts in TALLY_ITERATIONS; with dynamic scaling (growth_interval > 0) every
 // growth_interval-th good step in a row multiplies the scale by growth_factor, unless that
 // overflows float32. growth_interval == 0: no loss scaling, the scale stays as it is.
@@ -146,11 +147,11 @@ __global__ void advance(double* tally, double growth_factor, double backoff_fact
                         long long growth_interval, double min_scale) {
     if (blockIdx.x != 0 || threadIdx.x != 0 || tally[TALLY_NONFINITE] != 0.0) return;
     if (tally[TALLY_FOUND_INF] != 0.0) {
-        tally[TALLY_SKIPPED] += 1.0;
         tally[TALLY_FOUND_INF] = 0.0;
         if (tally[TALLY_SCALE] <= min_scale) {
             tally[TALLY_NONFINITE] += 1.0;
         } else {
+            tally[TALLY_SKIPPED] += 1.0;
             tally[TALLY_SCALE] = float(tally[TALLY_SCALE] * backoff_factor);
             tally[TALLY_GOOD_STEPS] = 0.0;
         }

@@ -276,8 +276,8 @@ class NumpyBackend:
         GradScaler.update does, with ``scaler``'s growth_factor, backoff_factor,
         growth_interval and min_scale (None: no loss scaling, and an inf or NaN gradient means
         the run diverged). A step whose gradients overflowed is not counted: it adds to
-        TALLY_SKIPPED and backs the scale off, or at min_scale counts as divergence
-        (TALLY_NONFINITE). Nothing changes once the run diverged.
+        TALLY_SKIPPED and backs the scale off, or at min_scale counts as divergence at that step
+        (TALLY_NONFINITE, not skipped). Nothing changes once the run diverged.
 
         Example: ``backend.advance(tally, precision.scaler)``.
         """
@@ -286,11 +286,11 @@ class NumpyBackend:
         if tally[kernels.TALLY_NONFINITE] != 0:
             return
         if tally[kernels.TALLY_FOUND_INF] != 0:
-            tally[kernels.TALLY_SKIPPED] += 1
             tally[kernels.TALLY_FOUND_INF] = 0
             if tally[kernels.TALLY_SCALE] <= min_scale:
                 tally[kernels.TALLY_NONFINITE] += 1
             else:
+                tally[kernels.TALLY_SKIPPED] += 1
                 tally[kernels.TALLY_SCALE] = numpy.float32(tally[kernels.TALLY_SCALE]
                                                            * backoff_factor)
                 tally[kernels.TALLY_GOOD_STEPS] = 0
