@@ -28,7 +28,7 @@ PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux_2_28_x86_64"
 # What the GPU machine lacks, pinned to the version the nvmath-python double's API list was
 # generated from (tests/nvmath_double/nvmath_api.json); its cp312 wheel is manylinux_2_28.
-WHEELS = ("nvmath-python==1.0.0",)
+WHEELS = ("nvmath-python==1.0.1",)
 # What the GPU machine has (Python 3.12.3; numpy 2.5.2, cupy-cuda13x 14.2.0 and torch
 # 2.11.0+cu130 among them). The rehearsal (tests/test_gpu_check.py) builds an environment from
 # those PyPI has for CPython 3.12, less CuPy (replaced by the CuPy double), torch (PyPI's cp312

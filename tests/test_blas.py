@@ -75,7 +75,8 @@ def test_direct_gemm_refuses_operands_that_do_not_multiply(backend):
         with pytest.raises(gpunn.InvalidArgumentError, match=r"op\(a\) is \(4, 3\) and op\(b\) "
                                                              r"\(4, 3\)"):
             backend.gemm(X, X)
-        with pytest.raises(gpunn.InvalidArgumentError, match="float32 or float64"):
+        with pytest.raises(gpunn.InvalidArgumentError, match="float32, float64, float16 or "
+                                                             "bfloat16 arrays of one dtype"):
             backend._blas.gemm(X, X.astype("float64"), backend.xp.empty((4, 4), "float32"),
                                False, True)
 
@@ -86,9 +87,9 @@ def test_a_layers_products_go_through_gemm(backend, monkeypatch):
     calls = []
     original = type(backend).gemm
 
-    def spy(self, a, b, out=None, *, trans_a=False, trans_b=False):
+    def spy(self, a, b, out=None, *, trans_a=False, trans_b=False, tf32=False):
         calls.append((a.shape, b.shape, trans_a, trans_b))
-        return original(self, a, b, out=out, trans_a=trans_a, trans_b=trans_b)
+        return original(self, a, b, out=out, trans_a=trans_a, trans_b=trans_b, tf32=tf32)
 
     monkeypatch.setattr(type(backend), "gemm", spy)
     layer = gpunn.Dense(3, 5, device=backend)
@@ -96,3 +97,43 @@ def test_a_layers_products_go_through_gemm(backend, monkeypatch):
     layer.backward(backend.xp.ones((8, 5), dtype="float32"))
     assert calls == [((8, 3), (3, 5), False, False), ((8, 3), (8, 5), True, False),
                      ((1, 8), (8, 5), False, False), ((8, 5), (3, 5), False, True)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("into", ["same", "float32"])
+def test_16_bit_products_accumulate_in_float32_and_round_once(backend, dtype, into):
+    # gpunn.precision's products: 16-bit operands, float32 accumulation, one rounding into a
+    # 16-bit result or none into a float32 one (the master weights' gradients). On CUDA they go
+    # to cuBLAS directly (CuPy's dot cannot write a 16-bit product into float32); the NumPy
+    # twin upcasts, multiplies in float32 and rounds once, so the two agree bit for bit on the
+    # double, whose cuBLAS computes as the twin does (a GPU may sum in another order).
+    import ml_dtypes  # noqa: F401
+
+    rng = np.random.default_rng(3)
+    a32 = rng.standard_normal((300, 40)).astype("float32")
+    b32 = rng.standard_normal((40, 7)).astype("float32")
+    a, b = a32.astype(dtype), b32.astype(dtype)
+    out_dtype = dtype if into == "same" else "float32"
+    out = backend.xp.empty((300, 7), dtype=out_dtype)
+    result = backend.gemm(backend.asarray(a), backend.asarray(b), out=out)
+    expected = np.dot(a.astype("float32"), b.astype("float32")).astype(out_dtype)
+    np.testing.assert_array_equal(to_host(backend, result), expected)
+    assert result.dtype == np.dtype(out_dtype)
+
+
+def test_tf32_is_chosen_per_product(backend, monkeypatch):
+    if backend.device == "cpu":
+        pytest.skip("TF32 is a CUDA compute type")
+    backend.why_no_cuda_graph()  # makes the Blas
+    chosen = []
+    original = backend._blas.cublas.gemm_ex
+
+    def spy(*args):
+        chosen.append(args[-2])
+        return original(*args)
+
+    monkeypatch.setattr(backend._blas.cublas, "gemm_ex", spy)
+    x = backend.asarray(np.ones((4, 3), "float32"))
+    backend.gemm(x, x, trans_b=True, tf32=True)
+    compute = backend._blas.cublas.ComputeType
+    assert chosen == [int(compute.COMPUTE_32F_FAST_TF32)]

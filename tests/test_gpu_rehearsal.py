@@ -122,7 +122,7 @@ def test_each_stage_completes_on_the_doubles_within_the_machines_limits(machine,
     record = json.loads((out / f"gpu-check-{stage}.json").read_text())
     markdown = (out / f"gpu-check-{stage}.md").read_text()
     _assert_simulated(record, markdown)
-    assert record["wheels"]["installed"] and "nvmath_python-1.0.0" in record["wheels"]["wheels"][0]
+    assert record["wheels"]["installed"] and "nvmath_python-1.0.1" in record["wheels"]["wheels"][0]
     parts = record["parts"]
     for name, part in parts.items():
         assert "error" not in part and "skipped" not in part, (name, part)
