@@ -587,7 +587,7 @@ def test_host_unscale_matches_numpy(host, dtype, scale, geometry):
         host.unscale(got, got_tally, **geometry)
         with np.errstate(over="ignore", invalid="ignore"):
             reference.unscale(expected, expected_tally)
-        assert_twin(got, lambda: expected)
+        assert_twin(got, lambda expected=expected: expected)
         assert got_tally[kernels.TALLY_FOUND_INF] == expected_tally[kernels.TALLY_FOUND_INF] \
             == (1.0 if planted else 0.0)
         np.testing.assert_array_equal(got_tally, expected_tally)
