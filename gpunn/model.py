@@ -323,7 +323,8 @@ class Model:
                 as_device_array: bool = False) -> Any:
         """The outputs of the last layer for X, as a NumPy array whatever the device; with
         ``as_device_array=True`` as an array on the model's device (CuPy on a GPU), for
-        pipelines that stay there. X may be any array with DLPack (a PyTorch tensor, ...)."""
+        pipelines that stay there. X may be any array with DLPack (a PyTorch tensor, ...) or a
+        numeric pandas DataFrame."""
         self._require_ready(training=False)
         X = _data.prepare(self, X, None, "X", None)[0]
         batch_size = _data.steps(len(X), batch_size)[1]
