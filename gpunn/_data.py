@@ -35,7 +35,7 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
     device should not hold them; training then moves one batch at a time): X as (samples,
     features) in the model's dtype; y as class indices or one-hot for categorical losses, else as
     floats shaped like the output."""
-    X = _array(X, x_name, model.backend)
+    X = _array(X, x_name, model.backend, dtype=model.dtype)
     backend = model.backend if model.backend.holds(X.size * 8) else device("cpu")
     if X.ndim != 2:
         raise InvalidArgumentError(f"{x_name} must be 2-D (samples, features); received an "
@@ -74,17 +74,67 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
     return X, y
 
 
-def _array(data: Any, name: str, model_backend: Any) -> Any:
+def _array(data: Any, name: str, model_backend: Any, dtype: str | None = None) -> Any:
     if isinstance(data, (list, tuple)):
         data = numpy.asarray(data)
+    if type(data).__module__.startswith("pandas"):  # pandas itself is imported only then
+        data = _pandas(data, name, dtype)
     data = _interchange(data, name, model_backend)
     if not hasattr(data, "dtype") or not hasattr(data, "shape"):
         raise InvalidTypeError(f"{name} must be an array (NumPy, CuPy, a PyTorch tensor or any "
-                               f"array with DLPack, or a list of numbers); received "
-                               f"{type(data).__name__}.")
+                               f"array with DLPack, a pandas DataFrame or Series, or a list of "
+                               f"numbers); received {type(data).__name__}.")
     if data.dtype.kind not in "biuf":
         raise InvalidTypeError(f"{name} must hold numbers; received dtype {data.dtype}.")
     return data
+
+
+def _pandas(data: Any, name: str, dtype: str | None) -> Any:
+    """A pandas DataFrame or Series (or Index) as a NumPy array: a view, without a copy, when
+    all its columns share one NumPy number dtype (``to_numpy`` of a frame held in one block, as
+    most are); otherwise one copy, straight into ``dtype`` (the model's, for X) where it is
+    given, else into the columns' common dtype. Nullable columns (Int64, Float64, boolean,
+    pyarrow numbers) become their NumPy dtype, and are refused while they hold missing values;
+    text, categories and dates are refused with how to encode them."""
+    import pandas
+
+    frame = data.to_frame() if isinstance(data, (pandas.Series, pandas.Index)) else data
+    if not isinstance(frame, pandas.DataFrame):
+        return data  # a pandas array: numpy.asarray (through the checks below) says the rest
+    dtypes, series = list(frame.dtypes), frame is not data
+    wrong = [f"{column!r} ({kind})" for column, kind in zip(frame.columns, dtypes)
+             if kind.kind not in "biuf"]
+    if wrong and series:
+        codes = f"{name}.cat.codes" if dtypes[0] == "category" else \
+            f"{name}.astype('category').cat.codes"
+        raise InvalidTypeError(f"{name} is a pandas Series of {dtypes[0]} values, not numbers; "
+                               f"encode them as numbers first, e.g. {codes} for class labels.")
+    if wrong:
+        raise InvalidTypeError(
+            f"{name} has non-numeric columns {_listed(wrong)}; encode them as numbers first, "
+            f"e.g. pandas.get_dummies({name}, dtype=float) for categories and text, or drop "
+            f"them.")
+    nullable = [index for index, kind in enumerate(dtypes) if not isinstance(kind, numpy.dtype)]
+    if nullable:
+        missing = frame.iloc[:, nullable].isna().any().to_numpy()
+        gaps = [f"{frame.columns[index]!r} ({dtypes[index]})"
+                for index, empty in zip(nullable, missing) if empty]
+        if gaps:
+            where = f"its {dtypes[0]} values" if series else f"columns {_listed(gaps)}"
+            raise InvalidArgumentError(
+                f"{name} has missing values (NA) in {where}; fill them first (e.g. "
+                f"{name}.fillna({name}.mean())) or drop those rows, from X and y alike.")
+    kinds = {getattr(kind, "numpy_dtype", None) or numpy.dtype("float64") for kind in dtypes}
+    if not nullable and len(kinds) <= 1:
+        array = frame.to_numpy()  # a view of the frame's one block
+    else:
+        array = frame.to_numpy(dtype=dtype or numpy.result_type(*kinds))
+    return array.reshape(-1) if series else array
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 _DLPACK_CPU = (1, 3)  # kDLCPU, kDLCUDAHost (pinned host memory)
@@ -129,6 +179,8 @@ def _outputs(model: Any) -> int | None:
 
 def _class_labels(backend: Any, y: Any, name: str, classes: int | None, dtype: str) -> Any:
     xp = backend.xp
+    if y.ndim == 2 and y.shape[1] == 1 and classes != 1:
+        y = y.reshape(-1)  # class indices in a column (a one-column DataFrame), not one-hot
     if y.ndim == 2:  # one-hot
         if classes is not None and y.shape[1] != classes:
             raise InvalidArgumentError(f"{name} is one-hot with {y.shape[1]} columns but the "

@@ -241,15 +241,24 @@ class Model:
 
     @_on_device
     def train(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
-              shuffle: bool = True, print_every: int = 1, validation_data: tuple | None = None,
-              verbose: bool = True, on_epoch_end: Any = None, on_batch_end: Any = None,
-              initial_epoch: int = 0, cuda_graph: bool = True) -> History:
+              shuffle: bool = True, print_every: int | None = None,
+              validation_data: tuple | None = None, verbose: int = 1, on_epoch_end: Any = None,
+              on_batch_end: Any = None, initial_epoch: int = 0,
+              cuda_graph: bool = True) -> History:
         """Train for ``epochs`` passes over (X, y) and return the per-epoch history.
 
-        With ``verbose``, an epoch's lines (``epoch: E``, its step lines and its ``training,
-        ...`` summary) are printed for the first epoch, every ``print_every``-th epoch and the
-        last one; within those, a step line every ``print_every`` steps and for the last step.
-        So ``print_every=100`` prints about one epoch in a hundred, as the book's examples do.
+        X and y (and ``validation_data``, a pair) may be NumPy or CuPy arrays, arrays with
+        DLPack, numeric pandas DataFrames and Series, or lists.
+        ``verbose=1`` (or True, the default) shows, as Keras does, a progress bar per epoch
+        with the running loss and accuracy in a terminal or a Jupyter notebook (one bar over
+        all epochs when they are many or of few steps), and the book's summary line
+        (``epoch E/N: training, acc: ..., loss: ...`` and the validation's) after each epoch;
+        where the output is a log or a pipe, only that line, once per epoch. ``verbose=0`` (or
+        False) prints nothing. ``verbose=2``, or any ``print_every``, prints the book's lines:
+        ``epoch: E``, its step lines and its ``training, ...`` summary for the first epoch,
+        every ``print_every``-th epoch and the last one; within those, a step line every
+        ``print_every`` steps and for the last step (``print_every`` defaults to 1 there). So
+        ``print_every=100`` prints about one epoch in a hundred, as the book's examples do.
         ``on_batch_end(epoch, step, steps)`` is called after each step and
         ``on_epoch_end(epoch, logs)`` after each epoch (the CLI draws progress and checkpoints
         there); epochs are numbered from ``initial_epoch + 1`` (for resumed runs).
@@ -259,12 +268,15 @@ class Model:
         step; the parameters are then those from before that step.
         Ctrl-C stops after the current step and returns the history so far.
         After ``gpunn.distributed.init()`` in each of N processes (``mpiexec -n N``), training
-        is data-parallel: ``batch_size`` is the global batch, shared among the processes.
+        is data-parallel: ``batch_size`` is the global batch, shared among the processes, and
+        rank 0 alone prints.
         """
         self._require_ready(training=True)
         epochs = _checks.integer("epochs", epochs, minimum=0)
         initial_epoch = _checks.integer("initial_epoch", initial_epoch, minimum=0)
-        print_every = _checks.integer("print_every", print_every, minimum=1)
+        verbose = _verbosity(verbose, print_every)
+        print_every = 1 if print_every is None else _checks.integer("print_every", print_every,
+                                                                    minimum=1)
         X, y = _data.prepare(self, X, y, "X", "y")
         if validation_data is not None:
             X_val, y_val = _data.pair(validation_data)
@@ -311,7 +323,8 @@ class Model:
                 as_device_array: bool = False) -> Any:
         """The outputs of the last layer for X, as a NumPy array whatever the device; with
         ``as_device_array=True`` as an array on the model's device (CuPy on a GPU), for
-        pipelines that stay there. X may be any array with DLPack (a PyTorch tensor, ...)."""
+        pipelines that stay there. X may be any array with DLPack (a PyTorch tensor, ...) or a
+        numeric pandas DataFrame."""
         self._require_ready(training=False)
         X = _data.prepare(self, X, None, "X", None)[0]
         batch_size = _data.steps(len(X), batch_size)[1]
@@ -442,3 +455,11 @@ def _precision(spec: Any) -> precision.Policy:
     if isinstance(spec, dict):  # as saved in a model file
         return precision.policy(spec["name"], scaler=spec.get("scaler"))
     return precision.policy(spec)
+
+
+def _verbosity(verbose: Any, print_every: Any) -> int:
+    """``Model.train``'s verbose as 0, 1 or 2: a given ``print_every`` asks for step lines."""
+    if verbose not in (0, 1, 2) or not isinstance(verbose, (bool, int, numpy.integer)):
+        raise InvalidArgumentError(f"verbose must be 0 (or False), 1 (or True) or 2; received "
+                                   f"verbose={verbose!r}.")
+    return 2 if verbose and print_every is not None else int(verbose)

@@ -1,5 +1,6 @@
-"""Progress displays for `gpunn train`: a tqdm bar in a terminal, plain lines in a log, nothing
-with --quiet. Each gets the training loop's batch_end and epoch_end calls."""
+"""Progress displays for `gpunn train` and `Model.train`: a tqdm bar in a terminal or a Jupyter
+notebook, plain lines in a log, nothing with --quiet (verbose=0). Each gets the training loop's
+batch_end and epoch_end calls."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 MIN_BAR = 10  # columns the bar itself keeps, however narrow the terminal
@@ -17,12 +19,53 @@ def choose(quiet: bool, model: Any, first: int, last: int, steps: int, samples: 
            batch_size: int | None) -> Progress:
     if quiet:
         return Progress()
+    if not interactive():
+        return Lines(first, last, samples, getattr(model.accuracy, "label", "acc"))
+    return bars(model, first, last, steps, samples, batch_size)
+
+
+def for_train(model: Any, first: int, last: int, steps: int, samples: int, batch_size: int,
+              line: Callable[[int, dict], str]) -> Progress:
+    """``Model.train``'s default display (verbose=1): in a terminal or a notebook the bars of
+    `gpunn train`, each epoch's ``line(epoch, logs)`` (the book's summary) after its bar, or the
+    last epoch's after the one bar over all epochs; elsewhere (a log, a pipe) that line alone,
+    once per epoch, so a log gets no carriage returns."""
+    if not interactive():
+        return Summaries(Progress(), line, last)
+    return Summaries(bars(model, first, last, steps, samples, batch_size), line, last)
+
+
+def bars(model: Any, first: int, last: int, steps: int, samples: int,
+         batch_size: int) -> Progress:
+    """A bar per epoch with its running loss (epochs of ten steps or more, fewer than a hundred
+    of them), else one bar over all epochs: a bar per one-step epoch would flood the screen."""
     label = getattr(model.accuracy, "label", "acc")
-    if not sys.stdout.isatty():
-        return Lines(first, last, samples, label)
     if steps >= 10 and last - first < 100:
         return BatchBars(model, last, samples, batch_size, label)
     return EpochBar(first, last, samples, label)
+
+
+def interactive() -> bool:
+    """Whether standard output redraws a bar in place: a terminal, or a Jupyter notebook's
+    output, which is not a terminal."""
+    return sys.stdout.isatty() or _notebook()
+
+
+def _notebook() -> bool:
+    # ipykernel's OutStream; checked by its type, so that nothing is imported to ask
+    return type(sys.stdout).__module__.startswith("ipykernel")
+
+
+def _tqdm(columns: int, **options: Any) -> Any:
+    """A tqdm bar: in a notebook tqdm.auto's widget, as wide as the cell; elsewhere a line of
+    text ``columns`` wide."""
+    if _notebook():  # tqdm.auto falls back to text where ipywidgets is missing: to stdout too
+        from tqdm.auto import tqdm
+
+        return tqdm(file=sys.stdout, **options)
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stdout, ncols=columns, **options)
 
 
 def logs_text(logs: dict[str, float], label: str = "acc") -> str:
@@ -60,7 +103,9 @@ def fit_postfix(columns: int, around: str, postfix: str, extras: list[str]) -> s
 def _columns() -> int:
     """The terminal's width; 80 where it reports none (0 columns: a pseudo-terminal without a
     size, as some CI runners and containers give, where Python before 3.11 passes the 0 on and
-    tqdm's ncols=0 drew an empty line per refresh)."""
+    tqdm's ncols=0 drew an empty line per refresh). A notebook's widget has room for all."""
+    if _notebook():
+        return 1000
     columns = shutil.get_terminal_size().columns
     return columns if columns > 0 else 80
 
@@ -102,12 +147,10 @@ class EpochBar(Progress):
     FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"  # tqdm adds ", "
 
     def __init__(self, first: int, last: int, samples: int, label: str = "acc") -> None:
-        from tqdm import tqdm
-
         self.columns = _columns()
         self.around = f"100%|| {last}/{last}, "
-        self.bar = tqdm(total=last, initial=first - 1, unit="epoch", file=sys.stdout,
-                        ncols=self.columns, bar_format=self.FORMAT)
+        self.bar = _tqdm(self.columns, total=last, initial=first - 1, unit="epoch",
+                         bar_format=self.FORMAT)
         self.first, self.samples, self.label = first, samples, label
         self.started = self.shown = time.perf_counter()
         self.epoch, self.logs = first - 1, None
@@ -131,6 +174,7 @@ class EpochBar(Progress):
     def close(self) -> None:
         if self.logs is not None:
             self._show(time.perf_counter())  # the bar left on screen shows the last epoch
+            self.logs = None  # closed: a second close (Summaries, then the loop) adds nothing
         self.bar.close()
 
 
@@ -148,13 +192,10 @@ class BatchBars(Progress):
         self.around = f"epoch {last}/{last} 100%|| 999.9k/999.9k, "
 
     def batch_end(self, epoch: int, step: int, steps: int) -> None:
-        from tqdm import tqdm
-
         if step == 0:
             self.close()
-            self.bar = tqdm(total=self.samples, unit="sample", unit_scale=True,
-                            desc=f"epoch {epoch}/{self.last}", file=sys.stdout,
-                            ncols=self.columns, bar_format=self.FORMAT)
+            self.bar = _tqdm(self.columns, total=self.samples, unit="sample", unit_scale=True,
+                             desc=f"epoch {epoch}/{self.last}", bar_format=self.FORMAT)
             self.started = self.shown = time.perf_counter()
         self.bar.update(min(self.batch_size, self.samples - step * self.batch_size))
         now = time.perf_counter()
@@ -179,6 +220,29 @@ class BatchBars(Progress):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class Summaries(Progress):
+    """Another display, and a line of text after each epoch (Model.train: the book's summary);
+    after one bar over all epochs, only the last epoch's, below the bar."""
+
+    def __init__(self, display: Progress, line: Callable[[int, dict], str], last: int) -> None:
+        self.display, self.line, self.last = display, line, last
+        self.per_batch = display.per_batch
+        self.every = not isinstance(display, EpochBar)
+
+    def batch_end(self, epoch: int, step: int, steps: int) -> None:
+        self.display.batch_end(epoch, step, steps)
+
+    def epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.display.epoch_end(epoch, logs)  # a BatchBars' bar ends here
+        if self.every or epoch == self.last:
+            if epoch == self.last:
+                self.display.close()
+            print(self.line(epoch, logs), flush=True)
+
+    def close(self) -> None:
+        self.display.close()
 
 
 class ReaderMayLeave:

@@ -4,8 +4,9 @@ A step is forward, loss, backward and the optimizer update, as in the book. What
 
 - **Metrics stay on the device.** The sum of the losses, the correct predictions, a count of
   non-finite losses and the optimizer's step count live in one small float64 array, the tally,
-  which the host reads at the end of an epoch, when a progress display refreshes, or when a
-  verbose step line is printed; on the CPU, where reading costs nothing, after every step.
+  which the host reads at the end of an epoch, when a progress bar refreshes its running loss
+  (at most every 0.2 s, gpunn.progress) or when a step line is printed (verbose=2); on the CPU,
+  where reading costs nothing, after every step.
 - **Divergence.** A non-finite loss is counted in the tally and the optimizer's update is skipped
   from that step on (the CUDA optimizer kernels read the count), so whenever it is noticed the
   parameters are those from before the diverging step. The error names that epoch and step.
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy
 
-from gpunn import _data, distributed
+from gpunn import _data, distributed, progress
 from gpunn.backend import host_random, streaming
 from gpunn.backend.kernels import (
     TALLY_CORRECT,
@@ -177,16 +178,18 @@ class _Diverged(Exception):
 
 
 def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, shuffle: bool,
-          print_every: int, validation_data: tuple | None, verbose: bool, on_epoch_end: Any,
+          print_every: int, validation_data: tuple | None, verbose: int, on_epoch_end: Any,
           on_batch_end: Any, initial_epoch: int, cuda_graph: bool) -> History:
     """The loop behind ``Model.train`` (its docstring says what each argument does); the
-    arguments are checked and the data prepared there."""
+    arguments are checked and the data prepared there. ``verbose``: 0 nothing, 1 the progress
+    display (gpunn.progress.for_train), 2 the book's step lines every ``print_every``."""
     backend, comm = model.backend, distributed.current()
     steps, batch_size = _data.steps(len(X), batch_size)
+    step_lines = verbose >= 2
     if comm.size > 1:
         _start_replicas(model, comm, len(X), batch_size, shuffle)
         # Step lines are reduced over the ranks, so all take part; rank 0 alone prints.
-        verbose = comm.any_rank(verbose)
+        step_lines = comm.any_rank(step_lines)
         if validation_data is not None:  # each rank evaluates its share; the sums are reduced
             validation_data = tuple(part[slice(*_share(0, len(part), comm))]
                                     for part in validation_data)
@@ -195,16 +198,23 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
     step = Step(model, tally, comm)
     runner = _runner(model, step, cuda_graph, comm)
     history = History()
+    last = initial_epoch + epochs
+    display = progress.Progress()
+    if verbose and not step_lines and comm.rank == 0 and epochs > 0:  # only rank 0 draws
+        display = progress.for_train(
+            model, initial_epoch + 1, last, steps, len(X), batch_size,
+            lambda epoch, logs: format_logs(f"epoch {epoch}/{last}: training", logs))
+    # The display is closed however the loop ends: a bar left open would swallow what follows.
     with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"), \
-            runner:
+            runner, contextlib.closing(display):
         step.interrupt = interrupt
-        for epoch in range(initial_epoch + 1, initial_epoch + epochs + 1):
+        for epoch in range(initial_epoch + 1, last + 1):
             tally.new_epoch()
             model.loss.new_pass(into=tally.loss)
             model.accuracy.new_pass(into=tally.correct)
             started_at = model.optimizer.iterations
-            shown = verbose and (epoch % print_every == 0 or epoch == initial_epoch + 1
-                                 or epoch == initial_epoch + epochs)
+            shown = step_lines and (epoch % print_every == 0 or epoch == initial_epoch + 1
+                                    or epoch == last)
             if shown and comm.rank == 0:
                 print(f"epoch: {epoch}")
             stopping = False
@@ -232,6 +242,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                     if printed:  # on every rank: the line shows all ranks' share of the batch
                         _print_step(model, comm, index, before, tally.read(), len(batch_y),
                                     step.compared(batch_y))
+                    display.batch_end(epoch, index, steps)
                     if on_batch_end is not None:
                         on_batch_end(epoch, index, steps)
                     stopping = step.stop if comm.size > 1 else interrupt.requested
@@ -248,7 +259,8 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                 scaler.good_steps = int(values[TALLY_GOOD_STEPS])
             if stopping:
                 history.interrupted = True
-                if verbose and comm.rank == 0:
+                display.close()
+                if (verbose or step_lines) and comm.rank == 0:
                     print(f"interrupted in epoch {epoch}; returning the history so far")
                 break
             sums = [float(values[TALLY_LOSS]), model.loss.accumulated_count,
@@ -272,6 +284,7 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
                 history.setdefault(key, []).append(value)
             if shown and comm.rank == 0:
                 print(format_logs("training", logs))
+            display.epoch_end(epoch, logs)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
     history.cuda_graph = runner.status

@@ -402,7 +402,7 @@ model.finalize()
 X, y = gn.datasets.spiral_data(50, 3, seed=1)
 X_val, y_val = gn.datasets.spiral_data(20, 3, seed=2)
 history = model.train(X, y, epochs=3, batch_size={batch}, validation_data=(X_val, y_val),
-                      verbose=(comm.rank == 0))
+                      verbose=(2 if comm.rank == 0 else 0))  # step lines: all ranks reduce
 flat = np.concatenate([a.ravel() for pair in model.get_parameters() for a in pair])
 report(rank=comm.rank, size=comm.size, device=model.device, history=history,
        parameters=flat.tolist(), digest=hashlib.sha256(flat.tobytes()).hexdigest())
@@ -454,12 +454,34 @@ def _reference(parts: int, *, batch: int, dtype: str = "float32"):
 def test_two_ranks_train_as_one_process_summing_the_two_half_batches():
     import numpy as np
 
-    ranks = ok(mpiexec(2, TRAINING.format(device="cpu", dtype="float32", batch=32)), 2)
+    result = mpiexec(2, TRAINING.format(device="cpu", dtype="float32", batch=32))
+    ranks = ok(result, 2)
     assert ranks[0]["digest"] == ranks[1]["digest"]  # the replicas are bit-identical
+    # Only rank 0 asked for step lines; the other took part in them, and rank 0 alone printed.
+    assert result.stdout.count("epoch: 1\n") == 1 and result.stdout.count("step: 4,") == 3
     trained = np.array(ranks[0]["parameters"], dtype=np.float32)
     np.testing.assert_array_equal(trained, _reference(2, batch=32))
     np.testing.assert_allclose(trained, _reference(1, batch=32), rtol=1e-6, atol=1e-7)
     assert ranks[0]["history"] == ranks[1]["history"]  # metrics reduced before they are logged
+
+
+def test_by_default_rank_0_alone_prints_a_summary_line_per_epoch():
+    result = mpiexec(2, """
+        import gpunn as gn
+        comm = gn.distributed.init("cpu")
+        gn.seed(0)
+        model = gn.Model(device="cpu")
+        model.add(gn.Dense(2, 3)); model.add(gn.Softmax())
+        model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.SGD(),
+                  accuracy=gn.CategoricalAccuracy())
+        model.finalize()
+        X, y = gn.datasets.spiral_data(10, 3, seed=1)
+        model.train(X, y, epochs=2, batch_size=10)
+        report(rank=comm.rank)
+    """)
+    ok(result, 2)
+    assert [line.split(": ")[0] for line in result.stdout.splitlines()] == ["epoch 1/2",
+                                                                           "epoch 2/2"]
 
 
 def test_three_ranks_and_a_batch_that_does_not_divide_by_them():

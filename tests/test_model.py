@@ -3,8 +3,10 @@ seeding, devices, and bad input that must leave the model exactly as it was."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from conftest import require
 from helpers import build_model
 
 import gpunn as gn
-from gpunn import _data
+from gpunn import _data, training
 
 
 def _classifier(backend, *, dropout=0.0, optimizer=None, dtype="float32"):
@@ -68,10 +70,76 @@ def test_print_every_counts_epochs_too(spiral, capsys):
     assert "e-" in printed or "loss: 1.0" in printed  # losses in significant digits
 
 
-def test_verbose_false_prints_nothing(backend, spiral, capsys):
+@pytest.mark.parametrize("verbose", [False, 0])
+def test_verbose_false_prints_nothing(backend, spiral, capsys, verbose):
     X, y, *_ = spiral
-    _classifier(backend).train(X, y, epochs=3, batch_size=64, verbose=False)
+    _classifier(backend).train(X, y, epochs=3, batch_size=64, verbose=verbose)
     assert capsys.readouterr().out == ""
+
+
+def test_the_default_in_a_log_is_one_summary_line_per_epoch_and_one_read_of_the_tally(
+        backend, spiral, capsys, monkeypatch):
+    # The default once printed the book's step lines, 45 an epoch on digits, each reading the
+    # device tally twice.
+    X, y, X_val, y_val = spiral
+    reads = []
+    read = training.Tally.read
+    monkeypatch.setattr(training.Tally, "read", lambda tally: reads.append(1) or read(tally))
+    _classifier(backend).train(X, y, epochs=3, batch_size=32, validation_data=(X_val, y_val))
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert [line.split(": training, acc: ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3",
+                                                                     "epoch 3/3"]
+    assert all("; validation, acc: " in line for line in lines)
+    assert "\r" not in printed and len(reads) == 3
+
+
+class _NotebookStream(io.StringIO):
+    """What Jupyter makes sys.stdout: not a terminal, but it redraws a bar in place."""
+
+
+_NotebookStream.__module__ = "ipykernel.iostream"
+
+
+@pytest.mark.parametrize("where", ["terminal", "notebook"])
+@pytest.mark.parametrize("batch_size, epochs, bars, summaries", [
+    (16, 3, 3, 3),  # 19 steps an epoch: a bar each, with its running loss, then its summary
+    (None, 120, 1, 1),  # many one-step epochs: one bar over all, then the last one's summary
+])
+def test_the_default_in_a_terminal_or_notebook_draws_bars(spiral, capsys, monkeypatch, where,
+                                                          batch_size, epochs, bars, summaries):
+    X, y, X_val, y_val = spiral
+    if where == "terminal":
+        monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    else:
+        monkeypatch.setattr(sys, "stdout", _NotebookStream())
+    _classifier("cpu").train(X, y, epochs=epochs, batch_size=batch_size,
+                             validation_data=(X_val, y_val))
+    printed = capsys.readouterr().out if where == "terminal" else sys.stdout.getvalue()
+    lines = printed.split("\n")  # a bar's redraws, after carriage returns, on one line
+    assert sum("%|" in line for line in lines) == bars
+    assert sum(": training, acc: " in line for line in lines) == summaries
+    assert f"epoch {epochs}/{epochs}: training, acc: " in lines[-2] and "step:" not in printed
+
+
+@pytest.mark.parametrize("options", [{"verbose": 2}, {"print_every": 1},
+                                     {"print_every": 1, "verbose": True}])
+def test_verbose_2_or_print_every_prints_the_books_step_lines(spiral, capsys, options):
+    X, y, *_ = spiral
+    _classifier("cpu").train(X, y, epochs=2, batch_size=100, **options)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "epoch: 1", "step: 0", "step: 1", "step: 2", "training",
+        "epoch: 2", "step: 0", "step: 1", "step: 2", "training"]
+
+
+@pytest.mark.parametrize("verbose", [3, -1, "yes", None, 1.0])
+def test_verbose_is_0_1_or_2(spiral, verbose):
+    X, y, *_ = spiral
+    with pytest.raises(gn.InvalidArgumentError, match=rf"verbose must be 0 \(or False\), 1 "
+                                                      rf"\(or True\) or 2; received "
+                                                      rf"verbose={verbose!r}"):
+        _classifier("cpu").train(X, y, verbose=verbose)
 
 
 def test_book_spiral_result_and_exact_learning_rate():
@@ -187,6 +255,21 @@ def test_ctrl_c_returns_the_history_so_far(spiral):
 
     history = model.train(X, y, epochs=50, batch_size=30, verbose=False, on_epoch_end=interrupt)
     assert history.interrupted and len(history["loss"]) == 3
+
+
+def test_ctrl_c_under_a_bar_ends_the_bar_before_saying_so(spiral, capsys, monkeypatch):
+    X, y, *_ = spiral
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+
+    def interrupt(epoch, step, steps):
+        if (epoch, step) == (2, 3):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    history = _classifier("cpu").train(X, y, epochs=5, batch_size=16, on_batch_end=interrupt)
+    lines = capsys.readouterr().out.split("\n")
+    assert history.interrupted and len(history["loss"]) == 1
+    assert lines[-2] == "interrupted in epoch 2; returning the history so far"
+    assert "epoch 2/5" in lines[-3] and "%|" in lines[-3]  # the bar, left as it stopped
 
 
 def test_divergence_stops_with_the_epoch_and_step(backend, spiral):
