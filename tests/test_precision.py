@@ -231,3 +231,44 @@ def test_gpunn_train_refuses_float16_on_the_cpu_before_writing_anything(tmp_path
     assert status == 1 and err.count("\n") == 1
     assert "float16' runs on CUDA only" in err
     assert not out.exists()
+
+
+def test_no_policy_adds_a_synchronisation_or_an_uncaptured_step(backend):
+    _cuda_only(backend)
+    import cupy
+
+    sim = getattr(cupy, "_sim", None)
+    if sim is None:
+        pytest.skip("synchronisations are counted by the CuPy double")
+    X, y = _spiral()
+    counts = {}
+    for policy in precision.POLICIES:
+        model = _model(backend, policy, dropout=0.1)
+        sim.reset_counters()
+        history = model.train(X, y, epochs=6, batch_size=60, verbose=False)
+        assert history.cuda_graph == "captured"
+        counts[policy] = {key: sim.counters.get(key, 0) for key in ("sync", "graph_launch")}
+    # 6 epochs of 3 steps: the first step runs plain, every later one is a launch of the graph
+    # (captured at the second); and the syncs of float32 (a read of the tally per epoch)
+    assert counts["float32"]["graph_launch"] == 17
+    assert all(count == counts["float32"] for count in counts.values()), counts
+    assert counts["float32"]["sync"] <= 6
+
+
+class _OldGpu:
+    """A backend's face as gpunn.precision sees it, for a GPU of compute capability 7.5."""
+
+    fused, device = True, "cuda:0"
+
+    def compute_capability(self):
+        return (7, 5)
+
+    def low_precision_error(self):
+        return None
+
+
+def test_a_gpu_without_the_tensor_cores_a_policy_needs_refuses_it():
+    old = _OldGpu()
+    assert precision.supported(old) == ["float32", "float16"]
+    reason = precision.why_not(precision.policy("bfloat16"), old, "float32")
+    assert "compute capability 8.0" in reason and "7.5" in reason and "float16" in reason
