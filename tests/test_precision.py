@@ -243,16 +243,20 @@ def test_no_policy_adds_a_synchronisation_or_an_uncaptured_step(backend):
     X, y = _spiral()
     counts = {}
     for policy in precision.POLICIES:
-        model = _model(backend, policy, dropout=0.1)
-        sim.reset_counters()
-        history = model.train(X, y, epochs=6, batch_size=60, verbose=False)
-        assert history.cuda_graph == "captured"
-        counts[policy] = {key: sim.counters.get(key, 0) for key in ("sync", "graph_launch")}
-    # 6 epochs of 3 steps: the first step runs plain, every later one is a launch of the graph
-    # (captured at the second); and the syncs of float32 (a read of the tally per epoch)
-    assert counts["float32"]["graph_launch"] == 17
-    assert all(count == counts["float32"] for count in counts.values()), counts
-    assert counts["float32"]["sync"] <= 6
+        for batch_size in (60, 20):  # 3 and 9 steps an epoch
+            model = _model(backend, policy, dropout=0.1)
+            sim.reset_counters()
+            history = model.train(X, y, epochs=6, batch_size=batch_size, verbose=False)
+            assert history.cuda_graph == "captured"
+            counts[policy, batch_size] = {key: sim.counters.get(key, 0)
+                                          for key in ("sync", "graph_launch")}
+    # Every step but the first is a launch of the graph (captured at the second), under every
+    # policy; and three times the steps take no more synchronisations: none is per step.
+    for policy in precision.POLICIES:
+        assert counts[policy, 60]["graph_launch"] == 6 * 3 - 1, counts
+        assert counts[policy, 20]["graph_launch"] == 6 * 9 - 1, counts
+        assert counts[policy, 20]["sync"] == counts[policy, 60]["sync"], counts
+        assert counts[policy, 60]["sync"] == counts["float32", 60]["sync"], counts
 
 
 class _OldGpu:
