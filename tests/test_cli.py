@@ -904,3 +904,19 @@ def test_version_and_help_from_a_real_process():
     assert result.returncode == 0 and result.stdout.strip() == f"gpunn {gn.__version__}"
     result = _process("train", "--help")
     assert result.returncode == 0 and "checkpoint.npz" in result.stdout
+
+
+# ---- R² ----------------------------------------------------------------------------------------
+
+def test_a_regression_reports_r_squared_in_the_summary_and_in_evaluate(tmp_path, capsys):
+    status, stdout, _ = _gpunn(capsys, "train", *TINY, "--dataset", _whole_targets(tmp_path),
+                               "--task", "regress", "--out", tmp_path / "run")
+    assert status == 0
+    model = gn.Model.load(tmp_path / "run" / "model.npz", device="cpu")
+    _, _, X_val, y_val = gn.datasets.load(_whole_targets(tmp_path), seed=0)
+    r2 = gn.accuracy.r_squared(model.predict(X_val), y_val)
+    assert f", R² {r2:.4f}\n" in stdout and "validation R² (1 - SS_res / SS_tot)" in stdout
+    status, stdout, _ = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
+    assert status == 0 and stdout.endswith(f"of the target), R² {r2:.4f}\n")
+    status, stdout, _ = _gpunn(capsys, "train", *TINY, "--out", tmp_path / "spiral")
+    assert status == 0 and "R²" not in stdout  # a classifier has none

@@ -23,6 +23,7 @@ from gpunn import (
     runs,
     training,
 )
+from gpunn.accuracy import r_squared
 from gpunn.cli._common import (
     UsageError,
     debug_option,
@@ -226,7 +227,9 @@ def train(args: argparse.Namespace) -> int:
     if not quiet:
         if model.backend.fused and graph is None and result.cuda_graph != "captured":
             print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
-        print(_summary(run.history, done, last, seconds, model.device))
+        r2 = (r_squared(model.predict(X_val), y_val)
+              if isinstance(model.accuracy, gn.RegressionAccuracy) else None)
+        print(_summary(run.history, done, last, seconds, model.device, r2))
         if reason is not None:
             print(f"training.png skipped: {reason}")
         print(f"wrote {', '.join(str(out / name) for name in written)}")
@@ -268,14 +271,16 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
     if isinstance(model.accuracy, gn.RegressionAccuracy):
         text += (f"\n{model.accuracy.label} is the book's regression accuracy: the share of "
                  f"predictions within ±{model.accuracy.precision:.2g} (std(y) / 250) of the "
-                 f"target; the loss (mean squared error) is the measure to watch")
+                 f"target; the loss (mean squared error) is the measure to watch, and the "
+                 f"validation R² (1 - SS_res / SS_tot) the summary gives at the end")
     return text
 
 
 def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
-             device: str) -> str:
+             device: str, r2: float | None) -> str:
     final = {key: values[-1] for key, values in history.items() if values}
     ran = f"trained epochs {done + 1}-{last} in {seconds:.1f} s" if last > done else \
         f"already trained {last} epochs"
-    return (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
+    text = (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
             f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
+    return text if r2 is None else f"{text}, R² {r2:.4f}"
