@@ -492,3 +492,17 @@ def test_the_model_never_imports_the_exporter_when_it_loads():
                             text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False", result.stdout + result.stderr
 
+
+def test_gpunn_export_of_a_csv_run_takes_raw_features(runtime, tmp_path, capsys):
+    # gpunn train standardizes a user's file by default; the export must carry that scaling.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((120, 3)) * [1e3, 1e-3, 1.0] + [5e3, 0.0, 0.0]
+    np.savetxt(tmp_path / "data.csv", np.c_[X, (X[:, 2] > 0).astype(int)], delimiter=",")
+    assert _gpunn(capsys, "train", "--device", "cpu", "--epochs", "5", "--quiet", "--dataset",
+                  tmp_path / "data.csv", "--out", tmp_path / "run")[0] == 0
+    status, _, err = _gpunn(capsys, "export", tmp_path / "run" / "model.npz",
+                            tmp_path / "model.onnx")
+    assert (status, err) == (0, "")
+    model = gn.Model.load(tmp_path / "run" / "model.npz", device="cpu")
+    assert isinstance(model.layers[0], gn.Standardize)
+    _assert_same_outputs(model, tmp_path / "model.onnx", X)
