@@ -27,6 +27,8 @@ OPTIMIZERS = {"sgd": gn.SGD, "adagrad": gn.Adagrad, "rmsprop": gn.RMSprop, "adam
 # in well under a second on one CPU core. "file" is for .npz and .csv paths: a user's features
 # come in any units, so they are standardized (a Standardize layer first, fitted to the training
 # split); the built-in sets are already scaled as the book scales them, and stay as they are.
+# With it, scikit-learn's digits, breast cancer, wine and diabetes train to the README's scores;
+# l2 1e-4 (not 0) raised the worst of seeds 0-4 on three of them (by one to three samples).
 _SMALL = {"hidden": [64, 64], "activation": "relu", "lr": 0.05, "decay": 5e-4, "epochs": 1000,
           "batch_size": None, "l2": 1e-4, "standardize": False}
 _IMAGES = {"hidden": [128, 128], "activation": "relu", "lr": 0.001, "decay": 1e-3, "epochs": 10,
@@ -38,7 +40,7 @@ PRESETS = {
     "sine": {**_SMALL, "activation": "tanh", "lr": 0.02, "decay": 1e-3, "epochs": 2000, "l2": 0.0},
     "fashion-mnist": _IMAGES,
     "mnist": _IMAGES,
-    "file": {**_SMALL, "lr": 0.005, "decay": 1e-4, "epochs": 100, "batch_size": 32, "l2": 0.0,
+    "file": {**_SMALL, "lr": 0.005, "decay": 1e-4, "epochs": 100, "batch_size": 32, "l2": 1e-4,
              "standardize": True},
 }
 COMMON = {"dropout": 0.0, "optimizer": "adam", "seed": 0, "dtype": "float32",

@@ -70,8 +70,8 @@ Defaults per data set (options given win):
                     --epochs 2000
   (fashion-)mnist   --hidden 128,128 --lr 0.001 --decay 1e-3 --l2 0 --epochs 10
                     --batch-size 128
-  .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --l2 0 --epochs 100
-                    --batch-size 32 --standardize
+  .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --epochs 100 --batch-size 32
+                    --standardize
 Labels that are whole numbers >= 0, -1/+1 labels and one-hot rows make a classifier
 (softmax, cross-entropy); other targets a regression (linear output, mean squared error).
 --task classify|regress says which, e.g. --task regress for whole-number targets.
