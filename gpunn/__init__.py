@@ -15,7 +15,7 @@ from gpunn.errors import (
     OverwriteRefusedError,
     TrainingDivergedError,
 )
-from gpunn.layers import Dense, Dropout
+from gpunn.layers import Dense, Dropout, Standardize
 from gpunn.losses import (
     BinaryCrossentropy,
     CategoricalCrossentropy,
@@ -55,6 +55,7 @@ __all__ = [
     "SGD",
     "Sigmoid",
     "Softmax",
+    "Standardize",
     "Tanh",
     "TrainingDivergedError",
     "datasets",

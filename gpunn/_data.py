@@ -42,8 +42,8 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
                                    f"array of shape {tuple(X.shape)}.")
     if X.shape[0] == 0:
         raise InvalidArgumentError(f"{x_name} is empty (0 samples).")
-    first = model.layers[0]
-    if isinstance(first, Dense) and X.shape[1] != first.n_inputs:
+    first = model.input_layer
+    if first is not None and X.shape[1] != first.n_inputs:
         raise InvalidArgumentError(f"{x_name} has {X.shape[1]} features per sample but the "
                                    f"first layer, {first!r}, expects {first.n_inputs}.")
     X = backend.asarray(X, dtype=model.dtype)

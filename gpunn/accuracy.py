@@ -77,3 +77,17 @@ class RegressionAccuracy(Accuracy):
 
     def compare(self, predictions: Any, y: Any) -> Any:
         return self.backend.xp.absolute(predictions - y) < self.precision
+
+
+def r_squared(predictions: Any, y: Any) -> float:
+    """A regression's coefficient of determination, ``1 - SS_res / SS_tot`` with
+    ``SS_res = sum((y - predictions)**2)`` and ``SS_tot = sum((y - mean(y))**2)`` (each column
+    about its own mean, summed over the columns): 1 for perfect predictions, 0 for predicting
+    the mean of y, below 0 for worse; NaN when every target is the same. In float64 on the
+    host, from arrays on any device. Example: ``r_squared(model.predict(X_val), y_val)``."""
+    host = device("cpu")
+    predictions = host.to_numpy(predictions).astype("float64")
+    y = host.to_numpy(y).astype("float64").reshape(predictions.shape)
+    residual = float(((y - predictions) ** 2).sum())
+    total = float(((y - y.mean(axis=0)) ** 2).sum())
+    return 1.0 - residual / total if total > 0 else float("nan")

@@ -4,8 +4,10 @@ stacks read: ``gpunn export MODEL.npz MODEL.onnx``, or ``export.to_onnx(model, "
 Each gpunn layer becomes the ONNX operator that computes what its ``forward`` computes at
 inference: Dense is Gemm (``inputs @ weights + biases``), ReLU, Sigmoid, Tanh and Softmax are
 their namesakes, LeakyReLU is LeakyRelu, Linear and Dropout (the identity at inference) are
-Identity. The input is "features" of shape [batch, n_inputs] with any batch size; the output is
-"probabilities" after Softmax or Sigmoid, else "outputs". Needs ``pip install 'gpunn[onnx]'``.
+Identity, Standardize is Sub and Div (``(inputs - mean) / std``, so the served model takes raw
+features as ``predict`` does). The input is "features" of shape [batch, n_inputs] with any batch
+size; the output is "probabilities" after Softmax or Sigmoid, else "outputs". Needs
+``pip install 'gpunn[onnx]'``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ INPUT = "features"
 BATCH = "batch"  # the symbolic first dimension: any batch size
 KIND = "ONNX model"  # what gpunn.files calls an exported file
 PRODUCER = b"\x12\x05gpunn"  # producer_name "gpunn" as protobuf serialises it
-KNOWN = (layers.Dense, layers.Dropout, activations.ReLU, activations.LeakyReLU,
+KNOWN = (layers.Dense, layers.Dropout, layers.Standardize, activations.ReLU, activations.LeakyReLU,
          activations.Sigmoid, activations.Tanh, activations.Softmax, activations.Linear)
 HEADS = {
     activations.Softmax: ("probabilities", "class probabilities, one row per sample (the "
@@ -134,10 +136,11 @@ def _import_onnx() -> Any:
 
 def _widths(model: Model) -> tuple[int | str, int | str]:
     """Input and output widths; a model without Dense keeps its width, whatever it is."""
+    first = model.input_layer
     dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
-    if not dense:
+    if first is None:
         return "n_features", "n_features"
-    return dense[0].n_inputs, dense[-1].n_neurons
+    return first.n_inputs, dense[-1].n_neurons if dense else first.n_inputs
 
 
 def _head(model: Model) -> tuple[str, str]:
@@ -167,6 +170,14 @@ def _model_proto(onnx: Any, model: Model, dataset: str) -> Any:
             nodes.append(helper.make_node(
                 "Gemm", [tensor, constant("weights", weights),
                          constant("biases", biases.reshape(-1))], [result], name=name))
+        elif isinstance(layer, layers.Standardize):
+            # The same two operations in the same dtype as forward, so the outputs agree.
+            centred = f"{name}.centred"
+            nodes += [
+                helper.make_node("Sub", [tensor, constant("mean", layer.mean_values)],
+                                 [centred], name=f"{name}.sub"),
+                helper.make_node("Div", [centred, constant("std", layer.std_values)],
+                                 [result], name=name)]
         elif isinstance(layer, activations.LeakyReLU) and model.dtype == "float64":
             # ONNX Runtime (1.32) has no float64 LeakyRelu; gpunn's own formula runs anywhere.
             positive = f"{name}.positive"

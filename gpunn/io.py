@@ -28,8 +28,8 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first entry, or an
 NPY_MAGIC = b"\x93NUMPY"
 PICKLE_MAGIC = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or later
 LAYERS = {cls.__name__: cls for cls in (
-    layers.Dense, layers.Dropout, activations.ReLU, activations.LeakyReLU, activations.Softmax,
-    activations.Sigmoid, activations.Tanh, activations.Linear)}
+    layers.Dense, layers.Dropout, layers.Standardize, activations.ReLU, activations.LeakyReLU,
+    activations.Softmax, activations.Sigmoid, activations.Tanh, activations.Linear)}
 LOSSES = {cls.__name__: cls for cls in (
     losses.CategoricalCrossentropy, losses.BinaryCrossentropy, losses.MeanSquaredError,
     losses.MeanAbsoluteError)}

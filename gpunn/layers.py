@@ -1,4 +1,5 @@
-"""Layers: Dense and Dropout, each with forward and backward side by side, as in the book.
+"""Layers: Dense, Dropout and Standardize, each with forward and backward side by side, as in
+the book.
 
 Every layer holds a backend (``self.backend``) and does its math through ``self.backend.xp``
 and the backend's ops, so the same code runs on NumPy or CuPy.
@@ -22,6 +23,10 @@ class Layer:
     # (gpunn.precision): Dense, ReLU and Dropout have kernels for it; the other activations,
     # the losses and the metrics stay in the model's dtype, as under torch.autocast.
     low_precision = False
+
+    # How many features each input row must have, for layers that fix it (Dense, Standardize);
+    # None for the layers that take any width (activations, Dropout).
+    n_inputs: int | None = None
 
     def __init__(self, *, device: DeviceLike = None, dtype: str = "float32") -> None:
         self.backend = _device(device)
@@ -196,3 +201,99 @@ class Dropout(Layer):
 
     def backward(self, dvalues: Any) -> None:
         self.dinputs = dvalues if self.mask is None else dvalues * self.mask
+
+
+class Standardize(Layer):
+    """Feature scaling inside the model: ``output = (inputs - mean) / std``, per feature.
+
+    Placed first, it makes the model take raw features everywhere: in training, ``evaluate``,
+    ``predict``, the saved file and the ONNX export. It has no trainable parameters; ``mean``
+    and ``std`` are kept in the model file. ``Standardize.fit(X)`` takes them from training
+    data (never from the validation data, which would leak it into training).
+    Args: mean, std (one number per feature; std > 0). Shapes: inputs (batch, n_features).
+    Example: ``model.add(gn.Standardize.fit(X_train))``.
+    """
+
+    def __init__(self, mean: Any, std: Any, *, device: DeviceLike = None,
+                 dtype: str = "float32") -> None:
+        super().__init__(device=device, dtype=dtype)
+        self.mean_values, self.std_values = _feature_vectors(mean, std)
+        self.n_inputs = len(self.mean_values)
+        self._to_device()
+
+    @classmethod
+    def fit(cls, X: Any, *, device: DeviceLike = None, dtype: str = "float32") -> Standardize:
+        """A Standardize with the mean and standard deviation of each column of ``X`` (the
+        training data, samples by features); a constant feature gets std 1, so it becomes 0."""
+        host = _device("cpu")
+        X = host.to_numpy(X)
+        if X.ndim != 2 or X.shape[0] == 0 or X.dtype.kind not in "biuf":
+            raise InvalidArgumentError(f"Standardize.fit expects numbers of shape (samples, "
+                                       f"features) with at least one sample; received "
+                                       f"{X.dtype} of shape {tuple(X.shape)}.")
+        X = X.astype("float64")
+        xp = host.xp
+        if not bool(xp.isfinite(X).all()):
+            raise InvalidArgumentError("Standardize.fit received NaN or inf in X; clean or "
+                                       "impute the data first.")
+        std = X.std(axis=0)
+        # Constant exactly where max == min: its std may come out as a rounding error instead
+        # of 0, and dividing by that would blow up any other value seen later.
+        std[X.max(axis=0) == X.min(axis=0)] = 1.0
+        return cls(X.mean(axis=0), std, device=device, dtype=dtype)
+
+    def _to_device(self) -> None:
+        with self.backend.activate():
+            self.mean = self.backend.asarray(self.mean_values, dtype=self.dtype)
+            self.std = self.backend.asarray(self.std_values, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"Standardize({self.n_inputs} features)"
+
+    def config(self) -> dict[str, Any]:
+        # JSON lists of Python floats, which repr writes with every digit: read back, they are
+        # the same float64 values (784 features are about 20 kB of header).
+        return {"mean": self.mean_values, "std": self.std_values}
+
+    def to(self, backend: DeviceLike, dtype: str | None = None) -> Standardize:
+        super().to(backend, dtype)
+        self._to_device()  # made here, once: a step reads no host values (CUDA graphs)
+        return self
+
+    def forward(self, inputs: Any, training: bool = False) -> None:
+        inputs = self._input(inputs)
+        if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
+            raise InvalidArgumentError(
+                f"{self!r} expects inputs of shape (batch, {self.n_inputs}); received shape "
+                f"{tuple(inputs.shape)}.")
+        self.inputs = inputs
+        self.output = (inputs - self.mean) / self.std
+
+    def backward(self, dvalues: Any) -> None:
+        self.dinputs = dvalues / self.std
+
+
+def _feature_vectors(mean: Any, std: Any) -> tuple[list[float], list[float]]:
+    """``mean`` and ``std`` as lists of floats of one length, checked."""
+    host = _device("cpu")
+    vectors = []
+    for name, values in (("mean", mean), ("std", std)):
+        array = host.to_numpy(values)
+        if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "biuf":
+            raise InvalidArgumentError(f"Standardize expects {name} as one number per feature "
+                                       f"(1-D); received {array.dtype} of shape "
+                                       f"{tuple(array.shape)}.")
+        array = array.astype("float64")
+        if not bool(host.xp.isfinite(array).all()):
+            raise InvalidArgumentError(f"Standardize: {name} contains NaN or inf.")
+        vectors.append(array)
+    mean, std = vectors
+    if len(mean) != len(std):
+        raise InvalidArgumentError(f"Standardize expects mean and std of the same length; "
+                                   f"received {len(mean)} and {len(std)}.")
+    if not bool((std > 0).all()):
+        bad = int(host.xp.argmax(std <= 0))
+        raise InvalidArgumentError(f"Standardize expects std > 0 for every feature; feature "
+                                   f"{bad} has std {std[bad]:g}. Standardize.fit gives a "
+                                   f"constant feature std 1.")
+    return mean.tolist(), std.tolist()

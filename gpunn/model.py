@@ -78,6 +78,12 @@ class Model:
         return [layer for layer in self.layers if layer.trainable]
 
     @property
+    def input_layer(self) -> Layer | None:
+        """The first layer that fixes the number of input features (Standardize or Dense), or
+        None when no layer does."""
+        return next((layer for layer in self.layers if layer.n_inputs is not None), None)
+
+    @property
     def device(self) -> str:
         """The device the model's parameters live on, such as "cpu" or "cuda:0"."""
         return self.backend.device
@@ -114,12 +120,13 @@ class Model:
         the parameters into one flat array."""
         if not self.layers:
             raise InvalidArgumentError("The model has no layers: call model.add(...) first.")
-        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
-        for before, after in zip(dense, dense[1:]):
-            if before.n_neurons != after.n_inputs:
+        sized = [layer for layer in self.layers if layer.n_inputs is not None]
+        for before, after in zip(sized, sized[1:]):
+            gives = getattr(before, "n_neurons", before.n_inputs)  # Standardize keeps the width
+            if gives != after.n_inputs:
                 raise InvalidArgumentError(
                     f"{after!r} expects {after.n_inputs} inputs but the layer before it, "
-                    f"{before!r}, gives {before.n_neurons}.")
+                    f"{before!r}, gives {gives}.")
         self.to(self.backend)
 
     def to(self, target: DeviceLike) -> Model:
@@ -134,12 +141,17 @@ class Model:
 
     def _move(self) -> Model:
         compute = self.precision.compute_dtype(self.dtype)
+        trainable = self.trainable_layers
+        # Backward stops at the first layer with parameters: nobody uses the input gradient of
+        # it or of the layers before it (Standardize, an input Dropout), and skipping it skips
+        # the largest matrix product of the backward pass.
+        self._first_trainable = trainable[0] if trainable else None
         for layer in self.layers:
             layer.to(self.backend, self.dtype)
             if layer.low_precision:
                 layer.compute_dtype = compute
             if isinstance(layer, Dense):
-                layer.compute_dinputs = layer is not self.layers[0]
+                layer.compute_dinputs = layer is not self._first_trainable
                 layer.tf32 = self.precision.tf32
         for part in (self.loss, self.accuracy, self.optimizer):
             if part is not None:
@@ -235,6 +247,8 @@ class Model:
                 layer.backward(dvalues, regularize=regularize)
             else:
                 layer.backward(dvalues)
+            if layer is self._first_trainable:
+                break
             dvalues = layer.dinputs
 
     # ---- training, evaluation, prediction -----------------------------------------------------

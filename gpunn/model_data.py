@@ -109,8 +109,8 @@ def inputs(model: Any, model_path: Any, path: str | os.PathLike) -> numpy.ndarra
     """X from ``path`` for ``model``: an .npz's X, or a CSV's columns, all of them or all but
     the last when there is one more than the model's features (the label, as train reads it)."""
     X = datasets.load_inputs(path)
-    first = model.layers[0]
-    if not isinstance(first, Dense) or X.shape[1] == first.n_inputs:
+    first = model.input_layer
+    if first is None or X.shape[1] == first.n_inputs:
         return X
     if Path(path).suffix.lower() == ".csv":
         if X.shape[1] == first.n_inputs + 1:
@@ -127,8 +127,8 @@ def check(model: Any, model_path: Any, source: Any, X: numpy.ndarray,
           y: numpy.ndarray | None = None) -> None:
     """Refuse data from ``source`` (a file or a data set's name) that does not fit the model:
     another number of features, labels outside its classes, or another number of targets."""
-    first = model.layers[0]
-    if isinstance(first, Dense) and X.shape[1] != first.n_inputs:
+    first = model.input_layer
+    if first is not None and X.shape[1] != first.n_inputs:
         raise InvalidArgumentError(
             f"{source} has {X.shape[1]} features per sample, but {model_path} expects "
             f"{first.n_inputs} features (its first layer is {first!r}): give data with the "

@@ -36,3 +36,15 @@ def test_regression_accuracy_uses_std_over_250(backend):
     inside = y + accuracy.precision / 2
     assert float(accuracy.calculate(inside, y)) == 1.0
     assert float(accuracy.calculate(y + 2 * accuracy.precision, y)) == 0.0
+
+
+def test_r_squared_is_one_minus_residual_over_total_sum_of_squares(backend):
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    predictions = np.array([[1.0], [2.0], [3.0], [5.0]])  # the model's (samples, 1) outputs
+    # SS_res = 1; mean 2.5, SS_tot = 2.25 + 0.25 + 0.25 + 2.25 = 5
+    assert gpunn.accuracy.r_squared(backend.asarray(predictions), backend.asarray(y)) == 0.8
+    assert gpunn.accuracy.r_squared(np.full((4, 1), 2.5), y) == 0.0  # the mean scores 0
+    # two outputs: each column about its own mean, the sums pooled
+    y2, p2 = np.array([[0.0, 10.0], [2.0, 30.0]]), np.array([[1.0, 10.0], [2.0, 30.0]])
+    assert gpunn.accuracy.r_squared(p2, y2) == 1 - 1 / (2 + 200)
+    assert np.isnan(gpunn.accuracy.r_squared(np.ones((3, 1)), np.full(3, 5.0)))

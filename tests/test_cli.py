@@ -932,3 +932,104 @@ def test_version_and_help_from_a_real_process():
     assert result.returncode == 0 and result.stdout.strip() == f"gpunn {gn.__version__}"
     result = _process("train", "--help")
     assert result.returncode == 0 and "checkpoint.npz" in result.stdout
+
+
+# ---- standardization and R² --------------------------------------------------------------------
+
+def _scaled_csv(path, samples=400, seed=0):
+    """Two classes split by x0 + x1 once scaled; raw, x0 is in thousands around 5000 and x1 in
+    thousandths, so an unscaled network sees one huge constant-like input and one it cannot
+    see. Returns (X, y)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((samples, 2))
+    X, y = z * [1e3, 1e-3] + [5e3, 0.0], (z.sum(axis=1) > 0).astype(int)
+    np.savetxt(path, np.c_[X, y], delimiter=",", fmt="%.10g")
+    return X, y
+
+
+def test_standardize_is_on_for_files_and_off_for_built_in_sets_and_the_header_says_which(
+        tmp_path, capsys):
+    _scaled_csv(tmp_path / "scaled.csv", samples=40)
+    for name, dataset, extra, on in (
+            ("spiral", "spiral", [], False), ("file", tmp_path / "scaled.csv", [], True),
+            ("file_off", tmp_path / "scaled.csv", ["--no-standardize"], False),
+            ("spiral_on", "spiral", ["--standardize"], True)):
+        out = tmp_path / name
+        status, stdout, err = _gpunn(capsys, "train", *TINY, "--dataset", dataset, *extra,
+                                     "--out", out)
+        assert status == 0, err
+        header = stdout.splitlines()[0]
+        said = ("features standardized (the training split's mean and std, kept in the model)"
+                if on else "features as they are (not standardized)")
+        assert header.endswith(said), header
+        model = gn.Model.load(out / "model.npz", device="cpu")
+        assert isinstance(model.layers[0], gn.Standardize) is on
+        assert checkpoint.load(out / "checkpoint.npz", device="cpu").settings["standardize"] is on
+    # --resume keeps it, and refuses the other
+    status, _, err = _gpunn(capsys, "train", "--resume", "--no-standardize", "--out",
+                            tmp_path / "file")
+    assert status == 2
+    assert "started with --standardize; received --no-standardize" in _one_error_line(err)
+
+
+def test_standardization_comes_from_the_training_split_only(tmp_path, capsys):
+    X, _ = _scaled_csv(tmp_path / "data.csv", samples=100)
+    X_train, _, X_val, _ = gn.datasets.load(tmp_path / "data.csv", seed=0)
+    assert abs(X_val[:, 0].mean() - X_train[:, 0].mean()) > 10  # the splits differ
+    assert _gpunn(capsys, "train", *TINY, "--dataset", tmp_path / "data.csv", "--out",
+                  tmp_path / "run")[0] == 0
+    layer = gn.Model.load(tmp_path / "run" / "model.npz", device="cpu").layers[0]
+    X_train = X_train.astype(np.float64)  # read as float32; the statistics are float64
+    np.testing.assert_allclose(layer.mean_values, X_train.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(layer.std_values, X_train.std(axis=0), rtol=1e-12)
+    assert abs(layer.mean_values[0] - X.mean(axis=0)[0]) > 1  # not the whole file's
+
+
+def test_standardization_is_what_makes_features_of_very_different_scales_train(tmp_path,
+                                                                               capsys):
+    _scaled_csv(tmp_path / "scaled.csv")
+    scores = {}
+    for extra in ([], ["--no-standardize"]):
+        out = tmp_path / ("raw" if extra else "standardized")
+        status, _, err = _gpunn(capsys, "train", "--device", "cpu", "--quiet", "--dataset",
+                                tmp_path / "scaled.csv", *extra, "--out", out)
+        assert status == 0, err
+        scores[out.name] = checkpoint.load(out / "checkpoint.npz",
+                                           device="cpu").history["val_accuracy"][-1]
+    assert scores["standardized"] > 0.95 and scores["raw"] < 0.85, scores
+
+
+def test_evaluate_and_predict_take_raw_features_through_the_models_scaling(tmp_path, capsys):
+    _scaled_csv(tmp_path / "scaled.csv")
+    _, y_new = _scaled_csv(tmp_path / "new.csv", samples=200, seed=5)
+    assert _gpunn(capsys, "train", "--device", "cpu", "--quiet", "--dataset",
+                  tmp_path / "scaled.csv", "--out", tmp_path / "run")[0] == 0
+    model_path = tmp_path / "run" / "model.npz"
+    history = checkpoint.load(tmp_path / "run" / "checkpoint.npz", device="cpu").history
+    status, stdout, _ = _gpunn(capsys, "evaluate", model_path, "--device", "cpu")
+    assert status == 0 and stdout.endswith(f"loss {history['val_loss'][-1]:.4g}, accuracy "
+                                           f"{history['val_accuracy'][-1]:.4f}\n")
+    status, stdout, _ = _gpunn(capsys, "evaluate", model_path, "--dataset", tmp_path / "new.csv")
+    assert status == 0 and float(stdout.split("accuracy ")[1]) > 0.95
+    status, _, err = _gpunn(capsys, "predict", model_path, tmp_path / "new.csv", "--out",
+                            tmp_path / "p.npz", "--device", "cpu")
+    assert status == 0, err
+    predictions = _arrays(tmp_path / "p.npz")
+    X_read = gn.datasets.load_inputs(tmp_path / "new.csv")[:, :-1]  # as predict read them
+    np.testing.assert_array_equal(predictions["outputs"],
+                                  gn.Model.load(model_path, device="cpu").predict(X_read))
+    assert (predictions["predictions"] == y_new).mean() > 0.95  # raw features, scaled inside
+
+
+def test_a_regression_reports_r_squared_in_the_summary_and_in_evaluate(tmp_path, capsys):
+    status, stdout, _ = _gpunn(capsys, "train", *TINY, "--dataset", _whole_targets(tmp_path),
+                               "--task", "regress", "--out", tmp_path / "run")
+    assert status == 0
+    model = gn.Model.load(tmp_path / "run" / "model.npz", device="cpu")
+    _, _, X_val, y_val = gn.datasets.load(_whole_targets(tmp_path), seed=0)
+    r2 = gn.accuracy.r_squared(model.predict(X_val), y_val)
+    assert f", R² {r2:.4f}\n" in stdout and "validation R² (1 - SS_res / SS_tot)" in stdout
+    status, stdout, _ = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
+    assert status == 0 and stdout.endswith(f"of the target), R² {r2:.4f}\n")
+    status, stdout, _ = _gpunn(capsys, "train", *TINY, "--out", tmp_path / "spiral")
+    assert status == 0 and "R²" not in stdout  # a classifier has none

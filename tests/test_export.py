@@ -234,7 +234,7 @@ def test_a_layer_the_exporter_does_not_know_is_refused(tmp_path, custom):
         export.to_onnx(model, tmp_path / "model.onnx")
     message = str(error.value)
     assert f"model.layers[1], a {custom.__name__}, to ONNX" in message
-    assert "Dense, Dropout, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Linear" in message
+    assert "Dense, Dropout, Standardize, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Linear" in message
     assert ("which is not a ReLU" in message) == (custom is SquaredReLU)
     assert list(tmp_path.iterdir()) == []
 
@@ -356,6 +356,31 @@ def run(tmp_path_factory):
     return folder
 
 
+def test_a_standardize_layer_exports_so_raw_features_give_what_predict_gives(runtime, tmp_path):
+    # Features in thousands and in thousandths: without the layer's Sub and Div in the graph,
+    # the served model would need the scaling as extra code.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 2)) * [1e3, 1e-3] + [5e3, 0.0]
+    y = np.eye(2, dtype=np.float32)[(X[:, 0] / 1e3 - 5 + X[:, 1] * 1e3 > 0).astype(int)]
+    gn.seed(0)
+    model = gn.Model(device="cpu")
+    model.add(gn.Standardize.fit(X))
+    model.add(gn.Dense(2, 16))
+    model.add(gn.Tanh())
+    model.add(gn.Dense(16, 2))
+    model.add(gn.Softmax())
+    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(learning_rate=0.02),
+              accuracy=gn.CategoricalAccuracy())
+    model.finalize()
+    model.train(X, y, epochs=100, verbose=False)
+    path = export.to_onnx(model, tmp_path / "model.onnx")
+    assert export.describe(model) == ("features float32 [batch, 2] -> probabilities float32 "
+                                      "[batch, 2]")
+    _assert_same_outputs(model, path, X)
+    operators = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert operators[:2] == ["Sub", "Div"]
+
+
 @pytest.mark.parametrize("name", ["model.npz", "checkpoint.npz"])
 def test_gpunn_export_writes_what_predict_gives(runtime, run, tmp_path, capsys, name):
     out = tmp_path / "spiral.onnx"
@@ -466,3 +491,18 @@ def test_the_model_never_imports_the_exporter_when_it_loads():
     result = subprocess.run([sys.executable, "-c", check], cwd=root, capture_output=True,
                             text=True, timeout=60, check=True)
     assert result.stdout.strip() == "False", result.stdout + result.stderr
+
+
+def test_gpunn_export_of_a_csv_run_takes_raw_features(runtime, tmp_path, capsys):
+    # gpunn train standardizes a user's file by default; the export must carry that scaling.
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((120, 3)) * [1e3, 1e-3, 1.0] + [5e3, 0.0, 0.0]
+    np.savetxt(tmp_path / "data.csv", np.c_[X, (X[:, 2] > 0).astype(int)], delimiter=",")
+    assert _gpunn(capsys, "train", "--device", "cpu", "--epochs", "5", "--quiet", "--dataset",
+                  tmp_path / "data.csv", "--out", tmp_path / "run")[0] == 0
+    status, _, err = _gpunn(capsys, "export", tmp_path / "run" / "model.npz",
+                            tmp_path / "model.onnx")
+    assert (status, err) == (0, "")
+    model = gn.Model.load(tmp_path / "run" / "model.npz", device="cpu")
+    assert isinstance(model.layers[0], gn.Standardize)
+    _assert_same_outputs(model, tmp_path / "model.onnx", X)

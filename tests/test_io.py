@@ -219,3 +219,23 @@ def test_kind_of_says_none_for_anything_gpunn_did_not_write(tmp_path, kind):
     checkpoint.save(tmp_path / "checkpoint.npz", model, epoch=0, history={})
     assert io.kind_of(tmp_path / "model.npz") == "model"
     assert io.kind_of(tmp_path / "checkpoint.npz") == "checkpoint"
+
+
+def test_a_standardize_of_784_features_round_trips_exactly(tmp_path):
+    # mean and std live in the JSON header as lists: every float64 digit must come back
+    rng = np.random.default_rng(0)
+    mean, std = rng.standard_normal(784) * 100, rng.uniform(1e-4, 1e3, 784)
+    model = gn.Model(device="cpu", dtype="float64")
+    model.add(gn.Standardize(mean, std))
+    model.add(gn.Dense(784, 3))
+    model.add(gn.Softmax())
+    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
+              accuracy=gn.CategoricalAccuracy())
+    model.finalize()
+    model.save(tmp_path / "model.npz")
+    assert io.kind_of(tmp_path / "model.npz") == "model"
+    loaded = gn.Model.load(tmp_path / "model.npz", device="cpu")
+    np.testing.assert_array_equal(loaded.layers[0].mean_values, mean)
+    np.testing.assert_array_equal(loaded.layers[0].std_values, std)
+    X = rng.standard_normal((5, 784)) * 100
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

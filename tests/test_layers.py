@@ -1,4 +1,4 @@
-"""Dense and Dropout, on every available device."""
+"""Dense, Dropout and Standardize, on every available device."""
 
 from __future__ import annotations
 
@@ -82,3 +82,48 @@ def test_dropout_scales_kept_values_and_is_identity_at_inference(backend):
 def test_dropout_refuses_rates_outside_zero_to_one(rate):
     with pytest.raises(gpunn.InvalidArgumentError, match="rate must be"):
         gpunn.Dropout(rate, device="cpu")
+
+
+def test_standardize_forward_is_inputs_minus_mean_over_std(backend):
+    layer = gpunn.Standardize([1000.0, 0.0, -2.0], [10.0, 1e-3, 1.0], device=backend)
+    x = np.array([[1010.0, 2e-3, -2.0], [990.0, -1e-3, 0.0]], np.float32)
+    layer.forward(backend.asarray(x))
+    np.testing.assert_allclose(backend.to_numpy(layer.output), [[1, 2, 0], [-1, -1, 2]],
+                               rtol=1e-5, atol=1e-6)
+    assert layer.output.dtype == np.float32 and not layer.trainable
+    assert layer.low_precision is False  # runs in the model's dtype under any policy
+
+
+def test_standardize_gradients_match_finite_differences(backend):
+    layer = gpunn.Standardize([0.5, -1.0, 3.0], [2.0, 0.25, 4.0], device=backend)
+    check_layer_gradients(backend, layer, np.random.default_rng(2).standard_normal((5, 3)))
+
+
+def test_standardize_fit_takes_each_columns_mean_and_std_and_a_constant_feature_gets_std_1():
+    X = np.array([[1e3, 1e-3, 7.0], [3e3, 3e-3, 7.0], [2e3, 5e-3, 7.0]])
+    layer = gpunn.Standardize.fit(X, device="cpu")
+    np.testing.assert_array_equal(layer.mean_values, X.mean(axis=0))
+    np.testing.assert_array_equal(layer.std_values, [X[:, 0].std(), X[:, 1].std(), 1.0])
+    assert layer.n_inputs == 3 and repr(layer) == "Standardize(3 features)"
+    layer.forward(X)
+    output = layer.backend.to_numpy(layer.output)
+    np.testing.assert_allclose(output.mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(output.std(axis=0), [1, 1, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("mean, std, says", [
+    ([0.0, 0.0], [1.0, 0.0], "feature 1 has std 0"),
+    ([0.0, 0.0], [1.0], "of the same length; received 2 and 1"),
+    ([[0.0]], [[1.0]], "mean as one number per feature"),
+    ([0.0, float("nan")], [1.0, 1.0], "mean contains NaN or inf"),
+])
+def test_standardize_refuses_bad_statistics(mean, std, says):
+    with pytest.raises(gpunn.InvalidArgumentError, match=says):
+        gpunn.Standardize(mean, std, device="cpu")
+
+
+def test_standardize_refuses_inputs_of_the_wrong_width(backend):
+    layer = gpunn.Standardize([0.0, 0.0], [1.0, 1.0], device=backend)
+    with pytest.raises(gpunn.InvalidArgumentError, match=r"Standardize\(2 features\) expects "
+                       r"inputs of shape \(batch, 2\); received shape \(4, 3\)"):
+        layer.forward(backend.asarray(np.zeros((4, 3), np.float32)))

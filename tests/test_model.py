@@ -632,3 +632,47 @@ def test_predict_can_keep_the_outputs_on_the_device(backend, spiral):
                                       model.predict(X_val, batch_size=batch_size))
     if backend.device != "cpu":  # data already on the device is used as it is
         assert _data.prepare(model, device_X, None, "X", None)[0] is device_X
+
+
+def _scaled_features(samples, seed):
+    """Two classes split by x0 + x1 after scaling; raw, x0 is in thousands and x1 in
+    thousandths."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((samples, 2))
+    return z * [1e3, 1e-3] + [5e3, 0.0], (z.sum(axis=1) > 0).astype(np.int64)
+
+
+def test_a_standardize_first_layer_travels_with_the_model(backend, tmp_path):
+    X, y = _scaled_features(200, seed=0)
+    X_new, _ = _scaled_features(50, seed=1)
+    gn.seed(0)
+    model = gn.Model(device=backend)
+    model.add(gn.Standardize.fit(X))
+    model.add(gn.Dense(2, 16))
+    model.add(gn.ReLU())
+    model.add(gn.Dense(16, 2))
+    model.add(gn.Softmax())
+    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(learning_rate=0.02),
+              accuracy=gn.CategoricalAccuracy())
+    model.finalize()
+    assert model.trainable_layers[0].compute_dinputs is False  # nobody uses that gradient
+    history = model.train(X, y, epochs=200, verbose=False)
+    assert history["accuracy"][-1] > 0.95  # from raw features in thousands and thousandths
+    model.save(tmp_path / "model.npz")
+    loaded = gn.Model.load(tmp_path / "model.npz", device=backend)
+    assert isinstance(loaded.layers[0], gn.Standardize)
+    assert loaded.layers[0].mean_values == model.layers[0].mean_values  # exact, as floats
+    np.testing.assert_array_equal(loaded.predict(X_new), model.predict(X_new))
+    assert loaded.evaluate(X, y) == model.evaluate(X, y)
+    with pytest.raises(gn.InvalidArgumentError, match=r"the first layer, Standardize\(2 "
+                       r"features\), expects 2"):
+        loaded.predict(np.zeros((3, 5)))
+
+
+def test_a_standardize_of_another_width_than_the_first_dense_is_refused():
+    model = gn.Model(device="cpu")
+    model.add(gn.Standardize([0.0] * 3, [1.0] * 3))
+    model.add(gn.Dense(2, 4))
+    with pytest.raises(gn.InvalidArgumentError, match=r"Dense\(2, 4\) expects 2 inputs but the "
+                       r"layer before it, Standardize\(3 features\), gives 3"):
+        model.finalize()

@@ -11,6 +11,7 @@ import numpy
 
 import gpunn as gn
 from gpunn import datasets, model_data
+from gpunn.accuracy import r_squared
 from gpunn.cli._common import (
     UsageError,
     batch_option,
@@ -61,10 +62,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def evaluate(args: argparse.Namespace) -> int:
     model = gn.Model.load(args.model, device=args.device)
     X, y, what = _evaluation_data(args, model, model_data.recorded(args.model))
-    loss, accuracy = model.evaluate(X, y, batch_size=batch_size_or_none(args.batch_size))
+    batch_size = batch_size_or_none(args.batch_size)
+    loss, accuracy = model.evaluate(X, y, batch_size=batch_size)
     scored = f"accuracy {accuracy:.4f}"
-    if isinstance(model.accuracy, gn.RegressionAccuracy) and model.accuracy.precision is not None:
-        scored += f" (predictions within ±{model.accuracy.precision:.2g} of the target)"
+    if isinstance(model.accuracy, gn.RegressionAccuracy):
+        if model.accuracy.precision is not None:
+            scored += f" (predictions within ±{model.accuracy.precision:.2g} of the target)"
+        scored += f", R² {r_squared(model.predict(X, batch_size=batch_size), y):.4f}"
     print(f"{what}: loss {loss:.4g}, {scored}")
     return 0
 

@@ -23,6 +23,7 @@ from gpunn import (
     runs,
     training,
 )
+from gpunn.accuracy import r_squared
 from gpunn.cli._common import (
     UsageError,
     debug_option,
@@ -64,12 +65,13 @@ deleted:
 Defaults per data set (options given win):
   spiral, vertical  --hidden 64,64 --activation relu --optimizer adam --lr 0.05
                     --decay 5e-4 --l2 1e-4 --epochs 1000 --batch-size full --seed 0
+                    --no-standardize
   sine              as spiral but --activation tanh --lr 0.02 --decay 1e-3 --l2 0
                     --epochs 2000
   (fashion-)mnist   --hidden 128,128 --lr 0.001 --decay 1e-3 --l2 0 --epochs 10
                     --batch-size 128
-  .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --l2 0 --epochs 100
-                    --batch-size 32
+  .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --epochs 100 --batch-size 32
+                    --standardize
 Labels that are whole numbers >= 0, -1/+1 labels and one-hot rows make a classifier
 (softmax, cross-entropy); other targets a regression (linear output, mean squared error).
 --task classify|regress says which, e.g. --task regress for whole-number targets.
@@ -100,6 +102,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
            help="total epochs (with --resume: the total to reach)")
     option("--batch-size", type=parse_batch_size, help="samples per step, or 'full'")
     option("--l2", type=parse_number(), help="L2 penalty on the hidden layers' weights and biases")
+    option("--standardize", action=argparse.BooleanOptionalAction,
+           help="scale each feature to mean 0 and standard deviation 1 with the training "
+                "split's mean and std, kept in the model (a gn.Standardize first layer), so "
+                "evaluate, predict and the ONNX export take raw features (default: on for "
+                ".npz and .csv files, off for the built-in sets)")
     option("--seed", type=parse_integer(0), help="seeds the data, initial weights, shuffling and "
            "dropout (default 0)")
     option("--dtype", choices=["float32", "float64"], help="default float32")
@@ -226,7 +233,9 @@ def train(args: argparse.Namespace) -> int:
     if not quiet:
         if model.backend.fused and graph is None and result.cuda_graph != "captured":
             print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
-        print(_summary(run.history, done, last, seconds, model.device))
+        r2 = (r_squared(model.predict(X_val), y_val)
+              if isinstance(model.accuracy, gn.RegressionAccuracy) else None)
+        print(_summary(run.history, done, last, seconds, model.device, r2))
         if reason is not None:
             print(f"training.png skipped: {reason}")
         print(f"wrote {', '.join(str(out / name) for name in written)}")
@@ -269,17 +278,21 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
             f"device {model.device}")
     if model.precision.name != "float32":
         text += f", precision {model.precision.name}"
+    text += ("; features standardized (the training split's mean and std, kept in the model)"
+             if settings["standardize"] else "; features as they are (not standardized)")
     if isinstance(model.accuracy, gn.RegressionAccuracy):
         text += (f"\n{model.accuracy.label} is the book's regression accuracy: the share of "
                  f"predictions within ±{model.accuracy.precision:.2g} (std(y) / 250) of the "
-                 f"target; the loss (mean squared error) is the measure to watch")
+                 f"target; the loss (mean squared error) is the measure to watch, and the "
+                 f"validation R² (1 - SS_res / SS_tot) the summary gives at the end")
     return text
 
 
 def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
-             device: str) -> str:
+             device: str, r2: float | None) -> str:
     final = {key: values[-1] for key, values in history.items() if values}
     ran = f"trained epochs {done + 1}-{last} in {seconds:.1f} s" if last > done else \
         f"already trained {last} epochs"
-    return (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
+    text = (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
             f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
+    return text if r2 is None else f"{text}, R² {r2:.4f}"
