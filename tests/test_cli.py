@@ -425,6 +425,7 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(tmp_path, caps
     status, stdout, _ = _gpunn(capsys, "train", "--resume", "--device", "cpu", "--epochs", "10",
                                "--out", tmp_path / "split")
     assert status == 0 and "resuming at epoch 6 of 10" in stdout
+    assert "classes (as the run was started)" in stdout  # once "(None)"
     _assert_same_model(tmp_path / "straight" / "model.npz", tmp_path / "split" / "model.npz")
     _assert_same_model(tmp_path / "straight" / "checkpoint.npz",
                        tmp_path / "split" / "checkpoint.npz")

@@ -152,9 +152,9 @@ def train(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume continues the run in {out}, which was started with "
                              f"--task {task}; received --task {args.task}. Leave --task out, "
                              f"or start a new run with another --out.")
+        if (changed := model_data.changed(model.trained_on)) is not None:
+            raise GpunnError(f"--resume cannot continue the run in {out}: {changed}.")
         why = "as the run was started"
-        if (why := model_data.changed(model.trained_on)) is not None:
-            raise GpunnError(f"--resume cannot continue the run in {out}: {why}.")
         X, y, X_val, y_val = load_data(settings, args)
         if lead:
             runs.check_files(out, force=args.force, reads=_data_file(settings))
