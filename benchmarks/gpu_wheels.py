@@ -37,6 +37,13 @@ WHEELS = ("nvmath-python==1.0.1",)
 MACHINE = ("numpy==2.5.2", "cuda-bindings", "cuda-core", "cuda-pathfinder", "nvidia-cuda-nvrtc",
            "mpi4py", "onnx", "onnxruntime==1.30.*", "pytest", "pytest-timeout", "hypothesis",
            "tqdm", "matplotlib", "threadpoolctl", "ml-dtypes", "scikit-learn")
+# Beside those, the rehearsal's environment takes the CUDA headers the CuPy double needs to
+# build gpunn's float16/bfloat16 kernels on the host (tests/kernel_host): cuda_fp16.h and
+# cuda_bf16.h from nvidia-cuda-runtime (which CuPy's ctk extra brings on a GPU machine, and NVRTC
+# compiles those kernels with) and what their host paths include from nvidia-cuda-crt and
+# nvidia-cuda-cccl (a GPU never needs these two).
+DOUBLE_ONLY = ("nvidia-cuda-runtime>=13,<14", "nvidia-cuda-crt>=13,<14",
+               "nvidia-cuda-cccl>=13,<14")
 MACHINE_ONLY = {"cupy-cuda13x": "replaced by the CuPy double (tests/cupy_double)",
                 "torch": "PyPI's cp312 torch is the CUDA build (3 GB with its libraries)",
                 "nvidia-cublas": "only a GPU calls it", "nvidia-nccl-cu13": "only GPUs call it"}

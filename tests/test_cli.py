@@ -923,6 +923,8 @@ def test_info_reports_versions_devices_and_the_kernel_compile(capsys):
     else:
         assert "compile with NVRTC" in fields["CUDA kernels"] or "not checked" in \
             fields["CUDA kernels"]
+        if "compile with NVRTC" in fields["CUDA kernels"]:  # the 16-bit ones are checked too
+            assert "float16/bfloat16" in fields["CUDA kernels"]
     # what each device can train with, and that compiling is not running (issues 19 and 20)
     assert "cpu: float32, bfloat16" in fields["precisions"]
     assert "not yet run on a GPU" in fields["tested"]

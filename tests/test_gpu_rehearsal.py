@@ -1,7 +1,8 @@
 """The rehearsal of the GPU check (benchmarks/gpu_check.py), run in the ``--cupy-double``
 session: each stage end to end on the CuPy and nvmath-python doubles (simulated devices
 cuda-sim:N, not a GPU), in an environment built like the GPU machine's: Python 3.12, its
-packages (benchmarks/gpu_wheels.MACHINE) and nothing else, gpunn not installed (PYTHONPATH
+packages (benchmarks/gpu_wheels.MACHINE, and the CUDA headers the double builds 16-bit kernels
+with: DOUBLE_ONLY) and nothing else, gpunn not installed (PYTHONPATH
 only), the wheels it lacks installed by gpu_check from a folder with ``pip --no-index``. A
 stage that needs anything the machine lacks fails here. The environment is built once and kept
 in .rehearsal/ (git ignores it); its cost and each stage's are printed (pytest -s shows them).
@@ -49,13 +50,14 @@ def machine(tmp_path_factory):
                                    "pyenv's 3.12.1), as on the GPU machine")
     started = time.monotonic()
     folder, marker = REHEARSAL / "python3.12", REHEARSAL / "python3.12" / "packages.txt"
-    wanted = "\n".join(gpu_wheels.MACHINE)
+    packages = (*gpu_wheels.MACHINE, *gpu_wheels.DOUBLE_ONLY)
+    wanted = "\n".join(packages)
     python = folder / "bin" / "python"
     if not (marker.exists() and marker.read_text() == wanted):
         shutil.rmtree(folder, ignore_errors=True)
         subprocess.run([python312, "-m", "venv", str(folder)], check=True)
         done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                               "--disable-pip-version-check", *gpu_wheels.MACHINE],
+                               "--disable-pip-version-check", *packages],
                               capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         marker.write_text(wanted)
