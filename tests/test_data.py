@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import require
+from helpers import build_model
 
 import gpunn as gn
 from gpunn import _data
@@ -23,15 +24,7 @@ def _pandas():
 
 
 def _classifier(backend, features=2):
-    model = gn.Model(device=backend)
-    model.add(gn.Dense(features, 16))
-    model.add(gn.ReLU())
-    model.add(gn.Dense(16, 3))
-    model.add(gn.Softmax())
-    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(learning_rate=0.05),
-              accuracy=gn.CategoricalAccuracy())
-    model.finalize()
-    return model
+    return build_model(backend, (features, 16, 3), learning_rate=0.05)
 
 
 @pytest.fixture

@@ -276,3 +276,23 @@ def test_a_gpu_without_the_tensor_cores_a_policy_needs_refuses_it():
     assert precision.supported(old) == ["float32", "float16"]
     reason = precision.why_not(precision.policy("bfloat16"), old, "float32")
     assert "compute capability 8.0" in reason and "7.5" in reason and "float16" in reason
+
+
+def test_the_onnx_export_of_a_bfloat16_model_is_its_float32_graph(tmp_path):
+    from conftest import require
+
+    try:
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+    require(onnxruntime is not None, "onnxruntime is not installed (the dev extra brings it)")
+    X, y = _spiral()
+    model = _model("cpu", "bfloat16")
+    model.train(X, y, epochs=3, batch_size=60, verbose=False)
+    model.to_onnx(tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    served = session.run(None, {"features": X})[0]
+    model.set(precision="float32")  # the same float32 weights, products in float32
+    model.finalize()
+    np.testing.assert_allclose(served, model.predict(X), rtol=1e-5, atol=1e-6)
