@@ -213,7 +213,9 @@ class Model:
         layers, i = self.layers if layers is None else layers, 0
         while i < len(layers):
             layer = layers[i]
-            if X.dtype != layer.compute_dtype:  # into and out of a 16-bit policy's layers
+            # into and out of a 16-bit policy's layers (a list, from model.forward, is left to
+            # the layer's own conversion)
+            if getattr(X, "dtype", layer.compute_dtype) != layer.compute_dtype:
                 X = backend.cast(X, layer.compute_dtype)
             if (isinstance(layer, Dense) and i + 1 < len(layers)
                     and type(layers[i + 1]) is ReLU):

@@ -296,3 +296,10 @@ def test_the_onnx_export_of_a_bfloat16_model_is_its_float32_graph(tmp_path):
     model.set(precision="float32")  # the same float32 weights, products in float32
     model.finalize()
     np.testing.assert_allclose(served, model.predict(X), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["float32", "bfloat16"])
+def test_model_forward_takes_a_list_under_a_policy(policy):
+    model = _model("cpu", policy)
+    output = model.forward([[0.1, 0.2], [0.3, -0.4]], training=False)
+    assert output.shape == (2, 3) and output.dtype == np.float32
