@@ -144,7 +144,7 @@ def why_not(chosen: Policy, backend: Any, dtype: str) -> str | None:
                 f"{found[0]}.{found[1]}. Use precision='float32'"
                 f"{' or float16' if found >= (7, 0) and chosen.name != 'float16' else ''}.")
     if chosen.low:
-        return backend.low_precision_error()
+        return backend.low_precision_error(chosen.compute)
     return None
 
 

@@ -150,7 +150,7 @@ def test_the_precision_rows_leave_out_what_the_device_cannot_run_and_survive_a_f
     monkeypatch.setattr(gpu_speed.mlp, "run", run)
     turing = type("Backend", (), {"fused": True, "device": "cuda:0",
                                   "compute_capability": lambda self: (7, 5),
-                                  "low_precision_error": lambda self: None})()
+                                  "low_precision_error": lambda self, dtype="float16": None})()
     result = gpu_speed.policies(turing, None, "mlp", rehearse=True, repeats=1)
     rows = result["policies"]
     assert list(rows) == ["float32", "tf32", "bfloat16", "float16"]

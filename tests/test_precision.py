@@ -267,7 +267,7 @@ class _OldGpu:
     def compute_capability(self):
         return (7, 5)
 
-    def low_precision_error(self):
+    def low_precision_error(self, dtype="float16"):
         return None
 
 
@@ -303,3 +303,22 @@ def test_model_forward_takes_a_list_under_a_policy(policy):
     model = _model("cpu", policy)
     output = model.forward([[0.1, 0.2], [0.3, -0.4]], training=False)
     assert output.shape == (2, 3) and output.dtype == np.float32
+
+
+def test_bfloat16_on_cuda_needs_a_cupy_with_bfloat16_arrays(backend, monkeypatch):
+    # CuPy 14 has bfloat16 arrays only with ml_dtypes and NumPy 2.1.2 or newer
+    # (cupy/_core/_scalar.pyx); the double models it, and the policy is refused with the fix
+    # while float16 still runs.
+    _cuda_only(backend)
+    import cupy
+
+    if not hasattr(cupy, "_sim"):
+        pytest.skip("models an older NumPy on the CuPy double")
+    monkeypatch.setattr(cupy._core, "HAS_BFLOAT16", False)
+    with pytest.raises(ValueError, match="Unsupported dtype bfloat16"):
+        cupy.empty(3, dtype="bfloat16")
+    reason = precision.why_not(precision.policy("bfloat16"), backend, "float32")
+    assert "no bfloat16 arrays" in reason and "NumPy 2.1.2" in reason
+    assert precision.why_not(precision.policy("float16"), backend, "float32") is None
+    with pytest.raises(gn.GpunnError, match="no bfloat16 arrays"):
+        _model(backend, "bfloat16")

@@ -145,11 +145,23 @@ class CupyBackend(NumpyBackend):
                 f"pip install 'gpunn[cuda12]' (or 'gpunn[cuda13]'), which brings CuPy's ctk "
                 f"extra, or install the CUDA toolkit.") from error
 
-    def low_precision_error(self) -> str | None:
+    def low_precision_error(self, dtype: str = "float16") -> str | None:
         """Why the float16 and bfloat16 kernels cannot run on this device, or None when they
         can. The first call compiles and loads them (they need CUDA's cuda_fp16.h and
         cuda_bf16.h, which float32 and float64 training never does); until they load, those
-        ops run as the generic CuPy code."""
+        ops run as the generic CuPy code. For ``dtype="bfloat16"`` CuPy must have bfloat16
+        arrays at all: only with ml_dtypes and NumPy 2.1.2 or newer (cupy/_core/_scalar.pyx)."""
+        if dtype == "bfloat16":
+            reason = super().low_precision_error(dtype)
+            if reason is not None:
+                return reason
+            try:
+                with self._cuda_device:
+                    self.xp.empty(0, dtype="bfloat16")
+            except (ValueError, TypeError) as error:
+                return (f"CuPy {self.xp.__version__} has no bfloat16 arrays here ({error}): it "
+                        f"needs ml_dtypes and NumPy 2.1.2 or newer (found NumPy "
+                        f"{numpy.__version__}); pip install 'numpy>=2.1.2' ml_dtypes")
         if not self._low_precision_checked:
             self._low_precision_checked = True
             try:

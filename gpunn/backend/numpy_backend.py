@@ -111,8 +111,11 @@ class NumpyBackend:
         """A CUDA device's (major, minor) compute capability; the CPU has none: (0, 0)."""
         return (0, 0)
 
-    def low_precision_error(self) -> str | None:
-        """Why this device cannot run the float16/bfloat16 ops, or None (NumPy: ml_dtypes)."""
+    def low_precision_error(self, dtype: str = "float16") -> str | None:
+        """Why this device cannot run the ``dtype`` (float16 or bfloat16) ops, or None: NumPy
+        has float16; bfloat16 is ml_dtypes'."""
+        if dtype != "bfloat16":
+            return None
         try:
             import ml_dtypes  # noqa: F401 (registers numpy.dtype("bfloat16"))
         except ImportError as error:

@@ -23,11 +23,27 @@ API = json.loads((Path(__file__).resolve().parent.parent / "cupy_api.json").read
 _UNSUPPORTED_KINDS = "OSUMmV"  # object, strings, datetimes, void: CuPy has no such arrays
 
 
+def _has_bfloat16() -> bool:
+    """CuPy 14 knows bfloat16 (ml_dtypes' dtype, kind "V") only when ml_dtypes imports and NumPy
+    is 2.1.2 or newer (cupy/_core/_scalar.pyx, _setup_type_dict: older NumPy crashes on its
+    loops); otherwise check_supported_dtype finds no C type name and refuses the dtype."""
+    if numpy.lib.NumpyVersion(numpy.__version__) < "2.1.2":
+        return False
+    try:
+        import ml_dtypes  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HAS_BFLOAT16 = _has_bfloat16()  # tests set it False to model an older NumPy
+
+
 def unsupported(dtype: Any) -> bool:
-    """Whether CuPy has no arrays of ``dtype``. CuPy 14 has bfloat16 ones (ml_dtypes' dtype,
-    kind "V") when ml_dtypes imports and NumPy is 2.1.2 or newer (cupy/_core/_dtype.pyx,
-    cupy/_util.pyx), as in gpunn's test environments."""
-    return dtype.kind in _UNSUPPORTED_KINDS and dtype.name != "bfloat16"
+    """Whether CuPy has no arrays of ``dtype`` (ValueError: Unsupported dtype)."""
+    if dtype.name == "bfloat16":
+        return not HAS_BFLOAT16
+    return dtype.kind in _UNSUPPORTED_KINDS
 
 
 # ---- the API list ------------------------------------------------------------------------------
@@ -287,6 +303,8 @@ class ndarray:
         if memptr is not None or strides is not None:
             raise NotImplementedError("the CuPy double does not model memptr= or strides=")
         self._a = numpy.empty(shape, dtype=dtype, order=order)
+        if unsupported(self._a.dtype):
+            raise ValueError(f"Unsupported dtype {self._a.dtype}")
         self._device = _sim.current()
         _sim.allocate(self._a, self._device)
 
