@@ -196,6 +196,7 @@ class Model:
     @_on_device
     def forward(self, X: Any, training: bool) -> Any:
         """Run every layer; a Dense followed by ReLU runs as one fused kernel."""
+        self._refresh_compute_parameters()
         return self._forward(X, training)
 
     @_on_device
@@ -206,10 +207,9 @@ class Model:
     # train, evaluate and predict make the device current once per call, not once per step.
 
     def _forward(self, X: Any, training: bool, layers: list | None = None) -> Any:
-        """The output of ``layers`` (default: all) for X, in the model's dtype."""
+        """The output of ``layers`` (default: all) for X, in the model's dtype, with the
+        products' copy of the parameters as ``_refresh_compute_parameters`` last made it."""
         backend = self.backend
-        if self.compute_parameters is not self.parameters:
-            backend.cast(self.parameters, out=self.compute_parameters)
         layers, i = self.layers if layers is None else layers, 0
         while i < len(layers):
             layer = layers[i]
@@ -226,6 +226,13 @@ class Model:
             X = layers[i].output
             i += 1
         return X if X.dtype == self.dtype else backend.cast(X, self.dtype)
+
+    def _refresh_compute_parameters(self) -> None:
+        """Under a 16-bit policy, the products' copy of the parameters, cast from the master
+        ones: at every training step (inside the captured step) and once per forward,
+        evaluate or predict call, not per batch."""
+        if self.compute_parameters is not self.parameters:
+            self.backend.cast(self.parameters, out=self.compute_parameters)
 
     def _backward(self, output: Any, y: Any, *, scale: Any = None) -> None:
         """Every layer's gradients of the loss, last to first; with ``scale`` (a float16
@@ -325,6 +332,7 @@ class Model:
         return loss, accuracy
 
     def _evaluate(self, X: Any, y: Any, batch_size: int) -> tuple[float, float]:
+        self._refresh_compute_parameters()
         self.loss.new_pass()
         self.accuracy.new_pass()
         for start in range(0, len(X), batch_size):
@@ -344,6 +352,7 @@ class Model:
         self._require_ready(training=False)
         X = _data.prepare(self, X, None, "X", None)[0]
         batch_size = _data.steps(len(X), batch_size)[1]
+        self._refresh_compute_parameters()
         outputs = [self._forward_inference(X[start:start + batch_size], batch_size)
                    for start in range(0, len(X), batch_size)]
         if not outputs:

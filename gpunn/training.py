@@ -112,6 +112,7 @@ class Step:
         # float16: the loss's gradient times the loss scale, the regularization added after
         # unscaling (gpunn.precision.LossScaler)
         scale = None if scaler is None else tally.views[TALLY_SCALE]
+        model._refresh_compute_parameters()  # the update changed the master parameters
         if self.fused_softmax_ce and y.ndim == 1:
             logits = model._forward(X, training=True, layers=model.layers[:-1])
             probs, dlogits = self.backend.softmax_ce(logits, y, tally.values)

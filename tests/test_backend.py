@@ -338,18 +338,26 @@ def test_softmax_ce_takes_labels_of_any_integer_type(backend):
     np.testing.assert_array_equal(results[0], results[1])
 
 
-@pytest.mark.parametrize("size", [0, 1, 1000, 4099])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dropout_matches_the_twin_bit_for_bit(backend, dtype, size):
-    x = _values(dtype, shape=(size,)) if size >= 6 else np.ones(size, dtype)
-    u = np.random.default_rng(5).random(size, dtype=dtype)
+def _assert_dropout_matches_the_twin(backend, x, u, dtype):
+    """The backend's dropout of ``x`` with draws ``u`` against the NumPy twin's; returns the
+    twin's output and whether the comparison flushes subnormals."""
     ftz = flushes(backend, dtype)
     fx = flush_subnormals(x) if ftz else x
     with np.errstate(invalid="ignore"):
         expected_mask, expected_y = TWIN.dropout(fx, u, 0.85)
         mask, y = backend.dropout(backend.asarray(x), backend.asarray(u), 0.85)
-        assert_same(backend, mask, expected_mask, ftz=ftz)
-        assert_same(backend, y, expected_y, ftz=ftz)
+    assert_same(backend, mask, expected_mask, ftz=ftz)
+    assert_same(backend, y, expected_y, ftz=ftz)
+    return expected_y, ftz
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 4099])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_matches_the_twin_bit_for_bit(backend, dtype, size):
+    x = _values(dtype, shape=(size,)) if size >= 6 else np.ones(size, dtype)
+    u = np.random.default_rng(5).random(size, dtype=dtype)
+    expected_y, ftz = _assert_dropout_matches_the_twin(backend, x, u, dtype)
+    with np.errstate(invalid="ignore"):
         # in place, as the layer uses it: the mask over the samples, the output over x
         device_x, device_u = backend.asarray(x), backend.asarray(u)
         mask, y = backend.dropout(device_x, device_u, 0.85, mask=device_u, out=device_x)
@@ -462,13 +470,7 @@ def test_half_dropout_matches_the_twin(backend, dtype):
     _half_kernels(backend)
     x = (_values(np.float32, shape=(4099,)) * 7).astype(dtype)
     u = np.random.default_rng(5).random(4099, dtype=np.float32)  # float32 draws
-    ftz = flushes(backend, dtype)
-    fx = flush_subnormals(x) if ftz else x
-    with np.errstate(invalid="ignore"):
-        expected_mask, expected_y = TWIN.dropout(fx, u, 0.85)
-        mask, y = backend.dropout(backend.asarray(x), backend.asarray(u), 0.85)
-    assert_same(backend, mask, expected_mask, ftz=ftz)
-    assert_same(backend, y, expected_y, ftz=ftz)
+    _assert_dropout_matches_the_twin(backend, x, u, dtype)
 
 
 def test_low_precision_error_says_what_to_install_and_the_ops_still_work(backend, monkeypatch):

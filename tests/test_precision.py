@@ -322,3 +322,22 @@ def test_bfloat16_on_cuda_needs_a_cupy_with_bfloat16_arrays(backend, monkeypatch
     assert precision.why_not(precision.policy("float16"), backend, "float32") is None
     with pytest.raises(gn.GpunnError, match="no bfloat16 arrays"):
         _model(backend, "bfloat16")
+
+
+def test_the_products_copy_of_the_parameters_is_made_per_call_not_per_batch(monkeypatch):
+    X, y = _spiral()
+    model = _model("cpu", "bfloat16")
+    casts = []
+    original = type(model.backend).cast
+
+    def spy(self, x, dtype=None, out=None):
+        if out is model.compute_parameters:
+            casts.append(len(x))
+        return original(self, x, dtype, out=out)
+
+    monkeypatch.setattr(type(model.backend), "cast", spy)
+    model.predict(X, batch_size=18)  # 10 batches
+    model.evaluate(X, y, batch_size=18)
+    assert len(casts) == 2
+    model.train(X, y, epochs=2, batch_size=60, verbose=False)  # 6 steps: one each
+    assert len(casts) == 2 + 6
