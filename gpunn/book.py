@@ -170,8 +170,14 @@ class _BookLoss:
         super().__init__()
         self.to(_open_device(_device))
 
+    def _targets(self, y: Any, output: Any) -> Any:
+        # float targets in the outputs' dtype (the book's sine_data is float64): a float64
+        # gradient would reach Dense.backward's float32 products, which CuPy refuses
+        y = self.backend.asarray(y)
+        return y.astype(output.dtype) if y.dtype.kind == "f" and y.dtype != output.dtype else y
+
     def calculate(self, output: Any, y: Any, *, include_regularization: bool = False) -> Any:
-        data_loss = super().calculate(output, self.backend.asarray(y))
+        data_loss = super().calculate(output, self._targets(y, output))
         if not include_regularization:
             return data_loss
         return data_loss, self.regularization_loss()
@@ -188,7 +194,7 @@ class _BookLoss:
         return super().regularization_loss() if layer is None else layer.regularization_loss()
 
     def backward(self, dvalues: Any, y_true: Any) -> None:
-        super().backward(dvalues, self.backend.asarray(y_true))
+        super().backward(dvalues, self._targets(y_true, dvalues))
 
 
 class Loss_CategoricalCrossentropy(_BookLoss, losses.CategoricalCrossentropy):
