@@ -39,9 +39,9 @@ FAST_EPOCHS = {10: 100, 14: 100, 15: 20, 16: 100, 17: 100, 18: 10}
 # spiral and sine runs are chaotic, and a difference in the last bit of one gradient (a float32
 # sum in another order) grows tenfold every few epochs. The book's own classes disagree with
 # themselves as soon: nnfs.init(dot_precision_workaround=False), float32 products instead of
-# float64, changes the printed digits from epoch 37-55 (chapters 10, 14, 15, 18); gpunn's from
-# epoch 10-40 (all measured, printing every epoch). After that, the last epoch's accuracy and
-# losses within DRIFT of the book's (the float32 variant drifts as far: README).
+# float64, changes the printed digits from epoch 37-55 (chapters 10, 14, 15, 18); gpunn's part
+# from epoch 10 (chapter 18) to 156 (chapter 16), measured printing every epoch. After that,
+# the last epoch's accuracy and losses within DRIFT of the book's (measured in the README).
 EXACT_EPOCHS = 5
 DRIFT = {"acc": 0.05, "loss": 0.05, "data_loss": 0.05}
 
