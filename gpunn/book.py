@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy
 
-from gpunn import accuracy, activations, layers, losses, model, optimizers
+from gpunn import _checks, accuracy, activations, layers, losses, model, optimizers
 from gpunn.backend import DeviceLike
 from gpunn.backend import device as _open_device
 from gpunn.errors import InvalidArgumentError
@@ -298,7 +298,15 @@ class Model(model.Model):
         """The book's loop: chapter 18's (one step per epoch, a line every ``print_every``
         epochs) without ``batch_size``, chapter 19's with it."""
         self._require_ready(training=True)
+        epochs = _checks.integer("epochs", epochs, minimum=0)
+        print_every = _checks.integer("print_every", print_every, minimum=1)
+        if batch_size is not None:
+            batch_size = _checks.integer("batch_size", batch_size, minimum=1)
         X, y = self.backend.asarray(X, dtype=self.dtype), self.backend.asarray(y)
+        if len(X) != len(y) or len(X) == 0:
+            raise InvalidArgumentError(f"Model.train expects as many targets as samples, at "
+                                       f"least one; received {len(X)} samples and {len(y)} "
+                                       f"targets.")
         self.accuracy.init(y)
         steps = 1 if batch_size is None else math.ceil(len(X) / batch_size)
         for epoch in range(1, epochs + 1):

@@ -268,6 +268,22 @@ def test_model_saves_and_loads_with_the_books_attributes(tmp_path, capsys):
     assert not model.trainable_layers[0].weights.any()
 
 
+def test_model_train_refuses_bad_arguments_before_training():
+    model = Model()
+    model.add(Layer_Dense(2, 2))
+    model.add(gpunn.book.Activation_Softmax())
+    model.set(loss=Loss_CategoricalCrossentropy(), optimizer=Optimizer_Adam(),
+              accuracy=gpunn.book.Accuracy_Categorical())
+    model.finalize()
+    before = model.get_parameters()
+    X, y = np.zeros((4, 2), dtype=np.float32), np.zeros(4, dtype=np.uint8)
+    with pytest.raises(gpunn.InvalidArgumentError, match="batch_size must be >= 1"):
+        model.train(X, y, batch_size=0)
+    with pytest.raises(gpunn.InvalidArgumentError, match="4 samples and 3 targets"):
+        model.train(X, y[:3])
+    np.testing.assert_array_equal(model.get_parameters()[0][0], before[0][0])
+
+
 def test_use_refuses_an_unknown_device():
     with pytest.raises(gpunn.GpunnError, match="Unknown device"):
         gpunn.book.use("tpu")
