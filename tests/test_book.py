@@ -137,7 +137,7 @@ def test_chapter_prints_the_books_lines(chapter):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("GPUNN_BOOK_1000") != "1",
-                    reason="about 3 minutes on 2 cores: GPUNN_BOOK_1000=1 pytest -m slow ...")
+                    reason="3 to 17 minutes on 2 cores: GPUNN_BOOK_1000=1 pytest -m slow ...")
 @pytest.mark.parametrize("chapter", sorted(FAST_EPOCHS))
 def test_chapter_prints_the_books_lines_for_1000_epochs(chapter):
     compare(chapter, 1000)
