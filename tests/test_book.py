@@ -161,6 +161,16 @@ def test_chapter_on_cuda_prints_the_books_lines(chapter):
     compare(chapter, EXACT_EPOCHS + 5, cuda=True)
 
 
+def test_the_readmes_chapter_10_loop_prints_the_books_first_lines():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (loop,) = [text for text in re.findall(r"^```python\n(.*?)^```", readme,
+                                           flags=re.DOTALL | re.MULTILINE)
+               if "from gpunn.book import *" in text]
+    assert loop.count("range(10001)") == 1
+    ours = run(loop.replace("range(10001)", "range(101)").replace("% 100", "% 1"))
+    assert ours[:EXACT_EPOCHS] == run(script(10, 100, every=1))[:EXACT_EPOCHS]
+
+
 # ---- the book's own classes, in this process (their definitions only, without nnfs.init) ----
 
 def book_classes(chapter: int) -> dict:

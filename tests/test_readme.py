@@ -37,6 +37,8 @@ COMMANDS = [part.strip() for line in SHELL for part in line.split("&&")]
 PYTHON = [text for language, text in BLOCKS if language == "python"]
 SERVING = [text for text in PYTHON if "onnxruntime" in text]  # needs the exported model.onnx
 DISTRIBUTED = [text for text in PYTHON if "gn.distributed.init()" in text]  # under mpiexec
+# Following the book: run by tests/test_book.py (nnfs.init() patches NumPy: a process apart)
+BOOK = [text for text in PYTHON if "gpunn.book" in text or text.startswith('use("cuda")')]
 QUICKSTART = ['pip install -e ".[plot]" && gpunn train',
               'pip install -e ".[dev]" && pytest && pytest --cupy-double']
 GPU = {'gpunn train --device cuda', 'pytest --device cuda'}
@@ -145,7 +147,7 @@ def test_the_benchmark_command_exists():
 
 
 def test_the_python_example_runs_as_written(capsys, monkeypatch):
-    (example,) = [text for text in PYTHON if text not in SERVING + DISTRIBUTED]
+    (example,) = [text for text in PYTHON if text not in SERVING + DISTRIBUTED + BOOK]
     results = {}
     # On the default device (the GPU when there is one); then, if that was CUDA, on the CPU:
     # both must learn alike. Not to the digit: the fused GPU kernels sum in another order, and
