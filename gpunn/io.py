@@ -82,6 +82,12 @@ def model_header(model: Any) -> dict[str, Any]:
                               "precision": getattr(model.accuracy, "precision", None)}
     if getattr(model, "trained_on", None) is not None:
         header["trained_on"] = model.trained_on
+    # What the model knows of its data (gpunn.tables): absent from files written before #24.
+    for name in ("feature_names", "target_names", "classes"):
+        if getattr(model, name, None) is not None:
+            header[name] = list(model.__dict__[name])
+    if getattr(model, "target_scaling", None) is not None:
+        header["target_scaling"] = model.target_scaling.config()
     if model.optimizer is not None:
         optimizer = model.optimizer
         header["optimizer"] = {"type": type(optimizer).__name__, "config": optimizer.config(),
@@ -212,6 +218,7 @@ def build_model(header: dict[str, Any], model_class: Any, device: Any,
             optimizer.iterations = int(spec["iterations"])
             optimizer.current_learning_rate = float(spec["current_learning_rate"])
         model.set(loss=loss, optimizer=optimizer, accuracy=accuracy_)
+        _restore_data_description(model, header)
         model.finalize()
         trained_on = header.get("trained_on")  # absent from files written before issue 20
         model.trained_on = trained_on if isinstance(trained_on, dict) else None
@@ -225,6 +232,21 @@ def build_model(header: dict[str, Any], model_class: Any, device: Any,
         raise FileFormatError(f"the model description in the file is malformed: {error!r}") \
             from error
     return model
+
+
+def _restore_data_description(model: Any, header: dict[str, Any]) -> None:
+    """The names and classes a model keeps of its data, checked as JSON lists."""
+    for name in ("feature_names", "target_names", "classes"):
+        value = header.get(name)
+        if value is not None and not (isinstance(value, list) and all(
+                isinstance(item, (str, int, float)) and not isinstance(item, bool)
+                for item in value)):
+            raise FileFormatError(f"the file's {name} must be a list of names or numbers; "
+                                  f"found {value!r}.")
+        setattr(model, name, value)
+    if header.get("target_scaling") is not None:
+        model.set(target_scaling=layers.Standardize(**header["target_scaling"],
+                                                    device=model.backend, dtype=model.dtype))
 
 
 def restore_arrays(model: Any, arrays: dict[str, numpy.ndarray], path: Any) -> None:

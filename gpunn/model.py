@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy
 
-from gpunn import _checks, _data, io, precision
-from gpunn.accuracy import Accuracy
-from gpunn.activations import ReLU, Softmax
+from gpunn import _checks, _data, io, precision, tables
+from gpunn._data import outputs as data_outputs
+from gpunn.accuracy import Accuracy, CategoricalAccuracy
+from gpunn.activations import ReLU, Sigmoid, Softmax
 from gpunn.backend import DeviceLike, device
 from gpunn.errors import (
     DeviceOutOfMemoryError,
@@ -24,7 +25,7 @@ from gpunn.errors import (
     InvalidArgumentError,
     InvalidTypeError,
 )
-from gpunn.layers import Dense, Layer
+from gpunn.layers import Dense, Layer, Standardize
 from gpunn.losses import CategoricalCrossentropy, Loss, SoftmaxCategoricalCrossentropy
 from gpunn.optimizers import Optimizer
 from gpunn.training import History, format_logs
@@ -68,6 +69,14 @@ class Model:
         # What the model was trained on, kept in its file (JSON): gpunn train records the data
         # set, its seed and split, so that `gpunn evaluate` scores the data held out.
         self.trained_on: dict[str, Any] | None = None
+        # What the model knows of its data (gpunn.tables), kept in its file: the names of the
+        # features and targets it was trained on (as scikit-learn's feature_names_in_), the
+        # user's class labels (sorted, any type; output i is classes[i]) and a regression's
+        # target scaling (trained on (y - mean) / std; predict answers in the user's units).
+        self.feature_names: list[str] | None = None
+        self.target_names: list[str] | None = None
+        self.classes: list | None = None
+        self.target_scaling: Standardize | None = None
 
     def __repr__(self) -> str:
         return f"Model({', '.join(map(repr, self.layers))}; device={self.device})"
@@ -99,11 +108,20 @@ class Model:
         self.finalized = False
 
     def set(self, *, loss: Loss | None = None, optimizer: Optimizer | None = None,
-            accuracy: Accuracy | None = None, precision: Any = None) -> None:
-        """Choose the loss, the optimizer, the accuracy measure and the precision policy
-        ("float32", "tf32", "bfloat16" or "float16"; see gpunn.precision)."""
+            accuracy: Accuracy | None = None, precision: Any = None,
+            target_scaling: Standardize | None = None) -> None:
+        """Choose the loss, the optimizer, the accuracy measure, the precision policy
+        ("float32", "tf32", "bfloat16" or "float16"; see gpunn.precision) and, for a regression,
+        a target scaling: ``target_scaling=gn.Standardize.fit(y_train.reshape(len(y_train),
+        -1))`` trains on standardized targets while ``predict`` answers in y's units."""
         if precision is not None:
             self.precision = _precision(precision)
+        if target_scaling is not None:
+            if not isinstance(target_scaling, Standardize):
+                raise InvalidTypeError(f"target_scaling must be a gn.Standardize (e.g. "
+                                       f"gn.Standardize.fit(y.reshape(len(y), -1))); received "
+                                       f"{target_scaling!r}.")
+            self.target_scaling = target_scaling
         for name, value, kind in (("loss", loss, Loss), ("optimizer", optimizer, Optimizer),
                                   ("accuracy", accuracy, Accuracy)):
             if value is not None and not isinstance(value, kind):
@@ -127,7 +145,32 @@ class Model:
                 raise InvalidArgumentError(
                     f"{after!r} expects {after.n_inputs} inputs but the layer before it, "
                     f"{before!r}, gives {gives}.")
+        self._check_head()
         self.to(self.backend)
+
+    def _check_head(self) -> None:
+        """Refuse, before training, a last layer the loss cannot use, classes that do not match
+        the outputs, a target scaling that does not; a categorical accuracy on sigmoid outputs
+        compares each output with its 0/1 label (binary), as nothing else is meaningful."""
+        last, outputs = self.layers[-1], data_outputs(self)
+        if isinstance(self.loss, CategoricalCrossentropy) and not isinstance(last, Softmax):
+            raise InvalidArgumentError(
+                f"CategoricalCrossentropy needs probabilities: add gn.Softmax() as the last "
+                f"layer (the model ends with {last!r}). For one sigmoid output use "
+                f"gn.BinaryCrossentropy(); for a regression gn.MeanSquaredError().")
+        if isinstance(self.accuracy, CategoricalAccuracy) and isinstance(last, Sigmoid):
+            self.accuracy.binary = True
+        if self.classes is not None and outputs is not None:
+            expected = 1 if isinstance(last, Sigmoid) and len(self.classes) == 2 else outputs
+            if len(self.classes) != expected:
+                raise InvalidArgumentError(
+                    f"model.classes has {len(self.classes)} labels but the model has "
+                    f"{outputs} output{'s' if outputs > 1 else ''}; give one label per output "
+                    f"(or two for one sigmoid output).")
+        if self.target_scaling is not None and outputs is not None and \
+                self.target_scaling.n_inputs != outputs:
+            raise InvalidArgumentError(f"target_scaling scales {self.target_scaling.n_inputs} "
+                                       f"targets but the model has {outputs} outputs.")
 
     def to(self, target: DeviceLike) -> Model:
         """Move the model (parameters and optimizer state) to ``target``; returns the model."""
@@ -156,6 +199,8 @@ class Model:
         for part in (self.loss, self.accuracy, self.optimizer):
             if part is not None:
                 part.to(self.backend)
+        if self.target_scaling is not None:
+            self.target_scaling.to(self.backend, self.dtype)
         if self.loss is not None:
             self.loss.remember_trainable_layers(self.trainable_layers)
         self._combined = (SoftmaxCategoricalCrossentropy(self.backend)
@@ -295,12 +340,12 @@ class Model:
         rank 0 alone prints.
         """
         self._require_ready(training=True)
-        epochs = _checks.integer("epochs", epochs, minimum=0)
+        epochs = _checks.integer("epochs", epochs, minimum=1)
         initial_epoch = _checks.integer("initial_epoch", initial_epoch, minimum=0)
         verbose = _verbosity(verbose, print_every)
         print_every = 1 if print_every is None else _checks.integer("print_every", print_every,
                                                                     minimum=1)
-        X, y = _data.prepare(self, X, y, "X", "y")
+        X, y = _data.prepare(self, X, y, "X", "y", training=True)
         if validation_data is not None:
             X_val, y_val = _data.pair(validation_data)
             validation_data = _data.prepare(self, X_val, y_val, "X_val", "y_val")
@@ -357,9 +402,28 @@ class Model:
                    for start in range(0, len(X), batch_size)]
         if not outputs:
             raise InvalidArgumentError("predict received no samples (X has 0 rows).")
+        if self.target_scaling is not None:  # in the user's units
+            scale = self.target_scaling
+            outputs = [output * scale.std + scale.mean for output in outputs]
         if as_device_array:
             return outputs[0] if len(outputs) == 1 else self.backend.xp.concatenate(outputs)
         return numpy.concatenate([self.backend.to_numpy(output) for output in outputs])
+
+    def predict_labels(self, X: Any, *, batch_size: int | None = None) -> numpy.ndarray:
+        """A classifier's predicted labels for X, as the user wrote them (``model.classes``;
+        class indices where the model has none), as a NumPy array. Example:
+        ``model.predict_labels(df_new)`` gives ``array(['setosa', 'virginica', ...])``."""
+        if not isinstance(self.layers[-1], (Softmax, Sigmoid)):
+            raise InvalidArgumentError(f"predict_labels is for classifiers (a Softmax or "
+                                       f"Sigmoid output); this model ends with "
+                                       f"{self.layers[-1]!r}: use model.predict(X).")
+        outputs = self.predict(X, batch_size=batch_size)
+        with self.backend.activate():
+            indices = self.backend.to_numpy(self._output_layer_predictions(
+                self.backend.asarray(outputs)))
+        if self.classes is not None and indices.ndim == 2 and indices.shape[1] == 1:
+            indices = indices[:, 0]
+        return tables.decode(indices.astype(numpy.int64), self.classes)
 
     def _forward_inference(self, X: Any, batch_size: int) -> Any:
         try:

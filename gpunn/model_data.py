@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy
 
-from gpunn import datasets, io
+from gpunn import datasets, io, tables
 from gpunn.errors import GpunnError, InvalidArgumentError
 from gpunn.layers import Dense
 from gpunn.losses import CategoricalCrossentropy
@@ -106,19 +107,18 @@ def changed(trained: dict[str, Any] | None) -> str | None:
 
 
 def inputs(model: Any, model_path: Any, path: str | os.PathLike) -> numpy.ndarray:
-    """X from ``path`` for ``model``: an .npz's X, or a CSV's columns, all of them or all but
-    the last when there is one more than the model's features (the label, as train reads it)."""
-    X = datasets.load_inputs(path)
-    first = model.input_layer
-    if first is None or X.shape[1] == first.n_inputs:
-        return X
+    """X from ``path`` for ``model``: an .npz's X, or a CSV's columns by name (gpunn.tables:
+    the model's features in any order, its target, pandas' index and other columns left out,
+    said on stderr), or, without a header, exactly the model's features."""
     if Path(path).suffix.lower() == ".csv":
-        if X.shape[1] == first.n_inputs + 1:
-            return X[:, :-1]
-        raise InvalidArgumentError(
-            f"{path} has {X.shape[1]} columns, but {model_path} expects {first.n_inputs} "
-            f"features (its first layer is {first!r}): give a CSV of {first.n_inputs} feature "
-            f"columns, or {first.n_inputs + 1} with the label last.")
+        first = model.input_layer
+        table = tables.columns_for(datasets.existing(path), model.feature_names,
+                                   first.n_inputs if first is not None else 0,
+                                   model.target_names)
+        for note in table.notes:
+            print(f"gpunn: {path}: {note}.", file=sys.stderr)
+        return table.X
+    X = datasets.load_inputs(path)
     check(model, model_path, path, X)
     return X
 

@@ -326,7 +326,7 @@ BAD_TRAIN = [
     ({"X": "data"}, "X must be an array"),
     ({"X": np.array([["a", "b"]] * 4)}, "X must hold numbers"),
     ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"epochs": -1}, "epochs must be >= 0"),
+    ({"epochs": -1}, "epochs must be >= 1"),
     ({"validation_data": (X_OK,)}, "validation_data must be a pair"),
     ({"validation_data": (X_OK, np.array([0, 1, 7, 0]))}, "y_val holds class indices"),
 ]

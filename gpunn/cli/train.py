@@ -30,6 +30,7 @@ from gpunn.cli._common import (
     device_option,
     load_data,
     parse_batch_size,
+    parse_columns,
     parse_dataset,
     parse_device,
     parse_integer,
@@ -41,6 +42,7 @@ from gpunn.cli._train_settings import (
     OPTIMIZERS,
     build_model,
     choose_task,
+    encode_labels,
     load_checkpoint,
     new_settings,
     resumed_settings,
@@ -87,10 +89,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=_TRAIN_HELP)
     option = parser.add_argument
     option("--dataset", type=parse_dataset, help="spiral (default), vertical, sine, fashion-mnist, "
-           "mnist, or a .npz (arrays X, y) or .csv (label last) file")
+           "mnist, or a .npz (arrays X, y) or .csv file")
+    option("--label", type=parse_columns, metavar="COLUMN[,COLUMN...]",
+           help="the target column of a CSV, by header name or 0-based position (negative from "
+                "the end); several, comma-separated, for a regression of several targets "
+                "(default: the one column named label, target, class or y, any case, else the "
+                "last column)")
+    option("--features", type=parse_columns, metavar="COLUMNS",
+           help="train on these columns of a CSV only (names or positions, comma-separated)")
+    option("--drop", type=parse_columns, metavar="COLUMNS",
+           help="leave these columns of a CSV out (an id, a date, ...)")
+    option("--keep-first-column", action="store_true", default=None,
+           help="keep a first column with an empty, 'index' or 'Unnamed: 0' header as a "
+                "feature (by default it is dropped: it is the index pandas' to_csv() writes)")
     option("--task", choices=["classify", "regress"], help="classify (softmax, cross-entropy) or "
-           "regress (linear output, mean squared error); default: classify whole-number labels "
-           ">= 0, -1/+1 labels and one-hot rows, regress the rest; the header says which and why")
+           "regress (linear output, mean squared error); default: classify text labels, "
+           "one-hot rows and whole-number labels with at most 200 distinct values and two "
+           "samples each on average; regress the rest; the header says which and why")
     option("--hidden", type=parse_widths, help="hidden layer widths, e.g. 64,64")
     option("--activation", choices=sorted(ACTIVATIONS), help="hidden activation")
     option("--dropout", type=parse_number(below=1.0), metavar="RATE",
@@ -107,6 +122,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                 "split's mean and std, kept in the model (a gn.Standardize first layer), so "
                 "evaluate, predict and the ONNX export take raw features (default: on for "
                 ".npz and .csv files, off for the built-in sets)")
+    option("--standardize-target", action=argparse.BooleanOptionalAction,
+           help="for a regression, train on the targets scaled to mean 0 and standard deviation "
+                "1 (the training split's, kept in the model), so predictions, evaluate and the "
+                "ONNX export are in the targets' own units (default: on for .npz and .csv "
+                "files, off for the built-in sets)")
     option("--seed", type=parse_integer(0), help="seeds the data, initial weights, shuffling and "
            "dropout (default 0)")
     option("--dtype", choices=["float32", "float64"], help="default float32")
@@ -155,15 +175,20 @@ def train(args: argparse.Namespace) -> int:
         if (changed := model_data.changed(model.trained_on)) is not None:
             raise GpunnError(f"--resume cannot continue the run in {out}: {changed}.")
         why = "as the run was started"
-        X, y, X_val, y_val = load_data(settings, args)
+        data = load_data(settings, args)
+        X, y, X_val, y_val = data
+        y, y_val = encode_labels(task, model.classes, y, y_val)
         if lead:
             runs.check_files(out, force=args.force, reads=_data_file(settings))
     else:
         settings = new_settings(args)
-        X, y, X_val, y_val = load_data(settings, args)
-        settings["task"], classes, why = choose_task(args.task, settings["dataset"], y, y_val)
+        data = load_data(settings, args)
+        X, y, X_val, y_val = data
+        chosen = choose_task(args.task, settings["dataset"], y, y_val)
+        settings["task"], why = chosen.kind, chosen.why
+        y, y_val = encode_labels(chosen.kind, chosen.classes, y, y_val)
         gn.seed(settings["seed"])
-        model = build_model(settings, classes, X, y, device)
+        model = build_model(settings, chosen, X, y, device, data.table)
         history, done = {}, 0
         if not lead:
             out = previous = None
@@ -181,14 +206,18 @@ def train(args: argparse.Namespace) -> int:
         model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val)
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
-    model.accuracy.init(y)  # the regression accuracy's precision, shown before training
+    # the regression accuracy's precision, shown before training, from the targets the model
+    # trains on (standardized when it scales them)
+    model.accuracy.init(y if model.target_scaling is None else
+                        (y.reshape(len(y), -1) - model.target_scaling.mean_values) /
+                        model.target_scaling.std_values)
     if not quiet:
         if comm.size > 1:
             print(f"data-parallel: {comm.size} processes ({comm.name}), each on "
                   f"{'its own GPU, cuda:<rank on its machine>' if comm.name == 'nccl' else 'cpu'}"
                   f"; batch {settings['batch_size'] or 'full'} shared out among them",
                   flush=True)
-        print(_describe(settings, model, X, X_val, done, why), flush=True)
+        print(_describe(settings, model, X, X_val, done, why, data.table), flush=True)
         graph = training.why_no_cuda_graph(model, True, comm) if args.cuda_graph \
             else "--no-cuda-graph"
         if model.backend.fused:  # CUDA: say whether the step runs as a CUDA graph, and why not
@@ -205,11 +234,11 @@ def train(args: argparse.Namespace) -> int:
                    force=args.force) if lead else None
     started = time.perf_counter()
     try:
-        result = model.train(X, y, epochs=last - done, batch_size=batch_size,
-                             validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
-                             cuda_graph=args.cuda_graph,
-                             on_epoch_end=run.on_epoch_end if lead else None,
-                             on_batch_end=display.batch_end if display.per_batch else None)
+        result = training.History() if last == done else model.train(
+            X, y, epochs=last - done, batch_size=batch_size, validation_data=(X_val, y_val),
+            verbose=False, initial_epoch=done, cuda_graph=args.cuda_graph,
+            on_epoch_end=run.on_epoch_end if lead else None,
+            on_batch_end=display.batch_end if display.per_batch else None)
     finally:  # a bar left open would swallow the error line that follows
         display.close()
     seconds = time.perf_counter() - started
@@ -223,8 +252,7 @@ def train(args: argparse.Namespace) -> int:
     written = ["model.npz", "metrics.csv", "checkpoint.npz"]
     reason = plots.missing()
     if reason is None:
-        labels = y.argmax(axis=1) if settings["task"] == "classify" and y.ndim == 2 else \
-            (y > 0) if settings["task"] == "classify" and y.min() < 0 else y  # one-hot, -1/+1
+        labels = y.argmax(axis=1) if settings["task"] == "classify" and y.ndim == 2 else y
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=labels,
                               title=f"gpunn train --dataset {settings['dataset']}",
                               force=args.force)
@@ -259,7 +287,7 @@ def _environment_device() -> None:
 
 
 def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
-              X_val: numpy.ndarray, done: int, why: str) -> str:
+              X_val: numpy.ndarray, done: int, why: str, table: Any) -> str:
     widths = [X.shape[1], *settings["hidden"], model.trainable_layers[-1].n_neurons]
     task = (f"regression ({why})" if isinstance(model.layers[-1], gn.Linear)
             else f"classification into {widths[-1]} classes ({why})")
@@ -280,12 +308,44 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
         text += f", precision {model.precision.name}"
     text += ("; features standardized (the training split's mean and std, kept in the model)"
              if settings["standardize"] else "; features as they are (not standardized)")
+    if table is not None:
+        text += "\n" + _columns(table, model)
     if isinstance(model.accuracy, gn.RegressionAccuracy):
+        scaled = model.target_scaling is not None
+        units = (f" (±{model.accuracy.precision * min(model.target_scaling.std_values):.2g} "
+                 f"in its units)" if scaled and len(model.target_scaling.std_values) == 1 else "")
         text += (f"\n{model.accuracy.label} is the book's regression accuracy: the share of "
                  f"predictions within ±{model.accuracy.precision:.2g} (std(y) / 250) of the "
-                 f"target; the loss (mean squared error) is the measure to watch, and the "
-                 f"validation R² (1 - SS_res / SS_tot) the summary gives at the end")
+                 f"{'standardized ' if scaled else ''}target{units}; the loss (mean squared error"
+                 f"{', of the standardized targets' if scaled else ''}) is the measure to "
+                 f"watch, and the validation R² (1 - SS_res / SS_tot) the summary gives at the "
+                 f"end")
+        if scaled:
+            text += ("; targets standardized for training (the training split's mean and "
+                     "std, kept in the model: predictions are in the targets' units)")
     return text
+
+
+def _columns(table: Any, model: gn.Model) -> str:
+    """Which columns are the target and the features, and why (a file's header line)."""
+    names = table.target_names
+    target = (f"target {', '.join(map(repr, names))}" if names else "target") + \
+        (f" ({table.target_why})" if table.target_why else "")
+    target = target.replace("(named as a target is)", "(named as a target is: label, target, "
+                                                      "class or y)")
+    features = table.feature_names
+    listed = "" if features is None else ": " + ", ".join(map(repr, features[:8])) + \
+        (f" and {len(features) - 8} more" if len(features) > 8 else "")
+    text = f"{target}; {_feature_count(model)} features{listed}"
+    if model.classes is not None:
+        text += f"; classes {', '.join(map(repr, model.classes[:10]))}" + \
+            (f" and {len(model.classes) - 10} more" if len(model.classes) > 10 else "")
+    return text
+
+
+def _feature_count(model: gn.Model) -> int:
+    first = model.input_layer
+    return 0 if first is None else first.n_inputs
 
 
 def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
