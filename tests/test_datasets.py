@@ -348,7 +348,8 @@ def test_load_csv_errors_name_the_line(tmp_path, text, message):
 
 def test_load_csv_refuses_a_label_column_out_of_range(tmp_path):
     (tmp_path / "a.csv").write_text("1,2,0\n")
-    with pytest.raises(gpunn.InvalidArgumentError, match=r"label_column 3: .* has 3 columns, so a position is in \[-3, 2\]"):
+    with pytest.raises(gpunn.InvalidArgumentError,
+                       match=r"label_column 3: .* has 3 columns, so a position is in \[-3, 2\]"):
         datasets.load_csv(tmp_path / "a.csv", label_column=3)
 
 

@@ -88,8 +88,8 @@ def test_label_features_and_drop_choose_columns_by_name_or_position(tmp_path):
     assert table.feature_names == ["x", "z"] and table.y.shape == (3, 2)
     table = tables.read_csv(tmp_path / "t.csv", label="-2", features=["z", "x"])
     assert table.feature_names == ["z", "x"] and table.target_names == ["price"]
-    with pytest.raises(gn.InvalidArgumentError, match=r"--label 'cost': .* no such column; its "
-                                                      r"columns are 'id', 'x'"):
+    with pytest.raises(gn.InvalidArgumentError,
+                       match=r"--label 'cost': .* no such column; its columns are 'id', 'x'"):
         tables.read_csv(tmp_path / "t.csv", label="cost")
 
 
@@ -105,8 +105,8 @@ def test_every_empty_cell_is_named_the_first_five_then_a_count(tmp_path):
 
 
 @pytest.mark.parametrize("text, fix", [
-    ('a,b,label\n"1,234.5",2,0\n"2,000",3,1\n', r"'1,234.5' looks like a number with thousands "
-                                                 r"separators: write it without them"),
+    ('a,b,label\n"1,234.5",2,0\n"2,000",3,1\n',
+     r"'1,234.5' looks like a number with thousands separators: write it without them"),
     ("a;b;label\n3,5;2;0\n4,25;3;1\n", r"'3,5' looks like decimals written with a comma: write "
                                        r"them with a point"),
 ])
