@@ -116,7 +116,7 @@ def test_thousands_separators_and_decimal_commas_name_the_cell_and_the_fix(tmp_p
         tables.read_csv(tmp_path / "n.csv")
 
 
-# ---- labels and the task ----------------------------------------------------------------------------
+# ---- labels and the task ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("y, kind, classes", [
     (["setosa", "virginica", "setosa", "versicolor"], "classify",
@@ -142,7 +142,7 @@ def test_a_column_of_labels_means_the_same_as_a_vector():
     assert tables.infer_task(np.array([[0.5], [1.25]])).kind == "regress"
 
 
-# ---- the command line, end to end -----------------------------------------------------------------
+# ---- the command line, end to end --------------------------------------------------------------
 
 def _predict(capsys, model, path, *more):
     status, out, err = _gpunn(capsys, "predict", model, path, "--out", "-", *more)
