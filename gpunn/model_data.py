@@ -114,7 +114,7 @@ def inputs(model: Any, model_path: Any, path: str | os.PathLike) -> numpy.ndarra
         first = model.input_layer
         table = tables.columns_for(datasets.existing(path), model.feature_names,
                                    first.n_inputs if first is not None else 0,
-                                   model.target_names)
+                                   model.target_names, model=str(model_path))
         for note in table.notes:
             print(f"gpunn: {path}: {note}.", file=sys.stderr)
         return table.X
@@ -137,6 +137,9 @@ def check(model: Any, model_path: Any, source: Any, X: numpy.ndarray,
     if y is None or not dense:
         return
     outputs = dense[-1].n_neurons
+    if model.classes is not None and y.ndim == 1:  # the user's labels: each must be a class
+        tables.encode(y, model.classes, source=f"{source}'s labels")
+        return
     if isinstance(model.loss, CategoricalCrossentropy) and y.ndim == 1:
         whole = bool(numpy.all(numpy.isfinite(y) & (y == numpy.floor(y))))
         if whole and y.min() >= 0 and y.max() < outputs:

@@ -357,8 +357,8 @@ def _shown(name: str) -> str:
 # ---- the columns a model was trained on -------------------------------------------------------
 
 def columns_for(path: str | Path, feature_names: list[str] | None, n_features: int,
-                target_names: list[str] | None = None, *, with_targets: bool = False
-                ) -> Table:
+                target_names: list[str] | None = None, *, with_targets: bool = False,
+                model: str = "the model") -> Table:
     """The rows of a CSV for a model trained on ``feature_names`` (or ``n_features`` unnamed
     ones): a file with a header gives them by name, in any order (its index, target and any
     other columns left out, said in ``notes``); a file without one must have exactly the
@@ -378,7 +378,7 @@ def columns_for(path: str | Path, feature_names: list[str] | None, n_features: i
         if len(columns) != expected:
             what = f"{n_features} feature" + (f" and {n_targets} target" if with_targets else "")
             raise InvalidArgumentError(
-                f"{path} has {len(columns)} columns, but the model takes {what} columns"
+                f"{path} has {len(columns)} columns, but {model} takes {what} columns"
                 f"{' (in the order it was trained on)' if names is None else ''}; "
                 f"{'give a file with a header naming the columns, or ' if names is None else ''}"
                 f"give exactly those columns.")
@@ -389,7 +389,7 @@ def columns_for(path: str | Path, feature_names: list[str] | None, n_features: i
     missing = [name for name in feature_names if name not in lookup]
     if missing:
         raise InvalidArgumentError(f"{path} lacks the column{'s' if len(missing) > 1 else ''} "
-                                   f"{_quoted(missing)}, which the model was trained on (it "
+                                   f"{_quoted(missing)}, which {model} was trained on (it "
                                    f"takes {_quoted(feature_names)}, by name, in any order).")
     used = [lookup[name] for name in feature_names]
     y, target_columns = None, []
@@ -397,7 +397,7 @@ def columns_for(path: str | Path, feature_names: list[str] | None, n_features: i
         absent = [name for name in target_names or [] if name not in lookup]
         if absent or not target_names:
             raise InvalidArgumentError(f"{path} has no target column "
-                                       f"{_quoted(absent or ['?'])}: the model was trained to "
+                                       f"{_quoted(absent or ['?'])}: {model} was trained to "
                                        f"predict {_quoted(target_names or [])}.")
         target_columns = [lookup[name] for name in target_names]
         y = cells.targets(target_columns)

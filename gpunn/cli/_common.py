@@ -121,25 +121,28 @@ def load_data(settings: dict[str, Any], args: argparse.Namespace, model: Any = N
             data, table = datasets.load(dataset, seed=settings["seed"],
                                         data_dir=getattr(args, "data_dir", None)), None
         else:
-            table = _read_file(dataset, settings, model)
+            table = _read_file(dataset, settings, model, args)
             data = datasets.split(table.X, table.y, settings["seed"], dataset)
     lead = distributed.current().rank == 0
     if lead:
         for warning in caught:
             print(f"gpunn: warning: {warning.message}.", file=sys.stderr)
-        for note in table.notes if table is not None else []:
+        for note in table.notes if table is not None and not getattr(args, "quiet", False) \
+                else []:
             print(f"gpunn: {dataset}: {note}.", file=sys.stderr)
     result = Data(data)
     result.table = table
     return result
 
 
-def _read_file(dataset: str, settings: dict[str, Any], model: Any) -> tables.Table:
+def _read_file(dataset: str, settings: dict[str, Any], model: Any,
+               args: argparse.Namespace) -> tables.Table:
     if model is not None and Path(dataset).suffix.lower() == ".csv":
         first = model.input_layer
         return tables.columns_for(datasets.existing(dataset), model.feature_names,
                                   first.n_inputs if first is not None else 0,
-                                  model.target_names, with_targets=True)
+                                  model.target_names, with_targets=True,
+                                  model=str(getattr(args, "model", "the model")))
     return datasets.read_table(dataset, **{name: settings.get(name) for name in COLUMN_OPTIONS})
 
 

@@ -131,7 +131,8 @@ def choose_task(requested: str | None, dataset: str, y: numpy.ndarray,
 
 
 def encode_labels(task: str, classes: list | None, *arrays: numpy.ndarray) -> list:
-    """A classification's labels as class indices (the user's labels through ``classes``)."""
+    """A classification's labels as class indices (the user's labels through ``classes``), as
+    the model reads them in training (for the picture of the decision regions)."""
     if task != "classify":
         return list(arrays)
     return [tables.encode(y, classes, source="the data's labels") for y in arrays]

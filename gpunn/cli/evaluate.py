@@ -10,7 +10,7 @@ from typing import Any
 import numpy
 
 import gpunn as gn
-from gpunn import datasets, model_data, tables
+from gpunn import datasets, model_data
 from gpunn.accuracy import r_squared
 from gpunn.cli._common import (
     UsageError,
@@ -102,9 +102,6 @@ def _evaluation_data(args: argparse.Namespace, model: gn.Model,
     elif seed is None:
         seed = trained.get("seed") if trained and trained.get("seed") is not None else 0
     X, y, X_val, y_val = load_data({"dataset": dataset, "seed": seed}, args, model)
-    if isinstance(model.loss, gn.CategoricalCrossentropy) and model.classes is not None:
-        y, y_val = (tables.encode(labels, model.classes, source=f"{dataset}'s labels")
-                    for labels in (y, y_val))
     warnings = [changed] if changed else []
     if training and split == "validation" and dataset in model_data.VALIDATED_ON_TRAINING_DATA:
         warnings.append(f"{dataset}'s validation split is its training data (as in the book), "

@@ -177,7 +177,6 @@ def train(args: argparse.Namespace) -> int:
         why = "as the run was started"
         data = load_data(settings, args)
         X, y, X_val, y_val = data
-        y, y_val = encode_labels(task, model.classes, y, y_val)
         if lead:
             runs.check_files(out, force=args.force, reads=_data_file(settings))
     else:
@@ -186,7 +185,6 @@ def train(args: argparse.Namespace) -> int:
         X, y, X_val, y_val = data
         chosen = choose_task(args.task, settings["dataset"], y, y_val)
         settings["task"], why = chosen.kind, chosen.why
-        y, y_val = encode_labels(chosen.kind, chosen.classes, y, y_val)
         gn.seed(settings["seed"])
         model = build_model(settings, chosen, X, y, device, data.table)
         history, done = {}, 0
@@ -252,7 +250,8 @@ def train(args: argparse.Namespace) -> int:
     written = ["model.npz", "metrics.csv", "checkpoint.npz"]
     reason = plots.missing()
     if reason is None:
-        labels = y.argmax(axis=1) if settings["task"] == "classify" and y.ndim == 2 else y
+        labels = y.argmax(axis=1) if settings["task"] == "classify" and y.ndim == 2 else \
+            encode_labels(settings["task"], model.classes, y)[0]  # the user's labels, as indices
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=labels,
                               title=f"gpunn train --dataset {settings['dataset']}",
                               force=args.force)
