@@ -73,10 +73,15 @@ Defaults per data set (options given win):
   (fashion-)mnist   --hidden 128,128 --lr 0.001 --decay 1e-3 --l2 0 --epochs 10
                     --batch-size 128
   .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --epochs 100 --batch-size 32
-                    --standardize
-Labels that are whole numbers >= 0, -1/+1 labels and one-hot rows make a classifier
-(softmax, cross-entropy); other targets a regression (linear output, mean squared error).
---task classify|regress says which, e.g. --task regress for whole-number targets.
+                    --standardize --standardize-target
+A CSV with a header is read by its column names: the target is --label NAME (or a 0-based
+position; several, comma-separated, for several targets), else the one column named label,
+target, class or y (any case), else the last column; the index pandas writes (an unnamed first
+column) is dropped. The model keeps the feature names, so evaluate and predict take the columns
+by name, in any order. Text labels and whole numbers with at most 200 distinct values (two
+samples each on average) are classes, kept as written (predict answers 'setosa', not 0), as
+are one-hot rows; other targets make a regression (linear output, mean squared error), trained
+on standardized targets and answering in their units. --task classify|regress says otherwise.
 """
 
 
