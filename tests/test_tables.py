@@ -331,3 +331,34 @@ def test_predict_on_a_dataframe_takes_the_columns_by_name(iris):
                                   model.predict(features))
     with pytest.raises(gn.InvalidArgumentError, match="X lacks the column 'petal width"):
         model.predict(features.drop(columns="petal width (cm)"))
+
+
+# ---- on every device ------------------------------------------------------------------------------
+
+def test_user_labels_and_target_scaling_on_every_device(backend, tmp_path):
+    """Text classes and a scaled regression train, predict and reload alike on each device
+    (on the CuPy double: the host code that moves labels and scales, not a GPU's numbers)."""
+    from helpers import build_model
+
+    X, index = gn.datasets.spiral_data(samples=40, classes=3, seed=0)
+    names = np.array(["arm a", "arm b", "arm c"])[index]
+    gn.seed(0)
+    model = build_model(backend, (2, 16, 3), learning_rate=0.05)
+    model.train(X, names, epochs=60, batch_size=32, verbose=0)
+    assert model.classes == ["arm a", "arm b", "arm c"]
+    labels = model.predict_labels(X)
+    np.testing.assert_array_equal(labels, np.array(model.classes)[model.predict(X).argmax(1)])
+    assert model.evaluate(X, names) == model.evaluate(X, index)  # the same classes either way
+    model.save(tmp_path / "classes.npz")
+    np.testing.assert_array_equal(gn.Model.load(tmp_path / "classes.npz",
+                                                device=backend).predict_labels(X), labels)
+    y = 5e4 * X[:, 0] + 2e5
+    regression = build_model(backend, (2, 16, 1), head="linear", learning_rate=0.01)
+    regression.set(target_scaling=gn.Standardize.fit(y.reshape(-1, 1)))
+    regression.finalize()
+    regression.train(X, y, epochs=40, batch_size=32, verbose=0)
+    predicted = regression.predict(X)
+    assert gn.accuracy.r_squared(predicted, y) > 0.9 and abs(predicted.mean() - 2e5) < 2e4
+    regression.save(tmp_path / "scaled.npz")
+    np.testing.assert_allclose(gn.Model.load(tmp_path / "scaled.npz", device=backend).predict(X),
+                               predicted, rtol=1e-6)
