@@ -44,6 +44,11 @@ PRESETS = {
     "file": {**_SMALL, "lr": 0.005, "decay": 1e-4, "epochs": 100, "batch_size": 32, "l2": 1e-4,
              "standardize": True, "standardize_target": True},
 }
+# A regression from a file learns its standardized targets fast and then overfits small data:
+# scikit-learn's diabetes (353 training rows) reached R² 0.06-0.46 (median 0.25, seeds 0-9) with
+# the file defaults, 0.35-0.55 (median 0.47) with these, as with its raw targets before; the
+# houses and linear cases of tests/test_tables.py stay at R² 0.97-0.99 (issue 24).
+FILE_REGRESSION = {"lr": 0.001, "epochs": 30}
 COMMON = {"dropout": 0.0, "optimizer": "adam", "seed": 0, "dtype": "float32",
           "precision": "float32", "label": None, "features": None, "drop": None,
           "keep_first_column": False}
@@ -128,6 +133,14 @@ def choose_task(requested: str | None, dataset: str, y: numpy.ndarray,
                                  builtin=dataset in datasets.NAMES)
     except gn.InvalidArgumentError as error:
         raise UsageError(str(error)) from None
+
+
+def for_the_task(settings: dict[str, Any], args: argparse.Namespace, task: str) -> None:
+    """A file's regression defaults (FILE_REGRESSION) where the command line gave none."""
+    if task == "regress" and settings["dataset"] not in datasets.NAMES:
+        for name, value in FILE_REGRESSION.items():
+            if getattr(args, name) is None:
+                settings[name] = value
 
 
 def encode_labels(task: str, classes: list | None, *arrays: numpy.ndarray) -> list:

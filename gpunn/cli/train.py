@@ -43,6 +43,7 @@ from gpunn.cli._train_settings import (
     build_model,
     choose_task,
     encode_labels,
+    for_the_task,
     load_checkpoint,
     new_settings,
     resumed_settings,
@@ -73,7 +74,8 @@ Defaults per data set (options given win):
   (fashion-)mnist   --hidden 128,128 --lr 0.001 --decay 1e-3 --l2 0 --epochs 10
                     --batch-size 128
   .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --epochs 100 --batch-size 32
-                    --standardize --standardize-target
+                    --standardize --standardize-target; a regression --lr 0.001
+                    --epochs 30
 A CSV with a header is read by its column names: the target is --label NAME (or a 0-based
 position; several, comma-separated, for several targets), else the one column named label,
 target, class or y (any case), else the last column; the index pandas writes (an unnamed first
@@ -190,6 +192,7 @@ def train(args: argparse.Namespace) -> int:
         X, y, X_val, y_val = data
         chosen = choose_task(args.task, settings["dataset"], y, y_val)
         settings["task"], why = chosen.kind, chosen.why
+        for_the_task(settings, args, chosen.kind)
         gn.seed(settings["seed"])
         model = build_model(settings, chosen, X, y, device, data.table)
         history, done = {}, 0
