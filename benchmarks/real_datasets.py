@@ -86,7 +86,7 @@ def main() -> None:
                 ours.append(value)
                 theirs.append(_linear(frame, seed, score == "R²"))
             raw[name] = {"gpunn": ours, "linear": theirs, "header": header}
-            rows.append(f"| {name} | {header.split(', ', 1)[1].split(';')[0]} | {score} "
+            rows.append(f"| {name} | {header.split(', ', 1)[1].split(' (')[0]} | {score} "
                         f"{min(ours):.3f} to {max(ours):.3f} | {statistics.median(ours):.3f} | "
                         f"{statistics.median(theirs):.3f} (lowest {min(theirs):.3f}) |")
     table = "\n".join([
