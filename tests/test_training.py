@@ -163,6 +163,7 @@ def test_without_nvmath_the_step_runs_plain_and_says_why(backend, monkeypatch, c
 
     monkeypatch.setattr(blas, "load", missing)
     monkeypatch.setattr(backend, "_blas", None)
+    monkeypatch.setattr(backend, "_blas_error", None)  # remembered per device once it failed
     X, y = _data()
     plain = _train(backend, cuda_graph=False, X=X, y=y)
     with caplog.at_level(logging.INFO, logger="gpunn"):
