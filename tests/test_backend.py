@@ -489,6 +489,21 @@ def test_low_precision_error_says_what_to_install_and_the_ops_still_work(backend
     np.testing.assert_array_equal(to_host(fresh, fresh.relu(fresh.asarray(x))), [0.0, 2.0])
 
 
+def test_the_generic_bfloat16_relu_backward_stays_bfloat16(backend):
+    # Until the 16-bit kernels load (or when they cannot), relu_backward is the generic code,
+    # whose where has no bfloat16 loop in CuPy 14.2: its answer must be cast back.
+    if backend.fused:
+        fresh = type(backend).__new__(type(backend))
+        fresh.__dict__.update(backend.__dict__, _low_precision_checked=True,
+                              _low_precision_error="no 16-bit kernels (simulated)")
+        backend = fresh
+    dvalues = np.array([1.5, -2.0, 3.0], ml_dtypes.bfloat16)
+    inputs = np.array([1.0, 2.0, -1.0], ml_dtypes.bfloat16)
+    result = backend.relu_backward(backend.asarray(dvalues), backend.asarray(inputs))
+    assert result.dtype == dvalues.dtype
+    np.testing.assert_array_equal(to_host(backend, result).astype(np.float32), [1.5, -2.0, 0.0])
+
+
 # ---- the loss scaler ----------------------------------------------------------------------------
 
 class _Scaler:

@@ -1,6 +1,7 @@
 """Matrix products (``backend.gemm``, gpunn/backend/blas.py) on every device: NumPy's ``dot`` of
-the same operands is the reference. On CUDA, inside ``backend.capturable`` the products go to
-cuBLAS directly (through nvmath-python; with ``pytest --cupy-double``, through its double on the
+the same operands is the reference, within the rounding the arithmetic allows (a GPU sums in
+another order). On CUDA the products go to cuBLAS directly wherever nvmath-python loads, inside
+``backend.capturable`` or not (with ``pytest --cupy-double``, through its double on the
 simulated devices cuda-sim:N, not a GPU)."""
 
 from __future__ import annotations

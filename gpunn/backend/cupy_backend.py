@@ -3,7 +3,8 @@
 Only the ops a kernel speeds up are overridden; everything else is the NumPy backend's code
 running on ``cupy`` through ``self.xp``. Kernels exist for float32 and float64, and the
 elementwise ones and dropout for float16 and bfloat16 too (a second module, compiled on first
-use: it needs CUDA's half-precision headers); other dtypes fall back to the generic op.
+use: it includes CUDA's half-precision headers); other dtypes fall back to the generic op.
+CuPy 14 compiles nothing without CUDA's headers, so then the device is refused when chosen.
 """
 
 from __future__ import annotations
@@ -254,9 +255,12 @@ class CupyBackend(NumpyBackend):
 
                 self._blas = blas.Blas(self.xp, self._cuda_device)
             except Exception as error:  # ImportError; a cuBLAS that does not start
+                reason = (f"matrix products cannot be captured on {self.device}: "
+                          f"{' '.join(str(error).split())[:600]}")
+                if self.is_out_of_memory(error):  # its workspace did not fit now; maybe later
+                    return reason
                 # remembered: every product asks, and a failed import is slow to fail again
-                self._blas_error = (f"matrix products cannot be captured on {self.device}: "
-                                    f"{' '.join(str(error).split())[:600]}")
+                self._blas_error = reason
         return self._blas_error
 
     @contextlib.contextmanager
