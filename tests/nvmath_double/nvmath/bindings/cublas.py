@@ -13,11 +13,11 @@ workspace, so it must be set again after every change of stream), and a workspac
 is not a multiple of 256 bytes (cublasSetWorkspace refuses it).
 
 Not NumPy's arithmetic, where a GPU's is not (models, not measurements; see the README): the sum
-over k runs in tiles of _TILE_K and, with a workspace, split-K in _SPLIT_K slices from _K_TO_SPLIT,
-so the bits differ from NumPy's dot as a GPU's do; under the default math mode the slices of a
-16-bit product are added in its 16-bit output type (CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_
-REDUCTION keeps them in float32); COMPUTE_32F_FAST_TF32 rounds its operands to TF32 (10
-mantissa bits) first.
+over k runs backwards and, for a 16-bit output with a workspace, split-K in _SPLIT_K slices from
+_K_TO_SPLIT, so the bits differ from NumPy's dot as a GPU's do; under the default math mode the
+slices of a 16-bit product are added in its 16-bit output type (CUBLAS_MATH_DISALLOW_REDUCED_
+PRECISION_REDUCTION keeps them in float32); COMPUTE_32F_FAST_TF32 rounds its operands to TF32
+(10 mantissa bits) first.
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ GemmAlgo = _api.real_enum(_NAMESPACE, "GemmAlgo")
 Status = _api.real_enum(_NAMESPACE, "Status")
 Math = _api.real_enum(_NAMESPACE, "Math")
 
-# The double's order of summation (a GPU's kernels choose theirs; these only make it another
-# order than NumPy's): k in tiles of _TILE_K, each tile's product added to the running sum; with a
-# workspace and k >= _K_TO_SPLIT, _SPLIT_K slices of k summed apart, then reduced.
-_TILE_K = 32
+# The double's order of summation (a GPU's kernels choose theirs; this only makes it another
+# order than NumPy's): k summed backwards; with a workspace and k >= _K_TO_SPLIT, _SPLIT_K slices
+# of k summed apart, then reduced.
 _SPLIT_K, _K_TO_SPLIT = 4, 256
 _WORKSPACE_ALIGNMENT = 256  # bytes (cublasSetWorkspace: INVALID_VALUE otherwise)
 
@@ -178,7 +177,8 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
 
     reduce_in_output = (ctype in _HALF and not state.math_mode
                         & int(Math.DISALLOW_REDUCED_PRECISION_REDUCTION))
-    split = state.workspace is not None and k >= _K_TO_SPLIT
+    # split-K modelled where the math mode changes its result: products into a 16-bit type
+    split = state.workspace is not None and k >= _K_TO_SPLIT and ctype in _HALF
     tf32 = int(compute_type) == int(ComputeType.COMPUTE_32F_FAST_TF32)
 
     def product() -> None:
@@ -188,7 +188,7 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
             else:
                 left, right = (_tf32(op_a), _tf32(op_b)) if tf32 else (op_a, op_b)
             slices = _slices(k, split)
-            partial = [_tiled(left[:, part], right[part]) for part in slices]
+            partial = [_reversed(left[:, part], right[part]) for part in slices]
             if reduce_in_output:  # each slice rounded to the 16-bit output, added there
                 result = partial[0].astype(out_dtype)
                 for more in partial[1:]:
@@ -220,13 +220,13 @@ def _slices(k: int, split: bool) -> list[slice]:
     return [slice(start, min(start + size, k)) for start in range(0, k, size)]
 
 
-def _tiled(left: numpy.ndarray, right: numpy.ndarray) -> numpy.ndarray:
-    """left @ right with k summed a tile of _TILE_K at a time, in the operands' dtype."""
-    k = left.shape[1]
-    total = numpy.dot(left[:, :_TILE_K], right[:_TILE_K])
-    for start in range(_TILE_K, k, _TILE_K):
-        total = total + numpy.dot(left[:, start:start + _TILE_K], right[start:start + _TILE_K])
-    return total
+def _reversed(left: numpy.ndarray, right: numpy.ndarray) -> numpy.ndarray:
+    """left @ right with k summed from its last term to its first (NumPy's dot of the operands
+    reversed along k): another order than NumPy's, at the cost of one dot."""
+    # as (right^T left^T)^T: the column-major operands' transposes are row-major, so the
+    # copies that reverse k are plain ones and the dot is BLAS's
+    return numpy.dot(numpy.ascontiguousarray(right.T[:, ::-1]),
+                     numpy.ascontiguousarray(left.T[::-1])).T
 
 
 def _tf32(values: numpy.ndarray) -> numpy.ndarray:
