@@ -97,11 +97,12 @@ def model_header(model: Any) -> dict[str, Any]:
 
 
 def model_arrays(model: Any) -> dict[str, numpy.ndarray]:
-    """The flat parameter array and the optimizer's state arrays, on the host."""
-    arrays = {"parameters": model.backend.to_numpy(model.parameters)}
+    """The flat parameter array and the optimizer's state arrays, on the host, packed (without
+    the alignment gaps of the device layout: ``Model.packed``)."""
+    arrays = {"parameters": model.packed(model.backend.to_numpy(model.parameters))}
     if model.optimizer is not None:
         for name, array in model.optimizer.saved_state().items():
-            arrays[f"optimizer.{name}"] = model.backend.to_numpy(array)
+            arrays[f"optimizer.{name}"] = model.packed(model.backend.to_numpy(array))
     return arrays
 
 
@@ -252,9 +253,9 @@ def _restore_data_description(model: Any, header: dict[str, Any]) -> None:
 def restore_arrays(model: Any, arrays: dict[str, numpy.ndarray], path: Any) -> None:
     """Copy saved parameters and optimizer state into ``model``, after checking every shape."""
     parameters = arrays.get("parameters")
-    if parameters is None or parameters.shape != tuple(model.parameters.shape):
+    if parameters is None or parameters.shape != (model.parameter_count,):
         raise FileFormatError(f"{path}: the parameters do not fit the architecture (expected "
-                              f"{model.parameters.size} values, found "
+                              f"{model.parameter_count} values, found "
                               f"{None if parameters is None else parameters.size}).")
     state = {}
     if model.optimizer is not None:
@@ -265,8 +266,8 @@ def restore_arrays(model: Any, arrays: dict[str, numpy.ndarray], path: Any) -> N
             if array.shape != parameters.shape:
                 raise FileFormatError(f"{path}: optimizer state {name!r} has shape "
                                       f"{array.shape}; expected {parameters.shape}.")
-            state[name] = model.backend.asarray(array, dtype=model.dtype)
-    model.parameters[...] = model.backend.asarray(parameters, dtype=model.dtype)
+            state[name] = model.backend.asarray(model.unpacked(array), dtype=model.dtype)
+    model.parameters[...] = model.backend.asarray(model.unpacked(parameters), dtype=model.dtype)
     if model.optimizer is not None:
         model.optimizer.state.update(state)
 

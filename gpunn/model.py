@@ -31,6 +31,8 @@ from gpunn.optimizers import Optimizer
 from gpunn.training import History, format_logs
 from gpunn.training import train as _train_loop
 
+ALIGNMENT = 256  # bytes: where each weight and bias array starts in the flat parameter buffer
+
 
 def _on_device(method: Any) -> Any:
     """Run a Model method with the model's device current: CuPy allocates, computes and draws
@@ -212,29 +214,56 @@ class Model:
 
     def _pack_parameters(self) -> None:
         xp = self.backend.xp
-        total = sum(layer.weights.size + layer.biases.size for layer in self.trainable_layers)
-        self.parameters = xp.empty(total, dtype=self.dtype)
+        # Each array starts ALIGNMENT bytes into the flat buffer (cuBLAS's recommendation for
+        # its operands: with an odd layer width a packed offset would lose even 16-byte
+        # alignment, and cuBLAS its fastest kernels); the gaps stay zero, with zero gradients.
+        # Files hold the arrays packed without the gaps (packed/unpacked below).
+        step = max(ALIGNMENT // numpy.dtype(self.dtype).itemsize, 1)
+        self._segments, offset = [], 0
+        for layer in self.trainable_layers:
+            for value in (layer.weights, layer.biases):
+                self._segments.append((offset, value.size))
+                offset += -(-value.size // step) * step
+        total = offset
+        self.parameters = xp.zeros(total, dtype=self.dtype)
         self.gradients = xp.zeros(total, dtype=self.dtype)
-        offset = 0
+        segments = iter(self._segments)
         for layer in self.trainable_layers:
             for name in ("weights", "biases"):
                 value = getattr(layer, name)
-                view = self.parameters[offset:offset + value.size].reshape(value.shape)
+                offset, size = next(segments)
+                view = self.parameters[offset:offset + size].reshape(value.shape)
                 view[...] = value
                 setattr(layer, name, view)
                 setattr(layer, "d" + name,
-                        self.gradients[offset:offset + value.size].reshape(value.shape))
-                offset += value.size
+                        self.gradients[offset:offset + size].reshape(value.shape))
         # Under a 16-bit policy the products use a copy of the parameters in the compute dtype,
         # refreshed from the master parameters at every forward pass (_forward).
         compute = self.precision.compute_dtype(self.dtype)
         self.compute_parameters = (self.parameters if compute == self.dtype
-                                   else xp.empty(total, dtype=compute))
-        offset = 0
-        for layer in self.trainable_layers:
+                                   else xp.zeros(total, dtype=compute))
+        for layer, (offset, size) in zip(self.trainable_layers, self._segments[::2]):
             layer.compute_weights = self.compute_parameters[
-                offset:offset + layer.weights.size].reshape(layer.weights.shape)
-            offset += layer.weights.size + layer.biases.size
+                offset:offset + size].reshape(layer.weights.shape)
+
+    def packed(self, flat: numpy.ndarray) -> numpy.ndarray:
+        """A host array laid out as ``parameters`` without the alignment gaps: every weight and
+        bias in order, as gpunn's files hold them."""
+        return numpy.concatenate([flat[offset:offset + size] for offset, size in self._segments])
+
+    def unpacked(self, values: numpy.ndarray) -> numpy.ndarray:
+        """The inverse of ``packed``: ``values`` spread to the aligned layout, zeros between."""
+        flat = numpy.zeros(self.parameters.size, dtype=values.dtype)
+        start = 0
+        for offset, size in self._segments:
+            flat[offset:offset + size] = values[start:start + size]
+            start += size
+        return flat
+
+    @property
+    def parameter_count(self) -> int:
+        """How many weights and biases the model has (``parameters`` holds gaps beside them)."""
+        return sum(size for _, size in self._segments)
 
     # ---- forward and backward -------------------------------------------------------------
 

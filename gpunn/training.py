@@ -39,6 +39,7 @@ from gpunn.backend.kernels import (
     TALLY_SIZE,
     TALLY_SKIPPED,
 )
+from gpunn.backend.numpy_backend import scaler_settings
 from gpunn.errors import InvalidArgumentError, TrainingDivergedError
 
 log = logging.getLogger("gpunn")
@@ -315,10 +316,12 @@ def _runner(model: Any, step: Step, cuda_graph: bool, comm: Any) -> Any:
 
 def _baked(model: Any) -> tuple:
     """The host values a captured step passes to its kernels, and the dropout generator: when
-    one changes (a callback setting the learning rate), the step is captured again."""
+    one changes (a callback setting the learning rate or a loss scaler's growth_interval), the
+    step is captured again."""
     return (tuple(model.optimizer.config().values()),
             tuple(tuple(layer.config().values()) for layer in model.layers),
-            getattr(model.accuracy, "precision", None), id(model.backend.random))
+            getattr(model.accuracy, "precision", None), id(model.backend.random),
+            scaler_settings(model.precision.scaler))
 
 
 class PlainStep:

@@ -146,19 +146,18 @@ def test_the_benchmark_command_exists():
 
 def test_the_python_example_runs_as_written(capsys, monkeypatch):
     (example,) = [text for text in PYTHON if text not in SERVING + DISTRIBUTED]
-    results = {}
     # On the default device (the GPU when there is one); then, if that was CUDA, on the CPU:
-    # both must learn alike. Not to the digit: the fused GPU kernels sum in another order, and
-    # training amplifies float32 rounding differences (tests/test_cli.py measures how much).
+    # each must keep the example's promise (it learns). Not the same accuracy from one seed: a
+    # GPU sums products in another order, and training amplifies float32 rounding (summing the
+    # CPU's products in reversed tiles of 8 alone moved this example's final training accuracy
+    # from 0.903 to 0.927; issue 27 measured 0.943 against 0.900 on a stand-in GPU).
     for device in ["auto", "cpu"] if cuda_available() else ["auto"]:
         monkeypatch.setenv("GPUNN_DEVICE", device)
         namespace: dict = {}
         exec(compile(example, "README.md", "exec"), namespace)
-        assert namespace["history"]["accuracy"][-1] > 0.85
-        assert namespace["accuracy"] > 0.75
+        assert namespace["history"]["accuracy"][-1] > 0.85, device
+        assert namespace["accuracy"] > 0.75, device
         assert "validation accuracy" in capsys.readouterr().out
-        results[device] = (namespace["history"]["accuracy"][-1], namespace["accuracy"])
-    assert results["auto"] == pytest.approx(results.get("cpu", results["auto"]), abs=0.04)
 
 
 def test_the_data_parallel_example_runs_alone_and_on_two_ranks(tmp_path):
