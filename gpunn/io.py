@@ -72,12 +72,12 @@ def model_header(model: Any) -> dict[str, Any]:
     what it was trained on (``model.trained_on``)."""
     header: dict[str, Any] = {
         "kind": "model", "dtype": model.dtype, "precision": model.precision.state(),
-        "layers": [{"type": type(layer).__name__, "config": layer.config()}
+        "layers": [{"type": _type_name(layer, LAYERS), "config": layer.config()}
                    for layer in model.layers]}
     if model.loss is not None:
-        header["loss"] = {"type": type(model.loss).__name__}
+        header["loss"] = {"type": _type_name(model.loss, LOSSES)}
     if model.accuracy is not None:
-        header["accuracy"] = {"type": type(model.accuracy).__name__,
+        header["accuracy"] = {"type": _type_name(model.accuracy, ACCURACIES),
                               "binary": getattr(model.accuracy, "binary", False),
                               "precision": getattr(model.accuracy, "precision", None)}
     if getattr(model, "trained_on", None) is not None:
@@ -90,10 +90,18 @@ def model_header(model: Any) -> dict[str, Any]:
         header["target_scaling"] = model.target_scaling.config()
     if model.optimizer is not None:
         optimizer = model.optimizer
-        header["optimizer"] = {"type": type(optimizer).__name__, "config": optimizer.config(),
+        header["optimizer"] = {"type": _type_name(optimizer, optimizers.OPTIMIZERS),
+                               "config": optimizer.config(),
                                "iterations": optimizer.iterations,
                                "current_learning_rate": optimizer.current_learning_rate}
     return header
+
+
+def _type_name(part: Any, table: dict[str, Any]) -> str:
+    """The name of the first class of ``part``'s ancestry that ``table`` knows, so that a
+    subclass (gpunn.book's Layer_Dense is a Dense) is saved as the gpunn class it extends."""
+    return next((cls.__name__ for cls in type(part).__mro__ if cls.__name__ in table),
+                type(part).__name__)
 
 
 def model_arrays(model: Any) -> dict[str, numpy.ndarray]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from gpunn import _checks
 from gpunn.backend import device
+from gpunn.errors import InvalidTypeError
 
 
 class Optimizer:
@@ -45,9 +46,11 @@ class Optimizer:
         if self.decay:
             self.current_learning_rate = self.learning_rate / (1.0 + self.decay * self.iterations)
 
-    def update_params(self, parameters: Any, gradients: Any, tally: Any = None,
+    def update_params(self, parameters: Any, gradients: Any = None, tally: Any = None,
                       scaler: Any = None) -> None:
-        """Update ``parameters`` in place from ``gradients`` (arrays of the same shape).
+        """Update ``parameters`` in place from ``gradients`` (arrays of the same shape), or,
+        as in the book, ``update_params(layer)``: a Dense layer's weights and biases from its
+        dweights and dbiases (the optimizer's arrays for them kept on the layer).
 
         ``tally``: the training loop's device metrics (gpunn.training). On a GPU the whole
         update is one kernel (kernels/optimizers.cu) that reads the step count from it and
@@ -56,6 +59,9 @@ class Optimizer:
         the loss ``scaler``'s scale (gpunn.precision.LossScaler) on the device. ``_update``
         below is the book's rule, the CPU's code and that kernel's NumPy twin.
         """
+        if gradients is None:
+            self._update_layer(parameters)
+            return
         xp = self.backend.xp
         for name in self.STATE:
             if name not in self.state:
@@ -68,6 +74,27 @@ class Optimizer:
         if "scratch" not in self.state or self.state["scratch"].shape != parameters.shape:
             self.state["scratch"] = xp.empty_like(parameters)  # reused; never saved
         self._update(parameters, gradients, xp)
+
+    def _update_layer(self, layer: Any) -> None:
+        """The book's per-layer step: the same rule on the layer's own arrays, on its device."""
+        if not all(hasattr(layer, name) for name in ("weights", "biases", "dweights",
+                                                     "dbiases")):
+            raise InvalidTypeError(
+                f"update_params expects a layer with weights, biases, dweights and dbiases "
+                f"(a gn.Dense after its backward), or the flat parameter and gradient arrays; "
+                f"received {layer!r} alone. Call layer.backward(...) before updating it.")
+        xp, flat_state = layer.backend.xp, self.state
+        states = layer.__dict__.setdefault("optimizer_state", {})
+        try:
+            for name in ("weights", "biases"):
+                parameters = getattr(layer, name)
+                self.state = states.setdefault(name, {})
+                for key in (*self.STATE, "scratch"):
+                    if key not in self.state:
+                        self.state[key] = xp.zeros_like(parameters)
+                self._update(parameters, getattr(layer, "d" + name), xp)
+        finally:
+            self.state = flat_state
 
     @property
     def rule(self) -> str:

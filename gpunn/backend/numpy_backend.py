@@ -91,9 +91,13 @@ class NumpyBackend:
         Example: ``backend.gemm(inputs, dvalues, out=dweights, trans_a=True)``.
         """
         a, b = a.T if trans_a else a, b.T if trans_b else b
+        # NumPy's matmul, not numpy.dot: nnfs.init(), which every script of the book calls,
+        # replaces numpy.dot with a float64 product that refuses ``out`` (the same sgemm
+        # either way; CuPy's dot is its own)
+        dot = numpy.matmul if self.xp is numpy else self.xp.dot
         if a.dtype.itemsize != 2:
-            return self.xp.dot(a, b, out=out)
-        result = self.xp.dot(a.astype(numpy.float32), b.astype(numpy.float32))
+            return dot(a, b, out=out)
+        result = dot(a.astype(numpy.float32), b.astype(numpy.float32))
         if out is None:
             return result.astype(a.dtype)
         out[...] = result

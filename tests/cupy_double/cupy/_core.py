@@ -207,10 +207,23 @@ def replaying(make: Any, result: ndarray) -> Any:
     return replay
 
 
+def numpy_own(name: str) -> Any:
+    """NumPy's own ``numpy.<name>``, also where a library replaced it in NumPy's namespace
+    (nnfs.init(), which the book's scripts call, replaces dot, zeros and eye): CuPy's functions
+    are CuPy's, whatever was done to NumPy's."""
+    function = getattr(numpy, name)
+    if str(getattr(function, "__module__", "numpy")).startswith("numpy"):
+        return function
+    for module in (numpy._core.multiarray, numpy._core.numeric, numpy.lib._twodim_base_impl):
+        if hasattr(module, name):
+            return getattr(module, name)
+    return function
+
+
 def cupy_function(name: str, numpy_function: Any = None, *, host_ok: bool = False,
                   namespace: str = "cupy") -> Any:
     """``cupy.<name>``: NumPy's function of that name behind CuPy's checks."""
-    target = numpy_function or getattr(numpy, name)
+    target = numpy_function or numpy_own(name)
 
     def function(*args: Any, **kwargs: Any) -> Any:
         check_call(namespace, name, args, kwargs)
