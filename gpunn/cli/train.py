@@ -201,15 +201,13 @@ def train(args: argparse.Namespace) -> int:
                       f"points at)")
         print(where, flush=True)
     display = progress.choose(quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = runs.Run(model, settings, out, history, done, last, display,
-                   force=args.force) if lead else None
+    run = runs.Run(model, settings, out, history, done, last, force=args.force) if lead else None
     started = time.perf_counter()
     try:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
                              validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
                              cuda_graph=args.cuda_graph,
-                             on_epoch_end=run.on_epoch_end if lead else None,
-                             on_batch_end=display.batch_end if display.per_batch else None)
+                             callbacks=[run, display] if lead else [display])
     finally:  # a bar left open would swallow the error line that follows
         display.close()
     seconds = time.perf_counter() - started
