@@ -184,6 +184,12 @@ class Run(Callback):
         else:
             self.snapshot = checkpoint.Snapshot.take(self.model, epoch)
 
+    def on_train_end(self) -> None:
+        # Stopped early (--early-stopping): checkpoint.npz keeps the last epoch trained, before
+        # EarlyStopping, called after this, restores the best one for model.npz.
+        if self.model.stop_training and self.snapshot is not None:
+            self.save_checkpoint()
+
     def save_checkpoint(self) -> None:
         checkpoint.save(self.out / "checkpoint.npz", self.model, epoch=self.epoch,
                         history=self.history, settings=self.settings, force=self.force)

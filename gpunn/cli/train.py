@@ -126,6 +126,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     option("--force", action="store_true", help="replace files in --out named like the run's "
            "(model.npz, checkpoint.npz, metrics.csv, training.png) that gpunn did not write; "
            "another run's files are never replaced, nor the data set")
+    option("--early-stopping", type=parse_integer(0), metavar="PATIENCE",
+           help="stop when the validation loss has not improved for PATIENCE epochs; model.npz "
+                "then holds the best epoch's parameters (the summary says which epoch), "
+                "checkpoint.npz the last epoch's, from which --resume continues")
     option("--quiet", action="store_true", help="print nothing but errors")
     option("--no-cuda-graph", dest="cuda_graph", action="store_false",
            help="on CUDA, launch every step's kernels one by one instead of replaying the step "
@@ -207,7 +211,8 @@ def train(args: argparse.Namespace) -> int:
         result = model.train(X, y, epochs=last - done, batch_size=batch_size,
                              validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
                              cuda_graph=args.cuda_graph,
-                             callbacks=[run, display] if lead else [display])
+                             callbacks=[run, display, *_stopping(args)] if lead
+                             else [display, *_stopping(args)])
     finally:  # a bar left open would swallow the error line that follows
         display.close()
     seconds = time.perf_counter() - started
@@ -233,7 +238,7 @@ def train(args: argparse.Namespace) -> int:
             print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
         r2 = (r_squared(model.predict(X_val), y_val)
               if isinstance(model.accuracy, gn.RegressionAccuracy) else None)
-        print(_summary(run.history, done, last, seconds, model.device, r2))
+        print(_summary(run.history, done, last, seconds, model.device, r2, result.stopped))
         if reason is not None:
             print(f"training.png skipped: {reason}")
         print(f"wrote {', '.join(str(out / name) for name in written)}")
@@ -286,11 +291,24 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
     return text
 
 
+def _stopping(args: argparse.Namespace) -> list[gn.callbacks.Callback]:
+    """--early-stopping: on every rank, which all see the same (reduced) validation loss."""
+    if args.early_stopping is None:
+        return []
+    return [gn.callbacks.EarlyStopping(patience=args.early_stopping, restore_best_weights=True)]
+
+
 def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
-             device: str, r2: float | None) -> str:
+             device: str, r2: float | None, stopped: dict | None = None) -> str:
     final = {key: values[-1] for key, values in history.items() if values}
     ran = f"trained epochs {done + 1}-{last} in {seconds:.1f} s" if last > done else \
         f"already trained {last} epochs"
+    if stopped is not None:  # EarlyStopping restored its best epoch: the model holds that one
+        best = done + int(numpy.argmin(history["val_loss"][done:]))
+        final = {key: values[best] for key, values in history.items() if values}
+        ran = (f"trained epochs {done + 1}-{stopped['epoch']} of {last} in {seconds:.1f} s, "
+               f"stopped early ({stopped['reason'].removeprefix('EarlyStopping: ')}); "
+               f"model.npz holds epoch {best + 1}")
     text = (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
             f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
     return text if r2 is None else f"{text}, R² {r2:.4f}"
