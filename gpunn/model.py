@@ -74,6 +74,34 @@ class Model:
     def __repr__(self) -> str:
         return f"Model({', '.join(map(repr, self.layers))}; device={self.device})"
 
+    def summary(self, print_fn: Any = print) -> None:
+        """Print, as Keras' ``model.summary()`` does, each layer with its output width and
+        parameter count, the totals, the loss, optimizer and accuracy, the precision policy
+        and the device (``print(model)`` stays one line). ``print_fn`` takes each line."""
+        rows, width, trainable = [], getattr(self.input_layer, "n_inputs", None), 0
+        for layer in self.layers:
+            width = getattr(layer, "n_neurons", width)  # Dense changes it, the rest keep it
+            count = layer.weights.size + layer.biases.size if layer.trainable else 0
+            fixed = getattr(layer, "mean_values", ())  # Standardize: a mean and a std each
+            rows.append((repr(layer), "?" if width is None else str(width), count or
+                         2 * len(fixed)))
+            trainable += count
+        name = max([len("Layer"), *(len(row[0]) for row in rows)])
+        lines = [f"{'Layer':<{name}}  {'Output':>8}  {'Parameters':>12}"]
+        lines += [f"{layer:<{name}}  {output:>8}  {count:>12,}" for layer, output, count in rows]
+        total = sum(row[2] for row in rows)
+        size = total * numpy.dtype(self.dtype).itemsize
+        lines.append(f"Total parameters: {total:,} ({size / 1024:,.1f} KiB as {self.dtype}): "
+                     f"{trainable:,} trainable, {total - trainable:,} fixed")
+        parts = [f"{kind} {getattr(self, kind)!r}" for kind in ("loss", "optimizer", "accuracy")
+                 if getattr(self, kind) is not None]
+        if parts:
+            lines.append(", ".join(parts))
+        lines.append(f"Precision {self.precision.name}, device {self.device}"
+                     + ("" if self.finalized else "; not finalized yet (model.finalize())"))
+        for line in lines:
+            print_fn(line)
+
     @property
     def trainable_layers(self) -> list[Layer]:
         """The layers with parameters (Dense), in order."""

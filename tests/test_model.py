@@ -676,3 +676,34 @@ def test_a_standardize_of_another_width_than_the_first_dense_is_refused():
     with pytest.raises(gn.InvalidArgumentError, match=r"Dense\(2, 4\) expects 2 inputs but the "
                        r"layer before it, Standardize\(3 features\), gives 3"):
         model.finalize()
+
+
+def test_summary_counts_parameters_as_pytorch_does_and_names_the_policy(capsys):
+    torch = pytest.importorskip("torch")
+    model = gn.Model(device="cpu")
+    for layer in (gn.Standardize([0.0] * 5, [1.0] * 5), gn.Dense(5, 32), gn.ReLU(),
+                  gn.Dropout(0.2), gn.Dense(32, 16), gn.Tanh(), gn.Dense(16, 3), gn.Softmax()):
+        model.add(layer)
+    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
+              accuracy=gn.CategoricalAccuracy())
+    model.summary()
+    before = capsys.readouterr().out
+    assert before.rstrip().endswith("not finalized yet (model.finalize())")
+    model.finalize()
+    model.summary()
+    lines = capsys.readouterr().out.strip().split("\n")
+    reference = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.ReLU(),
+                                    torch.nn.Linear(32, 16), torch.nn.Tanh(),
+                                    torch.nn.Linear(16, 3))
+    counts = [int(line.split()[-1].replace(",", "")) for line in lines[1:9]]
+    theirs = [p.numel() for p in reference.parameters()]
+    assert counts == [10, sum(theirs[0:2]), 0, 0, sum(theirs[2:4]), 0, sum(theirs[4:6]), 0]
+    assert [line.split()[-2] for line in lines[1:9]] == ["5", "32", "32", "32", "16", "16",
+                                                          "3", "3"]
+    trainable = sum(theirs)
+    assert lines[9] == (f"Total parameters: {trainable + 10:,} "
+                        f"({(trainable + 10) * 4 / 1024:,.1f} KiB as float32): "
+                        f"{trainable:,} trainable, 10 fixed")
+    assert lines[-1] == "Precision float32, device cpu"
+    assert "optimizer Adam(learning_rate=0.001" in lines[-2]
+    assert "\n" not in repr(model)
