@@ -1057,3 +1057,24 @@ def test_early_stopping_saves_the_best_epoch_and_the_checkpoint_resumes(tmp_path
     assert model.evaluate(X_val, y_val)[0] == pytest.approx(val_losses[best - 1], rel=1e-5)
     assert f"validation loss {val_losses[best - 1]:.4g}" in summary
     assert checkpoint.load(out / "checkpoint.npz", device="cpu").epoch == stopped_at
+
+
+def test_validation_split_holds_out_that_share_of_a_file_and_evaluate_scores_it(tmp_path,
+                                                                               capsys):
+    pandas = pytest.importorskip("pandas")
+    X, y = gn.datasets.spiral_data(40, 3, seed=3)
+    table = pandas.DataFrame({"a": X[:, 0], "b": X[:, 1], "label": y})
+    table.to_csv(tmp_path / "spiral.csv", index=False)
+    status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", tmp_path / "spiral.csv",
+                              "--validation-split", "0.35", "--out", tmp_path / "run")
+    assert status == 0, err
+    assert ": 78 training and 42 validation samples" in out.splitlines()[0]  # int(120 * 0.35)
+    status, out, err = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
+    assert status == 0 and err == "", err
+    assert "validation split (seed 0), 42 samples" in out
+    status, _, err = _gpunn(capsys, "train", *TINY, "--validation-split", "0.3", "--out",
+                            tmp_path / "spiral")
+    assert status == 1 and "applies to .npz and .csv files only" in _one_error_line(err)
+    status, _, err = _gpunn(capsys, "train", *TINY, "--validation-split", "1", "--out",
+                            tmp_path / "whole")
+    assert status == 2 and "expected a number > 0 and < 1" in err

@@ -108,7 +108,8 @@ def load_data(settings: dict[str, Any], args: argparse.Namespace) -> tuple:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = datasets.load(settings["dataset"], seed=settings["seed"],
-                             data_dir=getattr(args, "data_dir", None))
+                             data_dir=getattr(args, "data_dir", None),
+                             validation_split=settings.get("validation_split"))
     if distributed.current().rank == 0:
         for warning in caught:
             print(f"gpunn: warning: {warning.message}.", file=sys.stderr)

@@ -44,12 +44,13 @@ PRESETS = {
              "standardize": True},
 }
 COMMON = {"dropout": 0.0, "optimizer": "adam", "seed": 0, "dtype": "float32",
-          "precision": "float32"}
+          "precision": "float32", "validation_split": None}
 # The options that define a run; --resume takes them from the checkpoint.
 TRAINING_OPTIONS = ("dataset", "hidden", "activation", "dropout", "optimizer", "lr", "decay",
-                    "epochs", "batch_size", "l2", "seed", "dtype", "precision", "standardize")
+                    "epochs", "batch_size", "l2", "seed", "dtype", "precision", "standardize",
+                    "validation_split")
 # Options added after checkpoints were first written, with the value older runs had.
-_ADDED = {"precision": "float32", "standardize": False}
+_ADDED = {"precision": "float32", "standardize": False, "validation_split": None}
 
 
 def new_settings(args: argparse.Namespace) -> dict[str, Any]:

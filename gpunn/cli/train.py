@@ -126,6 +126,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     option("--force", action="store_true", help="replace files in --out named like the run's "
            "(model.npz, checkpoint.npz, metrics.csv, training.png) that gpunn did not write; "
            "another run's files are never replaced, nor the data set")
+    option("--validation-split", type=parse_number(above=True, below=1.0), metavar="F",
+           help="for a .npz or .csv file, the share of its rows held out for validation after "
+                "the seeded shuffle (default 0.2); gpunn evaluate scores the same rows")
     option("--early-stopping", type=parse_integer(0), metavar="PATIENCE",
            help="stop when the validation loss has not improved for PATIENCE epochs; model.npz "
                 "then holds the best epoch's parameters (the summary says which epoch), "
@@ -182,7 +185,8 @@ def train(args: argparse.Namespace) -> int:
                 runs.check_files(Path(args.out), force=args.force, reads=_data_file(settings))
             out, previous = runs.new_folder(args.out)
     if model.trained_on is None:  # a new run, or one started before gpunn kept the record
-        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val)
+        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val,
+                                             settings["validation_split"])
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
     model.accuracy.init(y)  # the regression accuracy's precision, shown before training
