@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = measure(name, spec, rounds, args.quick)
             print(f"{name}: done ({results[name]['speedup']:.1f}x)", flush=True)
     record = {"benchmark": "sklearn_mlp", "date": started, "rounds": rounds,
-              "command": " ".join(["python -m benchmarks.sklearn_mlp", *(argv or sys.argv[1:])]),
+              "command": shlex.join(["python", "-m", "benchmarks.sklearn_mlp",
+                                    *(sys.argv[1:] if argv is None else argv)]),
               "machine": {"cpu": machine.cpu_model(), "cores": machine.cores(),
                           "blas": machine.blas()},
               "versions": {"numpy": numpy.__version__, "scikit-learn": sklearn.__version__,

@@ -225,8 +225,9 @@ class ModelCheckpoint(_Monitor):
     """Save the model (``Model.save``; with ``save_weights_only``, ``save_parameters``) after
     every epoch, or with ``save_best_only`` after each epoch that improves ``monitor``
     (Keras' ModelCheckpoint). ``filepath`` may name the epoch and metrics,
-    ``"model-{epoch:03d}-{val_loss:.3f}.npz"``. Files are written as gpunn writes every file:
-    atomically, and never over a file that is not a gpunn model (checked before training)."""
+    ``"model-{epoch:03d}-{val_loss:.3f}.npz"``; its folder is made if missing. Files are written
+    as gpunn writes every file: atomically, and never over a file that is not a gpunn model
+    (checked before training)."""
 
     def __init__(self, filepath: str | Path, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False,
@@ -258,6 +259,7 @@ class ModelCheckpoint(_Monitor):
             raise InvalidArgumentError(
                 f"ModelCheckpoint's filepath {self.filepath!r} names {error}, which is not the "
                 f"epoch or a metric of this training ({', '.join(example)}).") from None
+        Path(first).parent.mkdir(parents=True, exist_ok=True)  # as Keras makes the folder
         files.check(first, kind, io.kind_of)  # refused now, not after the first epoch
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
