@@ -7,7 +7,7 @@ initialisation, ``alpha`` as the L2 penalty ``alpha / 2 * ||W||^2`` over a batch
 improved by ``tol`` for more than ``n_iter_no_change`` epochs, or, with ``early_stopping``, the
 score on a held-out ``validation_fraction`` (the best epoch's parameters are kept). Added:
 ``device`` and ``precision`` (gpunn.Model's). ``fit`` is one call of ``Model.train`` (a callback
-stops it): there is no second training loop here.
+stops it), ``partial_fit`` one epoch of it: there is no second training loop here.
 
 Example::
 
@@ -92,11 +92,41 @@ class _MLP(BaseEstimator):
         gn.seed(int(rng.randint(2**31 - 1)))  # the shuffling order (and dropout)
         return self._train(X.astype(numpy.float32, copy=False), targets, rng)
 
-    def _train(self, X: numpy.ndarray, targets: numpy.ndarray, rng: Any) -> Any:
-        batch_size = min(200, len(X)) if self.batch_size == "auto" else min(self.batch_size,
-                                                                             len(X))
-        for layer in self.model_.trainable_layers:  # scikit-learn's alpha / 2 * ||W||^2 / batch
+    def _partial_fit(self, X: Any, y: Any, classes: Any = None) -> Any:
+        """One epoch over (X, y), continuing the network of earlier calls (a new one at the
+        first call), as scikit-learn's partial_fit does."""
+        first = not hasattr(self, "model_")
+        X, y = validate_data(self, X, y, reset=first, dtype=(numpy.float32, numpy.float64),
+                             multi_output=self._multi_output, y_numeric=self._y_numeric)
+        if first:
+            targets = self._targets(y, classes=classes, partial=True)
+            self._check_parameters()
+            rng = check_random_state(self.random_state)
+            self.model_ = self._build(X.shape[1], self._n_outputs(targets), rng)
+            gn.seed(int(rng.randint(2**31 - 1)))
+            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
+        else:
+            targets = self._more_targets(y)
+        batch_size = self._batch(len(X))
+        history = self.model_.train(X.astype(numpy.float32, copy=False), targets, epochs=1,
+                                    initial_epoch=self.n_iter_, batch_size=batch_size,
+                                    shuffle=self.shuffle, verbose=1 if self.verbose else 0)
+        self.loss_curve_.append(history["loss"][0])
+        self.n_iter_ += 1
+        self.t_ += len(X)
+        self.best_loss_ = min(self.loss_curve_)
+        return self
+
+    def _batch(self, samples: int) -> int:
+        """The batch size, and scikit-learn's L2 term alpha / 2 * ||W||^2 over a batch's mean
+        loss as gpunn's per-layer l2 strength."""
+        batch_size = min(200 if self.batch_size == "auto" else self.batch_size, samples)
+        for layer in self.model_.trainable_layers:
             layer.weight_regularizer_l2 = self.alpha / (2 * batch_size)
+        return batch_size
+
+    def _train(self, X: numpy.ndarray, targets: numpy.ndarray, rng: Any) -> Any:
+        batch_size = self._batch(len(X))
         validation = None
         if self.early_stopping:
             stratify = targets if self._stratify and len(numpy.unique(targets)) > 1 else None
@@ -214,14 +244,29 @@ class MLPClassifier(ClassifierMixin, _MLP):
     _multi_output, _y_numeric, _stratify = False, False, True
     _validation_metric = "val_accuracy"
 
-    def _targets(self, y: Any) -> numpy.ndarray:
+    def _targets(self, y: Any, *, classes: Any = None, partial: bool = False) -> numpy.ndarray:
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        self.classes_ = numpy.unique(y)
+        if partial and classes is None:
+            raise InvalidArgumentError("partial_fit needs classes=... (every label there will "
+                                       "be) at its first call.")
+        self.classes_ = numpy.unique(y if classes is None else classes)
         if len(self.classes_) < 2:
             raise InvalidArgumentError(f"y holds one class, {self.classes_[0]!r}; MLPClassifier "
                                        f"needs samples of at least 2 classes.")
+        return self._more_targets(y)
+
+    def _more_targets(self, y: Any) -> numpy.ndarray:
+        y = column_or_1d(y, warn=True)
+        unknown = numpy.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise InvalidArgumentError(f"y holds labels that are not among classes_ "
+                                       f"{list(self.classes_)}: {list(unknown[:5])}.")
         return numpy.searchsorted(self.classes_, y)  # LabelEncoder's codes
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+        """One epoch over (X, y); ``classes``, all the labels, at the first call."""
+        return self._partial_fit(X, y, classes)
 
     def _n_outputs(self, targets: numpy.ndarray) -> int:
         return len(self.classes_)
@@ -255,9 +300,16 @@ class MLPRegressor(RegressorMixin, _MLP):
     _multi_output, _y_numeric, _stratify = True, True, False
     _validation_metric = "val_loss"
 
-    def _targets(self, y: Any) -> numpy.ndarray:
+    def _targets(self, y: Any, **unused: Any) -> numpy.ndarray:
         self._single_output = y.ndim == 1
+        return self._more_targets(y)
+
+    def _more_targets(self, y: Any) -> numpy.ndarray:
         return numpy.asarray(y, dtype=numpy.float32).reshape(len(y), -1)
+
+    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+        """One epoch over (X, y), continuing the network of earlier calls."""
+        return self._partial_fit(X, y)
 
     def _n_outputs(self, targets: numpy.ndarray) -> int:
         return targets.shape[1]

@@ -140,3 +140,26 @@ def test_gpunn_imports_scikit_learn_only_in_gpunn_sklearn():
             "assert 'sklearn' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
                    env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def test_partial_fit_is_one_epoch_of_fit_and_needs_the_classes_first():
+    X, y = datasets.load_wine(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    labels = np.array(["barolo", "grignolino", "barbera"])[y]
+    settings = {"hidden_layer_sizes": (16,), "shuffle": False, "random_state": 3,
+                "learning_rate_init": 0.01, "device": "cpu"}
+    whole = MLPClassifier(**settings, max_iter=6, n_iter_no_change=10).fit(X, labels)
+    stepwise = MLPClassifier(**settings)
+    with pytest.raises(gn.InvalidArgumentError, match="partial_fit needs classes="):
+        stepwise.partial_fit(X, labels)
+    for _ in range(6):
+        stepwise.partial_fit(X, labels, classes=["barbera", "barolo", "grignolino"])
+    assert stepwise.n_iter_ == whole.n_iter_ == 6
+    np.testing.assert_allclose(stepwise.loss_curve_, whole.loss_curve_, rtol=1e-6)
+    np.testing.assert_array_equal(stepwise.predict(X), whole.predict(X))
+    with pytest.raises(gn.InvalidArgumentError, match="not among classes_"):
+        stepwise.partial_fit(X[:3], ["nebbiolo"] * 3)
+    regressor = MLPRegressor((8,), random_state=0, device="cpu")
+    for _ in range(3):
+        regressor.partial_fit(X, y.astype(float))
+    assert regressor.n_iter_ == 3 and regressor.predict(X).shape == (len(X),)
