@@ -9,6 +9,9 @@ the loop stops after the current step's epoch, and ``history.stopped`` says wher
 
 ``on_batch_end`` gets no metrics, unlike Keras': on CUDA they stay on the device until the
 epoch ends, and reading them after every step would make the GPU wait for the host every step.
+In data-parallel training every rank calls its callbacks with the same (reduced) logs, and
+the ranks stop together only when each decides alike, as a decision from the logs does; there
+a stop asked in ``on_batch_end`` takes effect at the epoch's end.
 
 EarlyStopping, ModelCheckpoint, ReduceLROnPlateau and LearningRateScheduler take Keras' names,
 defaults and rules (keras/src/callbacks/); the progress display, the CLI's checkpoint writer
