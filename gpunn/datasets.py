@@ -373,14 +373,19 @@ def _checked(path: Path, X: numpy.ndarray, y: numpy.ndarray) -> Pair:
 # ---- one entry point for the command line ----------------------------------------------------
 
 def load(name_or_path: PathLike, *, seed: int | None = None,
-         data_dir: PathLike | None = None) -> Split:
-    """(X, y, X_val, y_val) for a name in NAMES or a .npz/.csv path (whose last 20% after a
-    seeded shuffle is held out); ``data_dir``: where (fashion-)mnist's files are. Example:
-    ``X, y, X_val, y_val = load("spiral")``."""
+         data_dir: PathLike | None = None, validation_split: float | None = None) -> Split:
+    """(X, y, X_val, y_val) for a name in NAMES or a .npz/.csv path (whose last
+    ``validation_split``, default 20%, after a seeded shuffle is held out); ``data_dir``: where
+    (fashion-)mnist's files are. Example: ``X, y, X_val, y_val = load("spiral")``."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InvalidTypeError(f"dataset must be a name or a path; received {name_or_path!r}.")
     text = os.fspath(name_or_path)
     key = text.strip().lower().replace("_", "-")
+    if validation_split is not None and key in NAMES:
+        raise InvalidArgumentError(
+            f"{key} comes with its own validation set (a separate draw, or the test set), so "
+            f"a validation split applies to .npz and .csv files only; received "
+            f"validation_split={validation_split}.")
     # The validation set is a fresh draw: the next seed, or the generator's next numbers.
     val_seed = None if seed is None else _checks.integer("seed", seed) + 1
     if key == "spiral":
@@ -396,16 +401,20 @@ def load(name_or_path: PathLike, *, seed: int | None = None,
         raise InvalidArgumentError(f"Unknown dataset {text!r}: expected one of "
                                    f"{', '.join(NAMES)}, or a path ending in .npz or .csv.")
     X, y = load_npz(text) if suffix == ".npz" else load_csv(text)
-    return split(X, y, seed, text)
+    return split(X, y, seed, text, validation_split=validation_split)
 
 
-def split(X: numpy.ndarray, y: numpy.ndarray, seed: int | None, name: Any = "the data") -> Split:
-    """(X, y, X_val, y_val): the last 20% of a seeded shuffle held out, as ``gpunn train``
-    splits a file."""
+def split(X: numpy.ndarray, y: numpy.ndarray, seed: int | None, name: Any = "the data", *,
+          validation_split: float | None = None) -> Split:
+    """(X, y, X_val, y_val): the last ``validation_split`` (default 20%) of a seeded shuffle
+    held out, as ``gpunn train`` splits a file."""
     if len(X) < 2:
         raise InvalidArgumentError(f"{name} has {len(X)} sample; at least 2 are needed to hold "
                                    f"out a validation set.")
     order = _rng(seed).permutation(len(X))
-    n_val = max(1, len(X) // 5)
+    n_val = max(1, len(X) // 5 if validation_split is None else int(len(X) * validation_split))
+    if n_val >= len(X):
+        raise InvalidArgumentError(f"validation_split={validation_split} of {len(X)} samples "
+                                   f"leaves none to train on; hold out less.")
     train, val = order[:-n_val], order[-n_val:]
     return X[train], y[train], X[val], y[val]

@@ -79,9 +79,39 @@ class Model:
         self.target_names: list[str] | None = None
         self.classes: list | None = None
         self.target_scaling: Standardize | None = None
+        # Set by a callback (gpunn.callbacks) to end training after the current epoch.
+        self.stop_training = False
 
     def __repr__(self) -> str:
         return f"Model({', '.join(map(repr, self.layers))}; device={self.device})"
+
+    def summary(self, print_fn: Any = print) -> None:
+        """Print, as Keras' ``model.summary()`` does, each layer with its output width and
+        parameter count, the totals, the loss, optimizer and accuracy, the precision policy
+        and the device (``print(model)`` stays one line). ``print_fn`` takes each line."""
+        rows, width, trainable = [], getattr(self.input_layer, "n_inputs", None), 0
+        for layer in self.layers:
+            width = getattr(layer, "n_neurons", width)  # Dense changes it, the rest keep it
+            count = layer.weights.size + layer.biases.size if layer.trainable else 0
+            fixed = getattr(layer, "mean_values", ())  # Standardize: a mean and a std each
+            rows.append((repr(layer), "?" if width is None else str(width), count or
+                         2 * len(fixed)))
+            trainable += count
+        name = max([len("Layer"), *(len(row[0]) for row in rows)])
+        lines = [f"{'Layer':<{name}}  {'Output':>8}  {'Parameters':>12}"]
+        lines += [f"{layer:<{name}}  {output:>8}  {count:>12,}" for layer, output, count in rows]
+        total = sum(row[2] for row in rows)
+        size = total * numpy.dtype(self.dtype).itemsize
+        lines.append(f"Total parameters: {total:,} ({size / 1024:,.1f} KiB as {self.dtype}): "
+                     f"{trainable:,} trainable, {total - trainable:,} fixed")
+        parts = [f"{kind} {getattr(self, kind)!r}" for kind in ("loss", "optimizer", "accuracy")
+                 if getattr(self, kind) is not None]
+        if parts:
+            lines.append(", ".join(parts))
+        lines.append(f"Precision {self.precision.name}, device {self.device}"
+                     + ("" if self.finalized else "; not finalized yet (model.finalize())"))
+        for line in lines:
+            print_fn(line)
 
     @property
     def trainable_layers(self) -> list[Layer]:
@@ -339,52 +369,72 @@ class Model:
     @_on_device
     def train(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
               shuffle: bool = True, print_every: int | None = None,
-              validation_data: tuple | None = None, verbose: int = 1, on_epoch_end: Any = None,
+              validation_data: tuple | None = None, validation_split: float = 0.0,
+              verbose: int = 1, callbacks: list | None = None, on_epoch_end: Any = None,
               on_batch_end: Any = None, initial_epoch: int = 0,
               cuda_graph: bool = True) -> History:
         """Train for ``epochs`` passes over (X, y) and return the per-epoch history.
 
-        X and y (and ``validation_data``, a pair) may be NumPy or CuPy arrays, arrays with
-        DLPack, numeric pandas DataFrames and Series, or lists.
-        ``verbose=1`` (or True, the default) shows, as Keras does, a progress bar per epoch
-        with the running loss and accuracy in a terminal or a Jupyter notebook (one bar over
-        all epochs when they are many or of few steps), and the book's summary line
-        (``epoch E/N: training, acc: ..., loss: ...`` and the validation's) after each epoch;
-        where the output is a log or a pipe, only that line, once per epoch. ``verbose=0`` (or
-        False) prints nothing. ``verbose=2``, or any ``print_every``, prints the book's lines:
-        ``epoch: E``, its step lines and its ``training, ...`` summary for the first epoch,
-        every ``print_every``-th epoch and the last one; within those, a step line every
-        ``print_every`` steps and for the last step (``print_every`` defaults to 1 there). So
-        ``print_every=100`` prints about one epoch in a hundred, as the book's examples do.
-        ``on_batch_end(epoch, step, steps)`` is called after each step and
-        ``on_epoch_end(epoch, logs)`` after each epoch (the CLI draws progress and checkpoints
-        there); epochs are numbered from ``initial_epoch + 1`` (for resumed runs).
-        On CUDA, each step of the full batch size runs as a captured CUDA graph unless
-        ``cuda_graph=False``; results are the same either way (gpunn.training says more).
-        A loss that becomes NaN or infinite raises TrainingDivergedError naming the epoch and
-        step; the parameters are then those from before that step.
-        Ctrl-C stops after the current step and returns the history so far.
-        After ``gpunn.distributed.init()`` in each of N processes (``mpiexec -n N``), training
-        is data-parallel: ``batch_size`` is the global batch, shared among the processes, and
+        Args:
+            X, y: NumPy or CuPy arrays, arrays with DLPack, numeric pandas DataFrames and
+                Series, or lists (``validation_data`` too, a pair).
+            validation_split: the fraction of (X, y) held out for validation, taken from the
+                end before any shuffling, as Keras takes it (so shuffle data that is sorted
+                first); not with ``validation_data``.
+            verbose: 1 (or True, the default): as Keras, a progress bar per epoch with the
+                running loss and accuracy in a terminal or a Jupyter notebook (one bar over all
+                epochs when they are many or of few steps), and the book's summary line after
+                each epoch; where the output is a log or a pipe, only that line. 0 (or False):
+                nothing. 2, or any ``print_every``: the book's lines, ``epoch: E``, its step
+                lines and its ``training, ...`` summary for the first epoch, every
+                ``print_every``-th epoch and the last one; within those, a step line every
+                ``print_every`` steps and for the last step (``print_every`` defaults to 1).
+            callbacks: gpunn.callbacks objects (EarlyStopping, ModelCheckpoint,
+                ReduceLROnPlateau, LearningRateScheduler, your own Callback), called in order;
+                any may stop training with ``model.stop_training = True``, and
+                ``history.stopped`` then says where and why.
+            on_epoch_end, on_batch_end: functions ``on_epoch_end(epoch, logs)`` and
+                ``on_batch_end(epoch, step, steps)``, called after the callbacks.
+            initial_epoch: epochs are numbered from ``initial_epoch + 1`` (resumed runs).
+            cuda_graph: on CUDA, each step of the full batch size runs as a captured CUDA
+                graph unless False; the results are the same (gpunn.training says more).
+
+        Raises:
+            TrainingDivergedError: a loss became NaN or infinite; the message names the epoch
+                and step, and the parameters are those from before that step.
+
+        Ctrl-C stops after the current step and returns the history so far
+        (``history.interrupted``). After ``gpunn.distributed.init()`` in each of N processes
+        (``mpiexec -n N``), training is data-parallel: ``batch_size`` is the global batch and
         rank 0 alone prints.
         """
+        from gpunn import callbacks as callbacks_module
+
         self._require_ready(training=True)
         epochs = _checks.integer("epochs", epochs, minimum=1)
         initial_epoch = _checks.integer("initial_epoch", initial_epoch, minimum=0)
         verbose = _verbosity(verbose, print_every)
         print_every = 1 if print_every is None else _checks.integer("print_every", print_every,
                                                                     minimum=1)
+        listed = _callbacks(callbacks, callbacks_module.Callback)
+        if on_epoch_end is not None or on_batch_end is not None:
+            listed.append(callbacks_module.Functions(on_epoch_end, on_batch_end))
         X, y = _data.prepare(self, X, y, "X", "y", training=True)
-        if validation_data is not None:
+        if validation_split:
+            if validation_data is not None:
+                raise InvalidArgumentError("Give validation_data or validation_split, not both.")
+            X, y, validation_data = _split(X, y, validation_split)
+        elif validation_data is not None:
             X_val, y_val = _data.pair(validation_data)
             validation_data = _data.prepare(self, X_val, y_val, "X_val", "y_val")
         _data.steps(len(X), batch_size)  # checks batch_size before anything changes
         self.accuracy.init(y)
+        self.stop_training = False
         return _train_loop(self, X, y, epochs=epochs, batch_size=batch_size,
                            shuffle=shuffle, print_every=print_every,
                            validation_data=validation_data, verbose=verbose,
-                           on_epoch_end=on_epoch_end, on_batch_end=on_batch_end,
-                           initial_epoch=initial_epoch, cuda_graph=bool(cuda_graph))
+                           callbacks=listed, initial_epoch=initial_epoch,
+                           cuda_graph=bool(cuda_graph))
 
     def _out_of_memory(self, error: BaseException, batch_size: int,
                        where: str) -> DeviceOutOfMemoryError:
@@ -573,6 +623,30 @@ def _precision(spec: Any) -> precision.Policy:
     if isinstance(spec, dict):  # as saved in a model file
         return precision.policy(spec["name"], scaler=spec.get("scaler"))
     return precision.policy(spec)
+
+
+def _callbacks(callbacks: Any, kind: type) -> list:
+    if callbacks is None:
+        return []
+    listed = [callbacks] if isinstance(callbacks, kind) else list(callbacks)
+    wrong = [callback for callback in listed if not isinstance(callback, kind)]
+    if wrong:
+        raise InvalidTypeError(f"callbacks must be gpunn.callbacks objects (EarlyStopping(), "
+                               f"a subclass of gn.callbacks.Callback, ...); received "
+                               f"{wrong[0]!r}. A plain function goes in on_epoch_end=.")
+    return listed
+
+
+def _split(X: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
+    """Keras' validation_split: the last ``fraction`` of the rows, before shuffling."""
+    fraction = _checks.number("validation_split", fraction, below=1.0)
+    split_at = int(len(X) * (1.0 - fraction))
+    if split_at == 0 or split_at == len(X):
+        raise InvalidArgumentError(
+            f"validation_split={fraction} of {len(X)} samples leaves "
+            f"{'no training' if split_at == 0 else 'no validation'} sample; use a fraction "
+            f"that leaves at least one of each.")
+    return X[:split_at], y[:split_at], (X[split_at:], y[split_at:])
 
 
 def _verbosity(verbose: Any, print_every: Any) -> int:

@@ -28,11 +28,14 @@ UNSEEDED = ("sine", "fashion-mnist", "mnist")
 VALIDATED_ON_TRAINING_DATA = ("sine",)
 
 
-def record(dataset: str, seed: int, X: numpy.ndarray, X_val: numpy.ndarray) -> dict[str, Any]:
+def record(dataset: str, seed: int, X: numpy.ndarray, X_val: numpy.ndarray,
+           validation_split: float | None = None) -> dict[str, Any]:
     """The record ``gpunn train`` keeps in ``model.trained_on`` for data from
-    ``datasets.load(dataset, seed=seed)``."""
+    ``datasets.load(dataset, seed=seed, validation_split=validation_split)``."""
     trained = {"dataset": dataset, "seed": seed, "training_samples": len(X),
                "validation_samples": len(X_val)}
+    if validation_split is not None:  # --validation-split; absent: the default 20%
+        trained["validation_split"] = validation_split
     if dataset not in datasets.NAMES:
         trained["sha256"] = fingerprint(dataset)
     return trained

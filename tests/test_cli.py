@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -1043,3 +1044,44 @@ def test_a_regression_reports_r_squared_in_the_summary_and_in_evaluate(tmp_path,
     assert status == 0 and stdout.endswith(f"of the standardized target), R² {r2:.4f}\n")
     status, stdout, _ = _gpunn(capsys, "train", *TINY, "--out", tmp_path / "spiral")
     assert status == 0 and "R²" not in stdout  # a classifier has none
+
+
+def test_early_stopping_saves_the_best_epoch_and_the_checkpoint_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--epochs", "300", "--lr",
+                               "0.2", "--decay", "0", "--early-stopping", "3", "--out", out)
+    assert status == 0
+    summary = next(line for line in stdout.split("\n") if "stopped early" in line)
+    stopped_at, best = (int(n) for n in re.search(r"epochs 1-(\d+) of 300 .* model.npz holds "
+                                                   r"epoch (\d+)", summary).groups())
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == stopped_at < 300
+    val_losses = [float(row["val_loss"]) for row in rows]
+    assert best == 1 + int(np.argmin(val_losses)) and stopped_at >= best + 3
+    model = gn.Model.load(out / "model.npz", device="cpu")
+    X, y, X_val, y_val = gn.datasets.load("spiral", seed=0)
+    assert model.evaluate(X_val, y_val)[0] == pytest.approx(val_losses[best - 1], rel=1e-5)
+    assert f"validation loss {val_losses[best - 1]:.4g}" in summary
+    assert checkpoint.load(out / "checkpoint.npz", device="cpu").epoch == stopped_at
+
+
+def test_validation_split_holds_out_that_share_of_a_file_and_evaluate_scores_it(tmp_path,
+                                                                               capsys):
+    pandas = pytest.importorskip("pandas")
+    X, y = gn.datasets.spiral_data(40, 3, seed=3)
+    table = pandas.DataFrame({"a": X[:, 0], "b": X[:, 1], "label": y})
+    table.to_csv(tmp_path / "spiral.csv", index=False)
+    status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", tmp_path / "spiral.csv",
+                              "--validation-split", "0.35", "--out", tmp_path / "run")
+    assert status == 0, err
+    assert ": 78 training and 42 validation samples" in out.splitlines()[0]  # int(120 * 0.35)
+    status, out, err = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
+    assert status == 0 and err == "", err
+    assert "validation split (seed 0), 42 samples" in out
+    status, _, err = _gpunn(capsys, "train", *TINY, "--validation-split", "0.3", "--out",
+                            tmp_path / "spiral")
+    assert status == 1 and "applies to .npz and .csv files only" in _one_error_line(err)
+    status, _, err = _gpunn(capsys, "train", *TINY, "--validation-split", "1", "--out",
+                            tmp_path / "whole")
+    assert status == 2 and "expected a number > 0 and < 1" in err

@@ -733,3 +733,34 @@ def test_every_weight_and_bias_starts_256_bytes_aligned(backend, dtype, tmp_path
         np.testing.assert_array_equal(b1, b2)
     np.testing.assert_array_equal(backend.to_numpy(loaded.optimizer.state["cache"]),
                                   backend.to_numpy(model.optimizer.state["cache"]))
+
+
+def test_summary_counts_parameters_as_pytorch_does_and_names_the_policy(capsys):
+    torch = pytest.importorskip("torch")
+    model = gn.Model(device="cpu")
+    for layer in (gn.Standardize([0.0] * 5, [1.0] * 5), gn.Dense(5, 32), gn.ReLU(),
+                  gn.Dropout(0.2), gn.Dense(32, 16), gn.Tanh(), gn.Dense(16, 3), gn.Softmax()):
+        model.add(layer)
+    model.set(loss=gn.CategoricalCrossentropy(), optimizer=gn.Adam(),
+              accuracy=gn.CategoricalAccuracy())
+    model.summary()
+    before = capsys.readouterr().out
+    assert before.rstrip().endswith("not finalized yet (model.finalize())")
+    model.finalize()
+    model.summary()
+    lines = capsys.readouterr().out.strip().split("\n")
+    reference = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.ReLU(),
+                                    torch.nn.Linear(32, 16), torch.nn.Tanh(),
+                                    torch.nn.Linear(16, 3))
+    counts = [int(line.split()[-1].replace(",", "")) for line in lines[1:9]]
+    theirs = [p.numel() for p in reference.parameters()]
+    assert counts == [10, sum(theirs[0:2]), 0, 0, sum(theirs[2:4]), 0, sum(theirs[4:6]), 0]
+    assert [line.split()[-2] for line in lines[1:9]] == ["5", "32", "32", "32", "16", "16",
+                                                          "3", "3"]
+    trainable = sum(theirs)
+    assert lines[9] == (f"Total parameters: {trainable + 10:,} "
+                        f"({(trainable + 10) * 4 / 1024:,.1f} KiB as float32): "
+                        f"{trainable:,} trainable, 10 fixed")
+    assert lines[-1] == "Precision float32, device cpu"
+    assert "optimizer Adam(learning_rate=0.001" in lines[-2]
+    assert "\n" not in repr(model)

@@ -119,10 +119,12 @@ def load_data(settings: dict[str, Any], args: argparse.Namespace, model: Any = N
         warnings.simplefilter("always")
         if dataset in datasets.NAMES:
             data, table = datasets.load(dataset, seed=settings["seed"],
-                                        data_dir=getattr(args, "data_dir", None)), None
+                                        data_dir=getattr(args, "data_dir", None),
+                                        validation_split=settings.get("validation_split")), None
         else:
             table = _read_file(dataset, settings, model, args)
-            data = datasets.split(table.X, table.y, settings["seed"], dataset)
+            data = datasets.split(table.X, table.y, settings["seed"], dataset,
+                                  validation_split=settings.get("validation_split"))
     lead = distributed.current().rank == 0
     if lead:
         for warning in caught:

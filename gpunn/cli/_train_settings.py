@@ -51,14 +51,16 @@ PRESETS = {
 FILE_REGRESSION = {"lr": 0.001, "epochs": 30}
 COMMON = {"dropout": 0.0, "optimizer": "adam", "seed": 0, "dtype": "float32",
           "precision": "float32", "label": None, "features": None, "drop": None,
-          "keep_first_column": False}
+          "keep_first_column": False, "validation_split": None}
 # The options that define a run; --resume takes them from the checkpoint.
 TRAINING_OPTIONS = ("dataset", "hidden", "activation", "dropout", "optimizer", "lr", "decay",
                     "epochs", "batch_size", "l2", "seed", "dtype", "precision", "standardize",
-                    "standardize_target", "label", "features", "drop", "keep_first_column")
+                    "standardize_target", "label", "features", "drop", "keep_first_column",
+                    "validation_split")
 # Options added after checkpoints were first written, with the value older runs had.
 _ADDED = {"precision": "float32", "standardize": False, "standardize_target": False,
-          "label": None, "features": None, "drop": None, "keep_first_column": False}
+          "label": None, "features": None, "drop": None, "keep_first_column": False,
+          "validation_split": None}
 
 
 def new_settings(args: argparse.Namespace) -> dict[str, Any]:

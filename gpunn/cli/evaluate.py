@@ -101,7 +101,9 @@ def _evaluation_data(args: argparse.Namespace, model: gn.Model,
         seed = trained["seed"]
     elif seed is None:
         seed = trained.get("seed") if trained and trained.get("seed") is not None else 0
-    X, y, X_val, y_val = load_data({"dataset": dataset, "seed": seed}, args, model)
+    fraction = trained.get("validation_split") if training else None  # as it was trained
+    X, y, X_val, y_val = load_data({"dataset": dataset, "seed": seed,
+                                    "validation_split": fraction}, args, model)
     warnings = [changed] if changed else []
     if training and split == "validation" and dataset in model_data.VALIDATED_ON_TRAINING_DATA:
         warnings.append(f"{dataset}'s validation split is its training data (as in the book), "

@@ -153,6 +153,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     option("--force", action="store_true", help="replace files in --out named like the run's "
            "(model.npz, checkpoint.npz, metrics.csv, training.png) that gpunn did not write; "
            "another run's files are never replaced, nor the data set")
+    option("--validation-split", type=parse_number(above=True, below=1.0), metavar="F",
+           help="for a .npz or .csv file, the share of its rows held out for validation after "
+                "the seeded shuffle (default 0.2); gpunn evaluate scores the same rows")
+    option("--early-stopping", type=parse_integer(0), metavar="PATIENCE",
+           help="stop when the validation loss has not improved for PATIENCE epochs; model.npz "
+                "then holds the best epoch's parameters (the summary says which epoch), "
+                "checkpoint.npz the last epoch's, from which --resume continues")
     option("--quiet", action="store_true", help="print nothing but errors")
     option("--no-cuda-graph", dest="cuda_graph", action="store_false",
            help="on CUDA, launch every step's kernels one by one instead of replaying the step "
@@ -209,7 +216,8 @@ def train(args: argparse.Namespace) -> int:
                 runs.check_files(Path(args.out), force=args.force, reads=_data_file(settings))
             out, previous = runs.new_folder(args.out)
     if model.trained_on is None:  # a new run, or one started before gpunn kept the record
-        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val)
+        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val,
+                                             settings["validation_split"])
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
     # the regression accuracy's precision, shown before training, from the targets the model
@@ -236,15 +244,13 @@ def train(args: argparse.Namespace) -> int:
                       f"points at)")
         print(where, flush=True)
     display = progress.choose(quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = runs.Run(model, settings, out, history, done, last, display,
-                   force=args.force) if lead else None
+    run = runs.Run(model, settings, out, history, done, last, force=args.force) if lead else None
     started = time.perf_counter()
     try:
         result = training.History() if last == done else model.train(
             X, y, epochs=last - done, batch_size=batch_size, validation_data=(X_val, y_val),
             verbose=False, initial_epoch=done, cuda_graph=args.cuda_graph,
-            on_epoch_end=run.on_epoch_end if lead else None,
-            on_batch_end=display.batch_end if display.per_batch else None)
+            callbacks=[run, display, *_stopping(args)] if lead else [display, *_stopping(args)])
     finally:  # a bar left open would swallow the error line that follows
         display.close()
     seconds = time.perf_counter() - started
@@ -270,7 +276,7 @@ def train(args: argparse.Namespace) -> int:
             print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
         r2 = (r_squared(model.predict(X_val), y_val)
               if isinstance(model.accuracy, gn.RegressionAccuracy) else None)
-        print(_summary(run.history, done, last, seconds, model.device, r2))
+        print(_summary(run.history, done, last, seconds, model.device, r2, result.stopped))
         if reason is not None:
             print(f"training.png skipped: {reason}")
         print(f"wrote {', '.join(str(out / name) for name in written)}")
@@ -355,11 +361,24 @@ def _feature_count(model: gn.Model) -> int:
     return 0 if first is None else first.n_inputs
 
 
+def _stopping(args: argparse.Namespace) -> list[gn.callbacks.Callback]:
+    """--early-stopping: on every rank, which all see the same (reduced) validation loss."""
+    if args.early_stopping is None:
+        return []
+    return [gn.callbacks.EarlyStopping(patience=args.early_stopping, restore_best_weights=True)]
+
+
 def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
-             device: str, r2: float | None) -> str:
+             device: str, r2: float | None, stopped: dict | None = None) -> str:
     final = {key: values[-1] for key, values in history.items() if values}
     ran = f"trained epochs {done + 1}-{last} in {seconds:.1f} s" if last > done else \
         f"already trained {last} epochs"
+    if stopped is not None:  # EarlyStopping restored its best epoch: the model holds that one
+        best = done + int(numpy.argmin(history["val_loss"][done:]))
+        final = {key: values[best] for key, values in history.items() if values}
+        ran = (f"trained epochs {done + 1}-{stopped['epoch']} of {last} in {seconds:.1f} s, "
+               f"stopped early ({stopped['reason'].removeprefix('EarlyStopping: ')}); "
+               f"model.npz holds epoch {best + 1}")
     text = (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
             f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
     return text if r2 is None else f"{text}, R² {r2:.4f}"
