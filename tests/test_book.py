@@ -44,6 +44,8 @@ FAST_EPOCHS = {10: 100, 14: 100, 15: 20, 16: 100, 17: 100, 18: 10}
 # the last epoch's accuracy and losses within DRIFT of the book's (measured in the README).
 EXACT_EPOCHS = 5
 DRIFT = {"acc": 0.05, "loss": 0.05, "data_loss": 0.05}
+# On CUDA the first epochs within one sample of 300 and one printed digit (plus rounding).
+DEVICE_UNIT = {"acc": 0.0034, "loss": 0.0011, "data_loss": 0.0011}
 
 
 def script(chapter: int, epochs: int, every: int = 100) -> str:
@@ -121,7 +123,14 @@ def compare(chapter: int, epochs: int, *, cuda: bool = False) -> None:
     book, ours = run(text), run(with_gpunn(text, cuda=cuda))
     assert len(book) > EXACT_EPOCHS
     assert [skeleton(line) for line in ours] == [skeleton(line) for line in book]
-    assert ours[:EXACT_EPOCHS] == book[:EXACT_EPOCHS]
+    if not cuda:
+        assert ours[:EXACT_EPOCHS] == book[:EXACT_EPOCHS]
+    else:  # cuBLAS sums in its own order: the first line exact, then within a printed unit
+        assert ours[0] == book[0]
+        for mine, theirs in zip(ours[:EXACT_EPOCHS], book[:EXACT_EPOCHS]):
+            for name, value in numbers(theirs).items():
+                if name in DEVICE_UNIT:
+                    assert abs(numbers(mine)[name] - value) <= DEVICE_UNIT[name], (mine, theirs)
     for mine, theirs in zip(ours[-2:], book[-2:]):  # the last epoch and the validation
         for name, value in numbers(theirs).items():
             if name in ("acc", "loss", "data_loss"):
