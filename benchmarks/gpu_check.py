@@ -198,6 +198,7 @@ class Check:
                 except Exception:  # a part's own bug must not cost the others their turn
                     result = {"error": traceback.format_exc()[-TAIL:]}
                 result["seconds"] = round(time.monotonic() - started, 1)
+                result["limit_seconds"] = round(min(seconds, left), 1)
             result.setdefault("device", self.record["device"])
             self.record["parts"][name] = result
             self.save()

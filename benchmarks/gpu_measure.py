@@ -40,8 +40,9 @@ from gpunn.backend.kernels import OPTIMIZER_RULES, TALLY_SIZE
 from gpunn.backend.numpy_backend import NumpyBackend
 
 PACKAGES = ("numpy", "cupy-cuda13x", "cupy-cuda12x", "nvmath-python", "cuda-bindings",
-            "cuda-core", "cuda-pathfinder", "nvidia-cuda-nvrtc", "nvidia-cublas",
-            "nvidia-nccl-cu13", "torch", "pytest", "pytest-timeout", "hypothesis", "mpi4py")
+            "cuda-core", "cuda-pathfinder", "ml-dtypes", "nvidia-cuda-nvrtc",
+            "nvidia-cuda-runtime", "nvidia-cublas", "nvidia-nccl-cu13", "torch", "pytest",
+            "pytest-timeout", "hypothesis", "mpi4py")
 TOOLS = ("compute-sanitizer", "ncu", "nsys", "nvcc", "g++", "mpiexec")
 SIMULATED = "cuda-sim:0 (CuPy double, simulated: not a GPU)"
 BUSY_SECONDS = 0.3

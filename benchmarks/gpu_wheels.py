@@ -9,9 +9,14 @@ temporary folder of its own.
 The GPU machine (benchmarks/README.md, "On a GPU machine without network") has Python 3.12 and
 the packages of ``MACHINE`` below. Against pyproject.toml's ``cuda13`` extra
 (``cupy-cuda13x[ctk]``, ``nvidia-nccl-cu13``, ``nvmath-python``) it lacks nvmath-python, whose
-cuBLAS bindings let a CUDA graph capture the training step (gpunn/backend/blas.py); its own
-dependencies (cuda-bindings, cuda-core, cuda-pathfinder, numpy) are there. The tests need
-nothing more: pytest, pytest-timeout and hypothesis are there too.
+cuBLAS bindings let a CUDA graph capture the training step and carry every CUDA product
+(gpunn/backend/blas.py). Its dependencies cuda-bindings, cuda-core and cuda-pathfinder are
+there, in versions nobody has read (the image's package list names them without versions), and
+nvmath-python 1.0.1 imports only with cuda-core >= 0.5 (with 0.4.2: "cannot import name
+'Stream'") and cuda-pathfinder >= 1.5.1: so pinned versions of both that it imports with come
+too, and gpu_check puts them before the machine's own. ``python -m benchmarks.gpu_probe`` says
+in seconds whether that worked. The tests need nothing more: pytest, pytest-timeout and
+hypothesis are there too.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ FOLDER = ROOT / "wheels"
 PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux_2_28_x86_64"
 # What the GPU machine lacks, pinned to the version the nvmath-python double's API list was
-# generated from (tests/nvmath_double/nvmath_api.json); its cp312 wheel is manylinux_2_28.
-WHEELS = ("nvmath-python==1.0.1",)
+# generated from (tests/nvmath_double/nvmath_api.json); its cp312 wheel is manylinux_2_28. Then
+# what nvmath-python 1.0.1 needs (its Requires-Dist: cuda-core>=0.5.0,<2,
+# cuda-pathfinder>=1.5.1,<2.0), pinned to the versions the dev extra's nvmath-python imports with
+# (cuda-core 1.2.2 wants cuda-pathfinder>=1.4.2 and, for CUDA 13, the machine's cuda-bindings 13).
+WHEELS = ("nvmath-python==1.0.1", "cuda-core==1.2.2", "cuda-pathfinder==1.9.1")
 # What the GPU machine has (Python 3.12.3; numpy 2.5.2, cupy-cuda13x 14.2.0 and torch
 # 2.11.0+cu130 among them). The rehearsal (tests/test_gpu_check.py) builds an environment from
 # those PyPI has for CPython 3.12, less CuPy (replaced by the CuPy double), torch (PyPI's cp312

@@ -1,6 +1,6 @@
 """gpunn: neural networks from scratch, on NumPy or on a CUDA GPU with our own kernels."""
 
-from gpunn import datasets, distributed
+from gpunn import callbacks, datasets, distributed
 from gpunn.accuracy import CategoricalAccuracy, RegressionAccuracy
 from gpunn.activations import LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from gpunn.backend import device, seed
@@ -58,6 +58,7 @@ __all__ = [
     "Standardize",
     "Tanh",
     "TrainingDivergedError",
+    "callbacks",
     "datasets",
     "device",
     "distributed",

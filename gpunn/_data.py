@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy
 
-from gpunn import _checks
+from gpunn import _checks, tables
 from gpunn.backend import device
 from gpunn.errors import InvalidArgumentError, InvalidTypeError
 from gpunn.layers import Dense
@@ -30,11 +30,15 @@ def steps(samples: int, batch_size: int | None) -> tuple[int, int]:
     return -(-samples // batch_size), batch_size
 
 
-def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tuple[Any, Any]:
+def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None, *,
+            training: bool = False) -> tuple[Any, Any]:
     """(X, y) checked against the model and moved to its device (or kept in host memory when the
     device should not hold them; training then moves one batch at a time): X as (samples,
-    features) in the model's dtype; y as class indices or one-hot for categorical losses, else as
-    floats shaped like the output."""
+    features) in the model's dtype, a DataFrame's columns taken by name when the model knows
+    its features' names (``training`` remembers them); y as class indices or one-hot for
+    categorical losses (the user's labels through ``model.classes``), else as floats shaped like
+    the output, standardized when the model has a target scaling."""
+    X = _named_columns(model, X, x_name, training)
     X = _array(X, x_name, model.backend, dtype=model.dtype)
     backend = model.backend if model.backend.holds(X.size * 8) else device("cpu")
     if X.ndim != 2:
@@ -52,26 +56,88 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None) -> tupl
                                    f"before training.")
     if y_name is None:
         return X, None
+    width = outputs(model)
+    y = _labels(model, y, y_name, training, width)
     # Labels go where X went (the model's device, or the host for data kept there), so the
     # two can be indexed together: CuPy refuses a NumPy array indexed by a device array.
     y = backend.asarray(_array(y, y_name, model.backend))
     if y.ndim == 0 or len(y) != len(X):
         raise InvalidArgumentError(f"{y_name} has {0 if y.ndim == 0 else len(y)} labels but "
                                    f"{x_name} has {len(X)} samples.")
-    outputs = _outputs(model)
     if isinstance(model.loss, CategoricalCrossentropy):
-        return X, _class_labels(backend, y, y_name, outputs, model.dtype)
-    if y.ndim == 1 and outputs == 1:
+        return X, _class_labels(backend, y, y_name, width, model.dtype)
+    if y.ndim == 1 and width == 1:
         y = y.reshape(-1, 1)
-    if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
-        raise InvalidArgumentError(f"{y_name} must have shape ({len(X)}, {outputs}) to match "
-                                   f"the model's {outputs} outputs; received {tuple(y.shape)}.")
+    if width is not None and (y.ndim != 2 or y.shape[1] != width):
+        raise InvalidArgumentError(f"{y_name} must have shape ({len(X)}, {width}) to match "
+                                   f"the model's {width} outputs; received {tuple(y.shape)}.")
     if isinstance(model.loss, BinaryCrossentropy):
         _binary_targets(y, y_name)
     y = y.astype(model.dtype, copy=False)
     if not bool(backend.xp.isfinite(y).all()):
         raise InvalidArgumentError(f"{y_name} contains NaN or inf.")
+    if model.target_scaling is not None:
+        scaling = model.target_scaling
+        y = (y - backend.asarray(scaling.mean_values, dtype=model.dtype)) / \
+            backend.asarray(scaling.std_values, dtype=model.dtype)
     return X, y
+
+
+def _named_columns(model: Any, X: Any, name: str, training: bool) -> Any:
+    """A DataFrame's columns in the order of ``model.feature_names`` (taken by name, in any
+    order; a missing one refused); in training, a model without names takes the frame's."""
+    if not type(X).__module__.startswith("pandas") or not hasattr(X, "columns"):
+        return X
+    columns = [str(column) for column in X.columns]
+    if model.feature_names is None:
+        if training and all(isinstance(column, str) for column in X.columns):
+            model.feature_names = columns
+        return X
+    if columns == model.feature_names:
+        return X
+    missing = [column for column in model.feature_names if column not in columns]
+    if missing:
+        raise InvalidArgumentError(f"{name} lacks the column{'s' if len(missing) > 1 else ''} "
+                                   f"{', '.join(map(repr, missing))}, which the model was "
+                                   f"trained on (model.feature_names: "
+                                   f"{', '.join(map(repr, model.feature_names))}).")
+    return X[model.feature_names]
+
+
+def _labels(model: Any, y: Any, name: str, training: bool, width: int | None) -> Any:
+    """A classifier's labels as class indices: text labels, or any labels of a model with
+    ``classes``, through the classes (found from the labels in training when the model has
+    none: the sorted distinct labels, as scikit-learn's LabelEncoder)."""
+    classifies = isinstance(model.loss, CategoricalCrossentropy) or (
+        isinstance(model.loss, BinaryCrossentropy) and width == 1)
+    if not classifies:
+        return y
+    if type(y).__module__.startswith("pandas") and str(getattr(y, "dtype", "")) in (
+            "object", "str", "string", "category"):
+        y = y.astype(str).to_numpy()  # text labels; numbers go through _array's checks
+    y = numpy.asarray(y) if isinstance(y, (list, tuple)) else y
+    text = isinstance(getattr(y, "dtype", None), numpy.dtype) and y.dtype.kind in "USO"
+    if model.classes is None and text:
+        if not training:
+            raise InvalidArgumentError(f"{name} holds text labels, but the model has no "
+                                       f"classes to read them by: train it on them first, or "
+                                       f"set model.classes.")
+        found = sorted(set(numpy.asarray(y).reshape(-1).astype(str).tolist()))
+        expected = 2 if width == 1 else width
+        if width is not None and len(found) != expected:
+            raise InvalidArgumentError(f"{name} has {len(found)} distinct labels "
+                                       f"({', '.join(map(repr, found[:10]))}) but the model has "
+                                       f"{width} output{'s' if width > 1 else ''}; give it "
+                                       f"{len(found) if len(found) > 2 else '1 sigmoid or 2'} "
+                                       f"outputs.")
+        model.classes = found
+    if model.classes is None or not isinstance(y, numpy.ndarray) or (
+            y.ndim == 2 and y.shape[1] > 1):
+        return y  # class indices, one-hot rows, or data _array checks and converts first
+    if text:
+        y = numpy.asarray(y).astype(str)
+    return tables.encode(numpy.asarray(y) if not hasattr(y, "get") else y.get(),
+                         model.classes, source=name)
 
 
 def _array(data: Any, name: str, model_backend: Any, dtype: str | None = None) -> Any:
@@ -172,7 +238,8 @@ def _interchange(data: Any, name: str, model_backend: Any) -> Any:
         + f") or the model: model.to('{where}').")
 
 
-def _outputs(model: Any) -> int | None:
+def outputs(model: Any) -> int | None:
+    """The width of the model's last Dense layer (its outputs), or None without one."""
     dense = [layer for layer in model.layers if isinstance(layer, Dense)]
     return dense[-1].n_neurons if dense else None
 

@@ -19,7 +19,7 @@ from typing import Any, Union
 
 import numpy
 
-from gpunn import _checks, backend, files, io
+from gpunn import _checks, backend, files, io, tables
 from gpunn.errors import FileFormatError, GpunnError, InvalidArgumentError, InvalidTypeError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -251,7 +251,7 @@ class _NetworkError(Exception):
 def load_npz(path: PathLike) -> Pair:
     """(X, y) from an .npz holding arrays ``X`` (samples, features) and ``y``. Example:
     ``numpy.savez("data.npz", X=X, y=y); X, y = load_npz("data.npz")``."""
-    path = _existing(path)
+    path = existing(path)
     arrays = io.read_arrays(path)  # no pickle: object arrays are refused, as they could run code
     missing = [key for key in ("X", "y") if key not in arrays]
     if missing:
@@ -262,99 +262,70 @@ def load_npz(path: PathLike) -> Pair:
     return _checked(path, X, y)
 
 
-def load_csv(path: PathLike, *, label_column: int = -1, skip_header: bool | None = None) -> Pair:
-    """(X, y) from a numeric CSV, one sample a line, the label in ``label_column``; a first line
-    that is not numeric is taken for a header unless ``skip_header`` says otherwise; commas,
-    semicolons or tabs separate the cells. Example:
+def load_csv(path: PathLike, *, label_column: int | str = -1,
+             skip_header: bool | None = None) -> Pair:
+    """(X, y) from a CSV, one sample a line, the label in ``label_column`` (a position, negative
+    from the end, or a header name); a first line that is not data is taken for a header unless
+    ``skip_header`` says otherwise; commas, semicolons or tabs separate the cells, quoted cells
+    are unquoted, and the index pandas writes (an unnamed first column) is dropped. y holds
+    the labels as written: numbers, or text (gpunn.tables reads the rest). Example:
     ``X, y = load_csv("train.csv", label_column=0)``."""
-    path = _existing(path)
-    table, numbers, header = _csv_rows(path, skip_header)
-    width = table.shape[1]
-    if width < 2:
-        raise FileFormatError(f"{path} has one column; expected the features and then the "
-                              f"label, the last column, on each line (e.g. '0.5,1.2,0').")
-    column = _checks.integer("label_column", label_column, minimum=-width)
-    if column >= width:
-        raise InvalidArgumentError(f"label_column must be in [{-width}, {width - 1}] for {path}, "
-                                   f"which has {width} columns; received "
-                                   f"label_column={label_column}.")
-    _finite(path, table, numbers)
-    _index_column(path, table, header, column % width)
-    y = table[:, column]
-    # Whole-number labels are classes; anything else is a regression target.
-    y = y.astype(numpy.int64) if numpy.all(numpy.mod(y, 1) == 0) else y.astype(numpy.float32)
-    return _checked(path, numpy.delete(table, column, axis=1), y)
+    path = existing(path)
+    if not isinstance(label_column, str):
+        label_column = _checks.integer("label_column", label_column, minimum=-(2**31))
+    table = tables.read_csv(path, label=label_column, label_option="label_column",
+                            header=None if skip_header is None else bool(skip_header))
+    _warn_about_counting_column(path, table)
+    return _checked(path, table.X, _numbers_if_whole(table.y))
 
 
-def _csv_table(path: Path, skip_header: bool | None) -> numpy.ndarray:
-    """Every row of a numeric CSV as a float64 table (see ``load_csv``), NaN and inf refused."""
-    table, numbers, _ = _csv_rows(path, skip_header)
-    _finite(path, table, numbers)
-    return table
+def read_table(path: PathLike, **columns: Any) -> tables.Table:
+    """A user's data file as a gpunn.tables.Table: an .npz's arrays X and y, or a CSV read by
+    ``tables.read_csv`` with ``columns`` (label, features, drop, keep_first_column)."""
+    path = existing(path)
+    if path.suffix.lower() == ".csv":
+        table = tables.read_csv(path, **columns)
+        _warn_about_counting_column(path, table)
+        _checked(path, table.X, numpy.zeros(len(table.X)))
+        return table
+    given = [f"--{name.replace('_', '-')}" for name, value in columns.items() if value]
+    if given:
+        raise InvalidArgumentError(f"{' and '.join(given)} choose{'s' if len(given) == 1 else ''}"
+                                   f" columns of a CSV file; {path} is an .npz, whose arrays X "
+                                   f"and y are the features and the targets.")
+    X, y = load_npz(path)
+    return tables.Table(X, y, None, None)
 
 
-def _csv_rows(path: Path, skip_header: bool | None) -> tuple[numpy.ndarray, list[int], list[str]]:
-    """(table, the file's line number of each row, the header's cells or [])."""
-    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1)
-             if line.strip()]
-    separator = _separator(lines)
-    if skip_header is None:
-        skip_header = bool(lines) and _bad_cell(lines[0][1], separator) is not None
-    header = lines[0][1].split(separator) if skip_header and lines else []
-    rows = lines[1:] if skip_header else lines
-    if not rows:
-        raise FileFormatError(f"{path} has no data rows; expected numeric lines such as "
-                              f"'0.5,1.2,0'.")
-    try:
-        table = numpy.loadtxt([line for _, line in rows], delimiter=separator, ndmin=2,
-                              comments=None)
-    except ValueError as error:
-        raise _csv_error(path, rows, separator, error) from None
-    return table, [number for number, _ in rows], header
+def _numbers_if_whole(y: numpy.ndarray) -> numpy.ndarray:
+    """Whole-number labels as int64 (as load_csv always gave them), other numbers as float32."""
+    if y.dtype.kind not in "f":
+        return y
+    return y.astype(numpy.int64) if numpy.all(numpy.mod(y, 1) == 0) else y.astype(numpy.float32)
 
 
-def _separator(lines: list[tuple[int, str]]) -> str:
-    """A comma, or the semicolon or tab of a file with no comma (as spreadsheets in many
-    locales write CSV)."""
-    text = [line for _, line in lines[:5]]
-    for separator in (";", "\t"):
-        counts = {line.count(separator) for line in text}
-        if len(counts) == 1 and counts != {0}:  # the same number of them on every line
-            return separator
-    return ","
-
-
-def _finite(path: Path, table: numpy.ndarray, numbers: list[int]) -> None:
-    bad = numpy.argwhere(~numpy.isfinite(table))
-    if len(bad):
-        row, column = bad[0]
-        raise FileFormatError(f"{path}, line {numbers[row]}, column {column + 1} is "
-                              f"{table[row, column]} ({len(bad)} such cells in all); expected "
-                              f"finite numbers. Remove or impute those cells first.")
-
-
-def _index_column(path: Path, table: numpy.ndarray, header: list[str], label: int) -> None:
-    """Warn about a first column that counts the rows, like the index pandas writes by default
-    (DataFrame.to_csv without index=False): it would be trained on as a feature."""
-    if label == 0 or table.shape[1] < 3:
+def _warn_about_counting_column(path: Path, table: tables.Table) -> None:
+    """Warn about a headerless first feature that counts the rows, like the index pandas writes
+    (DataFrame.to_csv(header=False)): it would be trained on as a feature. A file with a header
+    says by its first cell whether that is pandas' index (gpunn.tables drops it)."""
+    X = table.X
+    if table.feature_names is not None or X.shape[1] < 2 or len(X) < 3:
         return
-    first = table[:, 0]
-    counts = numpy.array_equal(first, numpy.arange(len(first))) or \
-        numpy.array_equal(first, numpy.arange(1, len(first) + 1))
-    if counts and len(first) > 2 or (header and header[0].strip() in ("", "Unnamed: 0")):
+    first = X[:, 0]
+    if numpy.array_equal(first, numpy.arange(len(first))) or \
+            numpy.array_equal(first, numpy.arange(1, len(first) + 1)):
         warnings.warn(f"{path}: the first column counts the rows ({first[0]:g}, {first[1]:g}, "
-                      f"...) like the index pandas writes by default, and is used as a feature; "
-                      f"write the file with DataFrame.to_csv(..., index=False) or drop that "
-                      f"column", UserWarning, stacklevel=3)
+                      f"...) like the index pandas writes, and is used as a feature; write the "
+                      f"file with DataFrame.to_csv(..., index=False) or drop that column",
+                      UserWarning, stacklevel=3)
 
 
 def load_inputs(path: PathLike) -> numpy.ndarray:
     """X to predict from: an .npz's array ``X`` (an array ``y`` beside it is ignored), or every
-    column of a numeric CSV (``gpunn predict`` drops a label column itself). Example:
-    ``X = load_inputs("points.csv")``."""
-    path = _existing(path)
+    column of a numeric CSV but pandas' index. Example: ``X = load_inputs("points.csv")``."""
+    path = existing(path)
     if path.suffix.lower() == ".csv":
-        return _csv_table(path, None).astype(numpy.float32)
+        return tables.read_csv(path, targets=False).X
     arrays = io.read_arrays(path)
     if "X" not in arrays:
         raise FileFormatError(f"{path} has no array X (found {sorted(arrays)}); save one with "
@@ -366,41 +337,8 @@ def load_inputs(path: PathLike) -> numpy.ndarray:
     return X.astype(numpy.float32)
 
 
-def _csv_error(path: Path, rows: list[tuple[int, str]], separator: str,
-               error: ValueError) -> FileFormatError:
-    """The first line NumPy could not read, named: a short row, an empty cell, or a cell that is
-    not a number."""
-    width = len(rows[0][1].split(separator))
-    for number, line in rows:
-        cells = line.split(separator)
-        if len(cells) != width:
-            return FileFormatError(f"{path}, line {number}: expected {width} cells like line "
-                                   f"{rows[0][0]}, found {len(cells)}.")
-        for column, cell in enumerate(cells, 1):
-            if not cell.strip():
-                return FileFormatError(f"{path}, line {number}, column {column} is empty; "
-                                       f"expected a number. Fill or drop the missing values "
-                                       f"first.")
-        if (bad := _bad_cell(line, separator)) is not None:
-            column = cells.index(bad) + 1
-            hint = ("write decimals with a point (0.5), not a comma" if "," in bad and
-                    separator != "," else "encode categories as numbers first")
-            return FileFormatError(f"{path}, line {number}, column {column}: {bad!r} is not a "
-                                   f"number; load_csv reads numeric CSV with at most one header "
-                                   f"line: {hint}.")
-    return FileFormatError(f"{path} is not a numeric CSV: {error}")
-
-
-def _bad_cell(line: str, separator: str = ",") -> str | None:
-    for cell in line.split(separator):
-        try:
-            float(cell)
-        except ValueError:
-            return cell
-    return None
-
-
-def _existing(path: PathLike) -> Path:
+def existing(path: PathLike) -> Path:
+    """``path`` as a Path to a file that is there, or an error saying where it looked."""
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidTypeError(f"path must be a string or a path; received {path!r}.")
     path = Path(path).expanduser()
@@ -418,6 +356,8 @@ def _checked(path: Path, X: numpy.ndarray, y: numpy.ndarray) -> Pair:
         raise FileFormatError(f"{path}: y must hold one label (or target row) per row of X, "
                               f"{len(X)} in all; received y of shape {y.shape}.")
     for name, array in (("X", X), ("y", y)):
+        if name == "y" and array.dtype.kind in "US":
+            continue  # text labels (a CSV's): gpunn.tables encodes them
         if array.dtype.kind not in "biuf":
             raise FileFormatError(f"{path}: {name} must be numeric; received dtype "
                                   f"{array.dtype}.")
@@ -433,14 +373,19 @@ def _checked(path: Path, X: numpy.ndarray, y: numpy.ndarray) -> Pair:
 # ---- one entry point for the command line ----------------------------------------------------
 
 def load(name_or_path: PathLike, *, seed: int | None = None,
-         data_dir: PathLike | None = None) -> Split:
-    """(X, y, X_val, y_val) for a name in NAMES or a .npz/.csv path (whose last 20% after a
-    seeded shuffle is held out); ``data_dir``: where (fashion-)mnist's files are. Example:
-    ``X, y, X_val, y_val = load("spiral")``."""
+         data_dir: PathLike | None = None, validation_split: float | None = None) -> Split:
+    """(X, y, X_val, y_val) for a name in NAMES or a .npz/.csv path (whose last
+    ``validation_split``, default 20%, after a seeded shuffle is held out); ``data_dir``: where
+    (fashion-)mnist's files are. Example: ``X, y, X_val, y_val = load("spiral")``."""
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InvalidTypeError(f"dataset must be a name or a path; received {name_or_path!r}.")
     text = os.fspath(name_or_path)
     key = text.strip().lower().replace("_", "-")
+    if validation_split is not None and key in NAMES:
+        raise InvalidArgumentError(
+            f"{key} comes with its own validation set (a separate draw, or the test set), so "
+            f"a validation split applies to .npz and .csv files only; received "
+            f"validation_split={validation_split}.")
     # The validation set is a fresh draw: the next seed, or the generator's next numbers.
     val_seed = None if seed is None else _checks.integer("seed", seed) + 1
     if key == "spiral":
@@ -456,10 +401,20 @@ def load(name_or_path: PathLike, *, seed: int | None = None,
         raise InvalidArgumentError(f"Unknown dataset {text!r}: expected one of "
                                    f"{', '.join(NAMES)}, or a path ending in .npz or .csv.")
     X, y = load_npz(text) if suffix == ".npz" else load_csv(text)
+    return split(X, y, seed, text, validation_split=validation_split)
+
+
+def split(X: numpy.ndarray, y: numpy.ndarray, seed: int | None, name: Any = "the data", *,
+          validation_split: float | None = None) -> Split:
+    """(X, y, X_val, y_val): the last ``validation_split`` (default 20%) of a seeded shuffle
+    held out, as ``gpunn train`` splits a file."""
     if len(X) < 2:
-        raise InvalidArgumentError(f"{text} has {len(X)} sample; at least 2 are needed to hold "
+        raise InvalidArgumentError(f"{name} has {len(X)} sample; at least 2 are needed to hold "
                                    f"out a validation set.")
     order = _rng(seed).permutation(len(X))
-    n_val = max(1, len(X) // 5)
+    n_val = max(1, len(X) // 5 if validation_split is None else int(len(X) * validation_split))
+    if n_val >= len(X):
+        raise InvalidArgumentError(f"validation_split={validation_split} of {len(X)} samples "
+                                   f"leaves none to train on; hold out less.")
     train, val = order[:-n_val], order[-n_val:]
     return X[train], y[train], X[val], y[val]

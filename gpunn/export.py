@@ -12,6 +12,7 @@ size; the output is "probabilities" after Softmax or Sigmoid, else "outputs". Ne
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,7 +159,8 @@ def _model_proto(onnx: Any, model: Model, dataset: str) -> Any:
     output, meaning = _head(model)
     for index, layer in enumerate(model.layers):
         name = f"layer{index}.{type(layer).__name__}"
-        result = output if index == len(model.layers) - 1 else f"{name}.output"
+        last = index == len(model.layers) - 1 and model.target_scaling is None
+        result = output if last else f"{name}.output"
 
         def constant(suffix: str, value: Any, name: str = name) -> str:
             array = numpy.asarray(value, dtype=model.dtype)
@@ -198,6 +200,17 @@ def _model_proto(onnx: Any, model: Model, dataset: str) -> Any:
                         activations.Tanh: "Tanh"}.get(type(layer), "Identity")
             nodes.append(helper.make_node(operator, [tensor], [result], name=name))
         tensor = result
+    if model.target_scaling is not None:  # predictions in the targets' units, as predict's
+        scaling, name = model.target_scaling, "target_scaling"
+        initializers += [
+            numpy_helper.from_array(numpy.asarray(scaling.std_values, dtype=model.dtype),
+                                    f"{name}.std"),
+            numpy_helper.from_array(numpy.asarray(scaling.mean_values, dtype=model.dtype),
+                                    f"{name}.mean")]
+        nodes += [helper.make_node("Mul", [tensor, f"{name}.std"], [f"{name}.scaled"],
+                                   name=f"{name}.mul"),
+                  helper.make_node("Add", [f"{name}.scaled", f"{name}.mean"], [output],
+                                   name=name)]
     inputs, outputs = _widths(model)
     architecture = " -> ".join(map(repr, model.layers))
     graph = helper.make_graph(
@@ -212,6 +225,11 @@ def _model_proto(onnx: Any, model: Model, dataset: str) -> Any:
         doc_string=(f"A gpunn network, {architecture}, trained on {dataset}. Input "
                     f"'{INPUT}': {model.dtype} [{BATCH}, {inputs}], one row per sample. Output "
                     f"'{output}': {model.dtype} [{BATCH}, {outputs}], {meaning}."))
-    helper.set_model_props(proto, {"gpunn_version": __version__, "dataset": dataset,
-                                   "dtype": model.dtype, "architecture": architecture})
+    props = {"gpunn_version": __version__, "dataset": dataset, "dtype": model.dtype,
+             "architecture": architecture}
+    # What the model knows of its data (gpunn.tables), as JSON lists: output i is classes[i]
+    for key in ("classes", "feature_names", "target_names"):
+        if getattr(model, key) is not None:
+            props[key] = json.dumps(getattr(model, key))
+    helper.set_model_props(proto, props)
     return proto

@@ -82,6 +82,12 @@ def model_header(model: Any) -> dict[str, Any]:
                               "precision": getattr(model.accuracy, "precision", None)}
     if getattr(model, "trained_on", None) is not None:
         header["trained_on"] = model.trained_on
+    # What the model knows of its data (gpunn.tables): absent from files written before #24.
+    for name in ("feature_names", "target_names", "classes"):
+        if getattr(model, name, None) is not None:
+            header[name] = list(model.__dict__[name])
+    if getattr(model, "target_scaling", None) is not None:
+        header["target_scaling"] = model.target_scaling.config()
     if model.optimizer is not None:
         optimizer = model.optimizer
         header["optimizer"] = {"type": _type_name(optimizer, optimizers.OPTIMIZERS),
@@ -99,11 +105,12 @@ def _type_name(part: Any, table: dict[str, Any]) -> str:
 
 
 def model_arrays(model: Any) -> dict[str, numpy.ndarray]:
-    """The flat parameter array and the optimizer's state arrays, on the host."""
-    arrays = {"parameters": model.backend.to_numpy(model.parameters)}
+    """The flat parameter array and the optimizer's state arrays, on the host, packed (without
+    the alignment gaps of the device layout: ``Model.packed``)."""
+    arrays = {"parameters": model.packed(model.backend.to_numpy(model.parameters))}
     if model.optimizer is not None:
         for name, array in model.optimizer.saved_state().items():
-            arrays[f"optimizer.{name}"] = model.backend.to_numpy(array)
+            arrays[f"optimizer.{name}"] = model.packed(model.backend.to_numpy(array))
     return arrays
 
 
@@ -220,6 +227,7 @@ def build_model(header: dict[str, Any], model_class: Any, device: Any,
             optimizer.iterations = int(spec["iterations"])
             optimizer.current_learning_rate = float(spec["current_learning_rate"])
         model.set(loss=loss, optimizer=optimizer, accuracy=accuracy_)
+        _restore_data_description(model, header)
         model.finalize()
         trained_on = header.get("trained_on")  # absent from files written before issue 20
         model.trained_on = trained_on if isinstance(trained_on, dict) else None
@@ -235,12 +243,27 @@ def build_model(header: dict[str, Any], model_class: Any, device: Any,
     return model
 
 
+def _restore_data_description(model: Any, header: dict[str, Any]) -> None:
+    """The names and classes a model keeps of its data, checked as JSON lists."""
+    for name in ("feature_names", "target_names", "classes"):
+        value = header.get(name)
+        if value is not None and not (isinstance(value, list) and all(
+                isinstance(item, (str, int, float)) and not isinstance(item, bool)
+                for item in value)):
+            raise FileFormatError(f"the file's {name} must be a list of names or numbers; "
+                                  f"found {value!r}.")
+        setattr(model, name, value)
+    if header.get("target_scaling") is not None:
+        model.set(target_scaling=layers.Standardize(**header["target_scaling"],
+                                                    device=model.backend, dtype=model.dtype))
+
+
 def restore_arrays(model: Any, arrays: dict[str, numpy.ndarray], path: Any) -> None:
     """Copy saved parameters and optimizer state into ``model``, after checking every shape."""
     parameters = arrays.get("parameters")
-    if parameters is None or parameters.shape != tuple(model.parameters.shape):
+    if parameters is None or parameters.shape != (model.parameter_count,):
         raise FileFormatError(f"{path}: the parameters do not fit the architecture (expected "
-                              f"{model.parameters.size} values, found "
+                              f"{model.parameter_count} values, found "
                               f"{None if parameters is None else parameters.size}).")
     state = {}
     if model.optimizer is not None:
@@ -251,8 +274,8 @@ def restore_arrays(model: Any, arrays: dict[str, numpy.ndarray], path: Any) -> N
             if array.shape != parameters.shape:
                 raise FileFormatError(f"{path}: optimizer state {name!r} has shape "
                                       f"{array.shape}; expected {parameters.shape}.")
-            state[name] = model.backend.asarray(array, dtype=model.dtype)
-    model.parameters[...] = model.backend.asarray(parameters, dtype=model.dtype)
+            state[name] = model.backend.asarray(model.unpacked(array), dtype=model.dtype)
+    model.parameters[...] = model.backend.asarray(model.unpacked(parameters), dtype=model.dtype)
     if model.optimizer is not None:
         model.optimizer.state.update(state)
 

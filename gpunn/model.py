@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy
 
-from gpunn import _checks, _data, io, precision
-from gpunn.accuracy import Accuracy
-from gpunn.activations import ReLU, Softmax
+from gpunn import _checks, _data, io, precision, tables
+from gpunn._data import outputs as data_outputs
+from gpunn.accuracy import Accuracy, CategoricalAccuracy
+from gpunn.activations import ReLU, Sigmoid, Softmax
 from gpunn.backend import DeviceLike, device
 from gpunn.errors import (
     DeviceOutOfMemoryError,
@@ -24,11 +25,13 @@ from gpunn.errors import (
     InvalidArgumentError,
     InvalidTypeError,
 )
-from gpunn.layers import Dense, Layer
+from gpunn.layers import Dense, Layer, Standardize
 from gpunn.losses import CategoricalCrossentropy, Loss, SoftmaxCategoricalCrossentropy
 from gpunn.optimizers import Optimizer
 from gpunn.training import History, format_logs
 from gpunn.training import train as _train_loop
+
+ALIGNMENT = 256  # bytes: where each weight and bias array starts in the flat parameter buffer
 
 
 def _on_device(method: Any) -> Any:
@@ -68,9 +71,47 @@ class Model:
         # What the model was trained on, kept in its file (JSON): gpunn train records the data
         # set, its seed and split, so that `gpunn evaluate` scores the data held out.
         self.trained_on: dict[str, Any] | None = None
+        # What the model knows of its data (gpunn.tables), kept in its file: the names of the
+        # features and targets it was trained on (as scikit-learn's feature_names_in_), the
+        # user's class labels (sorted, any type; output i is classes[i]) and a regression's
+        # target scaling (trained on (y - mean) / std; predict answers in the user's units).
+        self.feature_names: list[str] | None = None
+        self.target_names: list[str] | None = None
+        self.classes: list | None = None
+        self.target_scaling: Standardize | None = None
+        # Set by a callback (gpunn.callbacks) to end training after the current epoch.
+        self.stop_training = False
 
     def __repr__(self) -> str:
         return f"Model({', '.join(map(repr, self.layers))}; device={self.device})"
+
+    def summary(self, print_fn: Any = print) -> None:
+        """Print, as Keras' ``model.summary()`` does, each layer with its output width and
+        parameter count, the totals, the loss, optimizer and accuracy, the precision policy
+        and the device (``print(model)`` stays one line). ``print_fn`` takes each line."""
+        rows, width, trainable = [], getattr(self.input_layer, "n_inputs", None), 0
+        for layer in self.layers:
+            width = getattr(layer, "n_neurons", width)  # Dense changes it, the rest keep it
+            count = layer.weights.size + layer.biases.size if layer.trainable else 0
+            fixed = getattr(layer, "mean_values", ())  # Standardize: a mean and a std each
+            rows.append((repr(layer), "?" if width is None else str(width), count or
+                         2 * len(fixed)))
+            trainable += count
+        name = max([len("Layer"), *(len(row[0]) for row in rows)])
+        lines = [f"{'Layer':<{name}}  {'Output':>8}  {'Parameters':>12}"]
+        lines += [f"{layer:<{name}}  {output:>8}  {count:>12,}" for layer, output, count in rows]
+        total = sum(row[2] for row in rows)
+        size = total * numpy.dtype(self.dtype).itemsize
+        lines.append(f"Total parameters: {total:,} ({size / 1024:,.1f} KiB as {self.dtype}): "
+                     f"{trainable:,} trainable, {total - trainable:,} fixed")
+        parts = [f"{kind} {getattr(self, kind)!r}" for kind in ("loss", "optimizer", "accuracy")
+                 if getattr(self, kind) is not None]
+        if parts:
+            lines.append(", ".join(parts))
+        lines.append(f"Precision {self.precision.name}, device {self.device}"
+                     + ("" if self.finalized else "; not finalized yet (model.finalize())"))
+        for line in lines:
+            print_fn(line)
 
     @property
     def trainable_layers(self) -> list[Layer]:
@@ -99,11 +140,20 @@ class Model:
         self.finalized = False
 
     def set(self, *, loss: Loss | None = None, optimizer: Optimizer | None = None,
-            accuracy: Accuracy | None = None, precision: Any = None) -> None:
-        """Choose the loss, the optimizer, the accuracy measure and the precision policy
-        ("float32", "tf32", "bfloat16" or "float16"; see gpunn.precision)."""
+            accuracy: Accuracy | None = None, precision: Any = None,
+            target_scaling: Standardize | None = None) -> None:
+        """Choose the loss, the optimizer, the accuracy measure, the precision policy
+        ("float32", "tf32", "bfloat16" or "float16"; see gpunn.precision) and, for a regression,
+        a target scaling: ``target_scaling=gn.Standardize.fit(y_train.reshape(len(y_train),
+        -1))`` trains on standardized targets while ``predict`` answers in y's units."""
         if precision is not None:
             self.precision = _precision(precision)
+        if target_scaling is not None:
+            if not isinstance(target_scaling, Standardize):
+                raise InvalidTypeError(f"target_scaling must be a gn.Standardize (e.g. "
+                                       f"gn.Standardize.fit(y.reshape(len(y), -1))); received "
+                                       f"{target_scaling!r}.")
+            self.target_scaling = target_scaling
         for name, value, kind in (("loss", loss, Loss), ("optimizer", optimizer, Optimizer),
                                   ("accuracy", accuracy, Accuracy)):
             if value is not None and not isinstance(value, kind):
@@ -127,7 +177,32 @@ class Model:
                 raise InvalidArgumentError(
                     f"{after!r} expects {after.n_inputs} inputs but the layer before it, "
                     f"{before!r}, gives {gives}.")
+        self._check_head()
         self.to(self.backend)
+
+    def _check_head(self) -> None:
+        """Refuse, before training, a last layer the loss cannot use, classes that do not match
+        the outputs, a target scaling that does not; a categorical accuracy on sigmoid outputs
+        compares each output with its 0/1 label (binary), as nothing else is meaningful."""
+        last, outputs = self.layers[-1], data_outputs(self)
+        if isinstance(self.loss, CategoricalCrossentropy) and not isinstance(last, Softmax):
+            raise InvalidArgumentError(
+                f"CategoricalCrossentropy needs probabilities: add gn.Softmax() as the last "
+                f"layer (the model ends with {last!r}). For one sigmoid output use "
+                f"gn.BinaryCrossentropy(); for a regression gn.MeanSquaredError().")
+        if isinstance(self.accuracy, CategoricalAccuracy) and isinstance(last, Sigmoid):
+            self.accuracy.binary = True
+        if self.classes is not None and outputs is not None:
+            expected = 1 if isinstance(last, Sigmoid) and len(self.classes) == 2 else outputs
+            if len(self.classes) != expected:
+                raise InvalidArgumentError(
+                    f"model.classes has {len(self.classes)} labels but the model has "
+                    f"{outputs} output{'s' if outputs > 1 else ''}; give one label per output "
+                    f"(or two for one sigmoid output).")
+        if self.target_scaling is not None and outputs is not None and \
+                self.target_scaling.n_inputs != outputs:
+            raise InvalidArgumentError(f"target_scaling scales {self.target_scaling.n_inputs} "
+                                       f"targets but the model has {outputs} outputs.")
 
     def to(self, target: DeviceLike) -> Model:
         """Move the model (parameters and optimizer state) to ``target``; returns the model."""
@@ -156,6 +231,8 @@ class Model:
         for part in (self.loss, self.accuracy, self.optimizer):
             if part is not None:
                 part.to(self.backend)
+        if self.target_scaling is not None:
+            self.target_scaling.to(self.backend, self.dtype)
         if self.loss is not None:
             self.loss.remember_trainable_layers(self.trainable_layers)
         self._combined = (SoftmaxCategoricalCrossentropy(self.backend)
@@ -167,29 +244,56 @@ class Model:
 
     def _pack_parameters(self) -> None:
         xp = self.backend.xp
-        total = sum(layer.weights.size + layer.biases.size for layer in self.trainable_layers)
-        self.parameters = xp.empty(total, dtype=self.dtype)
+        # Each array starts ALIGNMENT bytes into the flat buffer (cuBLAS's recommendation for
+        # its operands: with an odd layer width a packed offset would lose even 16-byte
+        # alignment, and cuBLAS its fastest kernels); the gaps stay zero, with zero gradients.
+        # Files hold the arrays packed without the gaps (packed/unpacked below).
+        step = max(ALIGNMENT // numpy.dtype(self.dtype).itemsize, 1)
+        self._segments, offset = [], 0
+        for layer in self.trainable_layers:
+            for value in (layer.weights, layer.biases):
+                self._segments.append((offset, value.size))
+                offset += -(-value.size // step) * step
+        total = offset
+        self.parameters = xp.zeros(total, dtype=self.dtype)
         self.gradients = xp.zeros(total, dtype=self.dtype)
-        offset = 0
+        segments = iter(self._segments)
         for layer in self.trainable_layers:
             for name in ("weights", "biases"):
                 value = getattr(layer, name)
-                view = self.parameters[offset:offset + value.size].reshape(value.shape)
+                offset, size = next(segments)
+                view = self.parameters[offset:offset + size].reshape(value.shape)
                 view[...] = value
                 setattr(layer, name, view)
                 setattr(layer, "d" + name,
-                        self.gradients[offset:offset + value.size].reshape(value.shape))
-                offset += value.size
+                        self.gradients[offset:offset + size].reshape(value.shape))
         # Under a 16-bit policy the products use a copy of the parameters in the compute dtype,
         # refreshed from the master parameters at every forward pass (_forward).
         compute = self.precision.compute_dtype(self.dtype)
         self.compute_parameters = (self.parameters if compute == self.dtype
-                                   else xp.empty(total, dtype=compute))
-        offset = 0
-        for layer in self.trainable_layers:
+                                   else xp.zeros(total, dtype=compute))
+        for layer, (offset, size) in zip(self.trainable_layers, self._segments[::2]):
             layer.compute_weights = self.compute_parameters[
-                offset:offset + layer.weights.size].reshape(layer.weights.shape)
-            offset += layer.weights.size + layer.biases.size
+                offset:offset + size].reshape(layer.weights.shape)
+
+    def packed(self, flat: numpy.ndarray) -> numpy.ndarray:
+        """A host array laid out as ``parameters`` without the alignment gaps: every weight and
+        bias in order, as gpunn's files hold them."""
+        return numpy.concatenate([flat[offset:offset + size] for offset, size in self._segments])
+
+    def unpacked(self, values: numpy.ndarray) -> numpy.ndarray:
+        """The inverse of ``packed``: ``values`` spread to the aligned layout, zeros between."""
+        flat = numpy.zeros(self.parameters.size, dtype=values.dtype)
+        start = 0
+        for offset, size in self._segments:
+            flat[offset:offset + size] = values[start:start + size]
+            start += size
+        return flat
+
+    @property
+    def parameter_count(self) -> int:
+        """How many weights and biases the model has (``parameters`` holds gaps beside them)."""
+        return sum(size for _, size in self._segments)
 
     # ---- forward and backward -------------------------------------------------------------
 
@@ -265,52 +369,72 @@ class Model:
     @_on_device
     def train(self, X: Any, y: Any, *, epochs: int = 1, batch_size: int | None = None,
               shuffle: bool = True, print_every: int | None = None,
-              validation_data: tuple | None = None, verbose: int = 1, on_epoch_end: Any = None,
+              validation_data: tuple | None = None, validation_split: float = 0.0,
+              verbose: int = 1, callbacks: list | None = None, on_epoch_end: Any = None,
               on_batch_end: Any = None, initial_epoch: int = 0,
               cuda_graph: bool = True) -> History:
         """Train for ``epochs`` passes over (X, y) and return the per-epoch history.
 
-        X and y (and ``validation_data``, a pair) may be NumPy or CuPy arrays, arrays with
-        DLPack, numeric pandas DataFrames and Series, or lists.
-        ``verbose=1`` (or True, the default) shows, as Keras does, a progress bar per epoch
-        with the running loss and accuracy in a terminal or a Jupyter notebook (one bar over
-        all epochs when they are many or of few steps), and the book's summary line
-        (``epoch E/N: training, acc: ..., loss: ...`` and the validation's) after each epoch;
-        where the output is a log or a pipe, only that line, once per epoch. ``verbose=0`` (or
-        False) prints nothing. ``verbose=2``, or any ``print_every``, prints the book's lines:
-        ``epoch: E``, its step lines and its ``training, ...`` summary for the first epoch,
-        every ``print_every``-th epoch and the last one; within those, a step line every
-        ``print_every`` steps and for the last step (``print_every`` defaults to 1 there). So
-        ``print_every=100`` prints about one epoch in a hundred, as the book's examples do.
-        ``on_batch_end(epoch, step, steps)`` is called after each step and
-        ``on_epoch_end(epoch, logs)`` after each epoch (the CLI draws progress and checkpoints
-        there); epochs are numbered from ``initial_epoch + 1`` (for resumed runs).
-        On CUDA, each step of the full batch size runs as a captured CUDA graph unless
-        ``cuda_graph=False``; results are the same either way (gpunn.training says more).
-        A loss that becomes NaN or infinite raises TrainingDivergedError naming the epoch and
-        step; the parameters are then those from before that step.
-        Ctrl-C stops after the current step and returns the history so far.
-        After ``gpunn.distributed.init()`` in each of N processes (``mpiexec -n N``), training
-        is data-parallel: ``batch_size`` is the global batch, shared among the processes, and
+        Args:
+            X, y: NumPy or CuPy arrays, arrays with DLPack, numeric pandas DataFrames and
+                Series, or lists (``validation_data`` too, a pair).
+            validation_split: the fraction of (X, y) held out for validation, taken from the
+                end before any shuffling, as Keras takes it (so shuffle data that is sorted
+                first); not with ``validation_data``.
+            verbose: 1 (or True, the default): as Keras, a progress bar per epoch with the
+                running loss and accuracy in a terminal or a Jupyter notebook (one bar over all
+                epochs when they are many or of few steps), and the book's summary line after
+                each epoch; where the output is a log or a pipe, only that line. 0 (or False):
+                nothing. 2, or any ``print_every``: the book's lines, ``epoch: E``, its step
+                lines and its ``training, ...`` summary for the first epoch, every
+                ``print_every``-th epoch and the last one; within those, a step line every
+                ``print_every`` steps and for the last step (``print_every`` defaults to 1).
+            callbacks: gpunn.callbacks objects (EarlyStopping, ModelCheckpoint,
+                ReduceLROnPlateau, LearningRateScheduler, your own Callback), called in order;
+                any may stop training with ``model.stop_training = True``, and
+                ``history.stopped`` then says where and why.
+            on_epoch_end, on_batch_end: functions ``on_epoch_end(epoch, logs)`` and
+                ``on_batch_end(epoch, step, steps)``, called after the callbacks.
+            initial_epoch: epochs are numbered from ``initial_epoch + 1`` (resumed runs).
+            cuda_graph: on CUDA, each step of the full batch size runs as a captured CUDA
+                graph unless False; the results are the same (gpunn.training says more).
+
+        Raises:
+            TrainingDivergedError: a loss became NaN or infinite; the message names the epoch
+                and step, and the parameters are those from before that step.
+
+        Ctrl-C stops after the current step and returns the history so far
+        (``history.interrupted``). After ``gpunn.distributed.init()`` in each of N processes
+        (``mpiexec -n N``), training is data-parallel: ``batch_size`` is the global batch and
         rank 0 alone prints.
         """
+        from gpunn import callbacks as callbacks_module
+
         self._require_ready(training=True)
-        epochs = _checks.integer("epochs", epochs, minimum=0)
+        epochs = _checks.integer("epochs", epochs, minimum=1)
         initial_epoch = _checks.integer("initial_epoch", initial_epoch, minimum=0)
         verbose = _verbosity(verbose, print_every)
         print_every = 1 if print_every is None else _checks.integer("print_every", print_every,
                                                                     minimum=1)
-        X, y = _data.prepare(self, X, y, "X", "y")
-        if validation_data is not None:
+        listed = _callbacks(callbacks, callbacks_module.Callback)
+        if on_epoch_end is not None or on_batch_end is not None:
+            listed.append(callbacks_module.Functions(on_epoch_end, on_batch_end))
+        X, y = _data.prepare(self, X, y, "X", "y", training=True)
+        if validation_split:
+            if validation_data is not None:
+                raise InvalidArgumentError("Give validation_data or validation_split, not both.")
+            X, y, validation_data = _split(X, y, validation_split)
+        elif validation_data is not None:
             X_val, y_val = _data.pair(validation_data)
             validation_data = _data.prepare(self, X_val, y_val, "X_val", "y_val")
         _data.steps(len(X), batch_size)  # checks batch_size before anything changes
         self.accuracy.init(y)
+        self.stop_training = False
         return _train_loop(self, X, y, epochs=epochs, batch_size=batch_size,
                            shuffle=shuffle, print_every=print_every,
                            validation_data=validation_data, verbose=verbose,
-                           on_epoch_end=on_epoch_end, on_batch_end=on_batch_end,
-                           initial_epoch=initial_epoch, cuda_graph=bool(cuda_graph))
+                           callbacks=listed, initial_epoch=initial_epoch,
+                           cuda_graph=bool(cuda_graph))
 
     def _out_of_memory(self, error: BaseException, batch_size: int,
                        where: str) -> DeviceOutOfMemoryError:
@@ -357,9 +481,28 @@ class Model:
                    for start in range(0, len(X), batch_size)]
         if not outputs:
             raise InvalidArgumentError("predict received no samples (X has 0 rows).")
+        if self.target_scaling is not None:  # in the user's units
+            scale = self.target_scaling
+            outputs = [output * scale.std + scale.mean for output in outputs]
         if as_device_array:
             return outputs[0] if len(outputs) == 1 else self.backend.xp.concatenate(outputs)
         return numpy.concatenate([self.backend.to_numpy(output) for output in outputs])
+
+    def predict_labels(self, X: Any, *, batch_size: int | None = None) -> numpy.ndarray:
+        """A classifier's predicted labels for X, as the user wrote them (``model.classes``;
+        class indices where the model has none), as a NumPy array. Example:
+        ``model.predict_labels(df_new)`` gives ``array(['setosa', 'virginica', ...])``."""
+        if not isinstance(self.layers[-1], (Softmax, Sigmoid)):
+            raise InvalidArgumentError(f"predict_labels is for classifiers (a Softmax or "
+                                       f"Sigmoid output); this model ends with "
+                                       f"{self.layers[-1]!r}: use model.predict(X).")
+        outputs = self.predict(X, batch_size=batch_size)
+        with self.backend.activate():
+            indices = self.backend.to_numpy(self._output_layer_predictions(
+                self.backend.asarray(outputs)))
+        if self.classes is not None and indices.ndim == 2 and indices.shape[1] == 1:
+            indices = indices[:, 0]
+        return tables.decode(indices.astype(numpy.int64), self.classes)
 
     def _forward_inference(self, X: Any, batch_size: int) -> Any:
         try:
@@ -480,6 +623,30 @@ def _precision(spec: Any) -> precision.Policy:
     if isinstance(spec, dict):  # as saved in a model file
         return precision.policy(spec["name"], scaler=spec.get("scaler"))
     return precision.policy(spec)
+
+
+def _callbacks(callbacks: Any, kind: type) -> list:
+    if callbacks is None:
+        return []
+    listed = [callbacks] if isinstance(callbacks, kind) else list(callbacks)
+    wrong = [callback for callback in listed if not isinstance(callback, kind)]
+    if wrong:
+        raise InvalidTypeError(f"callbacks must be gpunn.callbacks objects (EarlyStopping(), "
+                               f"a subclass of gn.callbacks.Callback, ...); received "
+                               f"{wrong[0]!r}. A plain function goes in on_epoch_end=.")
+    return listed
+
+
+def _split(X: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
+    """Keras' validation_split: the last ``fraction`` of the rows, before shuffling."""
+    fraction = _checks.number("validation_split", fraction, below=1.0)
+    split_at = int(len(X) * (1.0 - fraction))
+    if split_at == 0 or split_at == len(X):
+        raise InvalidArgumentError(
+            f"validation_split={fraction} of {len(X)} samples leaves "
+            f"{'no training' if split_at == 0 else 'no validation'} sample; use a fraction "
+            f"that leaves at least one of each.")
+    return X[:split_at], y[:split_at], (X[split_at:], y[split_at:])
 
 
 def _verbosity(verbose: Any, print_every: Any) -> int:

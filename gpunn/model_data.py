@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy
 
-from gpunn import datasets, io
+from gpunn import datasets, io, tables
 from gpunn.errors import GpunnError, InvalidArgumentError
 from gpunn.layers import Dense
 from gpunn.losses import CategoricalCrossentropy
@@ -27,11 +28,14 @@ UNSEEDED = ("sine", "fashion-mnist", "mnist")
 VALIDATED_ON_TRAINING_DATA = ("sine",)
 
 
-def record(dataset: str, seed: int, X: numpy.ndarray, X_val: numpy.ndarray) -> dict[str, Any]:
+def record(dataset: str, seed: int, X: numpy.ndarray, X_val: numpy.ndarray,
+           validation_split: float | None = None) -> dict[str, Any]:
     """The record ``gpunn train`` keeps in ``model.trained_on`` for data from
-    ``datasets.load(dataset, seed=seed)``."""
+    ``datasets.load(dataset, seed=seed, validation_split=validation_split)``."""
     trained = {"dataset": dataset, "seed": seed, "training_samples": len(X),
                "validation_samples": len(X_val)}
+    if validation_split is not None:  # --validation-split; absent: the default 20%
+        trained["validation_split"] = validation_split
     if dataset not in datasets.NAMES:
         trained["sha256"] = fingerprint(dataset)
     return trained
@@ -106,19 +110,18 @@ def changed(trained: dict[str, Any] | None) -> str | None:
 
 
 def inputs(model: Any, model_path: Any, path: str | os.PathLike) -> numpy.ndarray:
-    """X from ``path`` for ``model``: an .npz's X, or a CSV's columns, all of them or all but
-    the last when there is one more than the model's features (the label, as train reads it)."""
-    X = datasets.load_inputs(path)
-    first = model.input_layer
-    if first is None or X.shape[1] == first.n_inputs:
-        return X
+    """X from ``path`` for ``model``: an .npz's X, or a CSV's columns by name (gpunn.tables:
+    the model's features in any order, its target, pandas' index and other columns left out,
+    said on stderr), or, without a header, exactly the model's features."""
     if Path(path).suffix.lower() == ".csv":
-        if X.shape[1] == first.n_inputs + 1:
-            return X[:, :-1]
-        raise InvalidArgumentError(
-            f"{path} has {X.shape[1]} columns, but {model_path} expects {first.n_inputs} "
-            f"features (its first layer is {first!r}): give a CSV of {first.n_inputs} feature "
-            f"columns, or {first.n_inputs + 1} with the label last.")
+        first = model.input_layer
+        table = tables.columns_for(datasets.existing(path), model.feature_names,
+                                   first.n_inputs if first is not None else 0,
+                                   model.target_names, model=str(model_path))
+        for note in table.notes:
+            print(f"gpunn: {path}: {note}.", file=sys.stderr)
+        return table.X
+    X = datasets.load_inputs(path)
     check(model, model_path, path, X)
     return X
 
@@ -137,6 +140,9 @@ def check(model: Any, model_path: Any, source: Any, X: numpy.ndarray,
     if y is None or not dense:
         return
     outputs = dense[-1].n_neurons
+    if model.classes is not None and y.ndim == 1:  # the user's labels: each must be a class
+        tables.encode(y, model.classes, source=f"{source}'s labels")
+        return
     if isinstance(model.loss, CategoricalCrossentropy) and y.ndim == 1:
         whole = bool(numpy.all(numpy.isfinite(y) & (y == numpy.floor(y))))
         if whole and y.min() >= 0 and y.max() < outputs:

@@ -43,8 +43,9 @@ class Optimizer:
         return {"learning_rate": self.learning_rate, "decay": self.decay}
 
     def pre_update_params(self) -> None:
-        if self.decay:
-            self.current_learning_rate = self.learning_rate / (1.0 + self.decay * self.iterations)
+        # Every step, decay or not: a rate changed between steps (a callback, a schedule) is
+        # the one the next step uses, as the CUDA kernels, which read it at every step, do.
+        self.current_learning_rate = self.learning_rate / (1.0 + self.decay * self.iterations)
 
     def update_params(self, parameters: Any, gradients: Any = None, tally: Any = None,
                       scaler: Any = None) -> None:
@@ -117,7 +118,11 @@ class SGD(Optimizer):
                  momentum: float = 0.0) -> None:
         super().__init__(learning_rate, decay)
         self.momentum = _checks.number("momentum", momentum, below=1.0)
-        self.STATE = ("momentums",) if self.momentum else ()
+
+    @property
+    def STATE(self) -> tuple[str, ...]:  # noqa: N802 (the base's class attribute)
+        # asked at every step: a momentum set after construction gets its array then
+        return ("momentums",) if self.momentum else ()
 
     def config(self) -> dict[str, float]:
         return {**super().config(), "momentum": self.momentum}

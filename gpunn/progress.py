@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gpunn.callbacks import Callback
+
 MIN_BAR = 10  # columns the bar itself keeps, however narrow the terminal
 
 
@@ -110,10 +112,24 @@ def _columns() -> int:
     return columns if columns > 0 else 80
 
 
-class Progress:
-    """Shows nothing (--quiet); the base of the three displays below."""
+class Progress(Callback):
+    """Shows nothing (--quiet); the base of the three displays below. A callback
+    (gpunn.callbacks): the loop's batch and epoch ends draw it, its end closes it."""
 
     per_batch = False
+
+    def __repr__(self) -> str:
+        return f"the progress display ({type(self).__name__})"
+
+    def on_batch_end(self, epoch: int, step: int, steps: int) -> None:
+        if self.per_batch:
+            self.batch_end(epoch, step, steps)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch_end(epoch, logs)
+
+    def on_train_end(self) -> None:
+        self.close()
 
     def batch_end(self, epoch: int, step: int, steps: int) -> None:
         pass

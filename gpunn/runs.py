@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gpunn import checkpoint, files, io, plots
+from gpunn.callbacks import Callback
 from gpunn.errors import FileWriteError, GpunnError
 
 RUNS = Path("runs")  # each default run gets runs/<date-time>/
@@ -156,11 +157,12 @@ def point_latest(out: Path) -> str | None:
     return f"{LATEST} -> {out}{note}"
 
 
-class Run:
-    """The files of one `gpunn train` as its epochs end: history, metrics.csv, checkpoint.npz."""
+class Run(Callback):
+    """The files of one `gpunn train` as its epochs end: history, metrics.csv, checkpoint.npz
+    (a callback of Model.train, gpunn.callbacks)."""
 
     def __init__(self, model: Any, settings: dict[str, Any], out: Path,
-                 history: dict[str, list[float]], done: int, last: int, progress: Any, *,
+                 history: dict[str, list[float]], done: int, last: int, *,
                  force: bool = False) -> None:
         self.model, self.settings, self.out, self.last = model, settings, out, last
         self.force = force  # replace files in out that gpunn did not write (--force)
@@ -169,7 +171,9 @@ class Run:
         self.saved_epoch = done if done else None  # the epoch checkpoint.npz holds
         self.saved_at = -math.inf
         self.snapshot: checkpoint.Snapshot | None = None
-        self.progress = progress
+
+    def __repr__(self) -> str:
+        return f"the run's checkpoint writer ({self.out})"
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         for key, value in logs.items():
@@ -179,7 +183,12 @@ class Run:
             self.save_checkpoint()
         else:
             self.snapshot = checkpoint.Snapshot.take(self.model, epoch)
-        self.progress.epoch_end(epoch, logs)
+
+    def on_train_end(self) -> None:
+        # Stopped early (--early-stopping): checkpoint.npz keeps the last epoch trained, before
+        # EarlyStopping, called after this, restores the best one for model.npz.
+        if self.model.stop_training and self.snapshot is not None:
+            self.save_checkpoint()
 
     def save_checkpoint(self) -> None:
         checkpoint.save(self.out / "checkpoint.npz", self.model, epoch=self.epoch,

@@ -39,6 +39,8 @@ from gpunn.backend.kernels import (
     TALLY_SIZE,
     TALLY_SKIPPED,
 )
+from gpunn.backend.numpy_backend import scaler_settings
+from gpunn.callbacks import CallbackList
 from gpunn.errors import InvalidArgumentError, TrainingDivergedError
 
 log = logging.getLogger("gpunn")
@@ -46,9 +48,12 @@ log = logging.getLogger("gpunn")
 
 class History(dict):
     """Per-epoch metrics, ``history["loss"][epoch]``; ``interrupted`` is True after Ctrl-C;
-    ``cuda_graph`` says whether the step ran as a CUDA graph: "captured" or "off: <why>"."""
+    ``stopped`` is None, or where and why a callback stopped training, ``{"epoch": 12,
+    "reason": "EarlyStopping: val_loss did not improve ..."}``; ``cuda_graph`` says whether the
+    step ran as a CUDA graph: "captured" or "off: <why>"."""
 
     interrupted = False
+    stopped: dict | None = None
     cuda_graph = "off: not trained yet"
 
 
@@ -179,12 +184,13 @@ class _Diverged(Exception):
 
 
 def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, shuffle: bool,
-          print_every: int, validation_data: tuple | None, verbose: int, on_epoch_end: Any,
-          on_batch_end: Any, initial_epoch: int, cuda_graph: bool) -> History:
+          print_every: int, validation_data: tuple | None, verbose: int,
+          callbacks: list, initial_epoch: int, cuda_graph: bool) -> History:
     """The loop behind ``Model.train`` (its docstring says what each argument does); the
     arguments are checked and the data prepared there. ``verbose``: 0 nothing, 1 the progress
-    display (gpunn.progress.for_train), 2 the book's step lines every ``print_every``."""
-    backend, comm = model.backend, distributed.current()
+    display (gpunn.progress.for_train), 2 the book's step lines every ``print_every``;
+    ``callbacks``: gpunn.callbacks.Callback objects, called after the display."""
+    comm = distributed.current()
     steps, batch_size = _data.steps(len(X), batch_size)
     step_lines = verbose >= 2
     if comm.size > 1:
@@ -194,102 +200,154 @@ def train(model: Any, X: Any, y: Any, *, epochs: int, batch_size: int | None, sh
         if validation_data is not None:  # each rank evaluates its share; the sums are reduced
             validation_data = tuple(part[slice(*_share(0, len(part), comm))]
                                     for part in validation_data)
-    scaler = model.precision.scaler
-    tally = Tally(backend, model.optimizer.iterations, scaler)
+    tally = Tally(model.backend, model.optimizer.iterations, model.precision.scaler)
     step = Step(model, tally, comm)
     runner = _runner(model, step, cuda_graph, comm)
-    history = History()
-    last = initial_epoch + epochs
+    history, last = History(), initial_epoch + epochs
     display = progress.Progress()
     if verbose and not step_lines and comm.rank == 0 and epochs > 0:  # only rank 0 draws
         display = progress.for_train(
             model, initial_epoch + 1, last, steps, len(X), batch_size,
             lambda epoch, logs: format_logs(f"epoch {epoch}/{last}: training", logs))
+    callbacks = CallbackList([display, *callbacks], model, {
+        "epochs": last, "first": initial_epoch + 1, "steps": steps,
+        "metrics": metric_names(model, validation_data is not None)})
+    epoch_run = _Epoch(model, step, runner, comm, X, y, batch_size, shuffle, steps)
     # The display is closed however the loop ends: a bar left open would swallow what follows.
     with _StopOnInterrupt() as interrupt, numpy.errstate(over="ignore", invalid="ignore"), \
             runner, contextlib.closing(display):
-        step.interrupt = interrupt
+        step.interrupt = epoch_run.interrupt = interrupt
+        callbacks.train_begin()
         for epoch in range(initial_epoch + 1, last + 1):
-            tally.new_epoch()
-            model.loss.new_pass(into=tally.loss)
-            model.accuracy.new_pass(into=tally.correct)
-            started_at = model.optimizer.iterations
+            callbacks.epoch_begin(epoch)
             shown = step_lines and (epoch % print_every == 0 or epoch == initial_epoch + 1
                                     or epoch == last)
             if shown and comm.rank == 0:
                 print(f"epoch: {epoch}")
-            stopping = False
-            # Closed when the loop is left early: host-streamed batches then wait for their
-            # copies and free their buffers here, not when the generator is collected.
-            with contextlib.closing(streaming.batches(backend, X, y, batch_size, shuffle,
-                                                      comm.rank, comm.size)) as feed:
-                for index, (batch_X, batch_y, rows) in enumerate(feed):
-                    step.share = len(batch_y) / rows
-                    printed = shown and (index % print_every == 0 or index == steps - 1)
-                    before = tally.read() if printed else None
-                    try:
-                        model.optimizer.pre_update_params()
-                        runner.run(batch_X, batch_y)
-                        model.optimizer.post_update_params()
-                    except _Diverged:
-                        raise _diverged(model, epoch, index) from None
-                    except Exception as error:
-                        if not backend.is_out_of_memory(error):
-                            raise
-                        raise model._out_of_memory(error, batch_size, f"epoch {epoch}, step "
-                                                   f"{index + 1}") from error
-                    model.loss.accumulated_count += len(batch_y)
-                    model.accuracy.accumulated_count += step.compared(batch_y)
-                    if printed:  # on every rank: the line shows all ranks' share of the batch
-                        _print_step(model, comm, index, before, tally.read(), len(batch_y),
-                                    step.compared(batch_y))
-                    display.batch_end(epoch, index, steps)
-                    if on_batch_end is not None:
-                        on_batch_end(epoch, index, steps)
-                    stopping = step.stop if comm.size > 1 else interrupt.requested
-                    if stopping:  # with several ranks the step's vote decides: all stop together
-                        break
-            values = tally.read()  # the one synchronisation of an epoch
-            if backend.fused:  # the device counted the steps taken (skipped ones are not)
-                model.optimizer.iterations = int(values[TALLY_ITERATIONS])
-            if values[TALLY_NONFINITE]:
-                done = int(values[TALLY_ITERATIONS] + values[TALLY_SKIPPED]) - started_at
-                raise _diverged(model, epoch, done)
-            if scaler is not None:
-                scaler.scale = float(values[TALLY_SCALE])
-                scaler.good_steps = int(values[TALLY_GOOD_STEPS])
-            if stopping:
+            values = epoch_run(epoch, callbacks, print_every if shown else 0)
+            if epoch_run.interrupted:
                 history.interrupted = True
                 display.close()
                 if (verbose or step_lines) and comm.rank == 0:
                     print(f"interrupted in epoch {epoch}; returning the history so far")
                 break
-            sums = [float(values[TALLY_LOSS]), model.loss.accumulated_count,
-                    float(values[TALLY_CORRECT]), model.accuracy.accumulated_count]
-            if comm.size > 1:
-                sums = comm.allreduce_values(sums)
-            loss_sum, samples, correct, compared = sums
-            logs = _epoch_logs(model, loss_sum / max(samples, 1), correct / max(compared, 1))
-            if scaler is not None:
-                logs["loss_scale"] = scaler.scale
-                logs["skipped_steps"] = float(values[TALLY_SKIPPED])
-            if not math.isfinite(logs["loss"]):
-                raise TrainingDivergedError(
-                    f"The loss became {logs['loss']} at the end of epoch {epoch} "
-                    f"(regularization loss {logs['regularization_loss']}). Lower the "
-                    f"learning rate or the regularization strength.")
-            if validation_data is not None:
-                logs["val_loss"], logs["val_accuracy"] = _validate(model, comm,
-                                                                   validation_data, batch_size)
+            logs = _logs(model, comm, values, validation_data, batch_size, epoch)
             for key, value in logs.items():
                 history.setdefault(key, []).append(value)
             if shown and comm.rank == 0:
                 print(format_logs("training", logs))
-            display.epoch_end(epoch, logs)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, logs)
+            callbacks.epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        callbacks.train_end()
+    history.stopped = callbacks.stop_record()
+    if history.stopped and (verbose or step_lines) and comm.rank == 0:
+        print(f"stopped after epoch {history.stopped['epoch']}: {history.stopped['reason']}")
     history.cuda_graph = runner.status
     return history
+
+
+def metric_names(model: Any, validated: bool) -> list[str]:
+    """The keys of each epoch's logs (and of the history), in order."""
+    names = ["loss", "data_loss", "regularization_loss", "accuracy", "learning_rate"]
+    if model.precision.scaler is not None:
+        names += ["loss_scale", "skipped_steps"]
+    return names + (["val_loss", "val_accuracy"] if validated else [])
+
+
+class _Epoch:
+    """One pass over the data, step after step; returns the tally's values, read once at the
+    end (the one synchronisation of an epoch on a GPU). ``interrupted``: Ctrl-C stopped it,
+    and the epoch is not counted."""
+
+    def __init__(self, model: Any, step: Step, runner: Any, comm: Any, X: Any, y: Any,
+                 batch_size: int, shuffle: bool, steps: int) -> None:
+        self.model, self.step, self.runner, self.comm = model, step, runner, comm
+        self.X, self.y, self.batch_size, self.shuffle, self.steps = X, y, batch_size, shuffle, \
+            steps
+        self.interrupt, self.interrupted = None, False
+
+    def __call__(self, epoch: int, callbacks: CallbackList, print_every: int) -> numpy.ndarray:
+        model, step, tally, comm = self.model, self.step, self.step.tally, self.comm
+        tally.new_epoch()
+        model.loss.new_pass(into=tally.loss)
+        model.accuracy.new_pass(into=tally.correct)
+        started_at = model.optimizer.iterations
+        # Closed when the loop is left early: host-streamed batches then wait for their
+        # copies and free their buffers here, not when the generator is collected.
+        with contextlib.closing(streaming.batches(model.backend, self.X, self.y,
+                                                  self.batch_size, self.shuffle, comm.rank,
+                                                  comm.size)) as feed:
+            for index, (batch_X, batch_y, rows) in enumerate(feed):
+                step.share = len(batch_y) / rows
+                printed = print_every and (index % print_every == 0 or index == self.steps - 1)
+                before = tally.read() if printed else None
+                self._step(epoch, index, batch_X, batch_y)
+                model.loss.accumulated_count += len(batch_y)
+                model.accuracy.accumulated_count += step.compared(batch_y)
+                if printed:  # on every rank: the line shows all ranks' share of the batch
+                    _print_step(model, comm, index, before, tally.read(), len(batch_y),
+                                step.compared(batch_y))
+                callbacks.batch_end(epoch, index, self.steps)
+                # with several ranks the step's vote decides: all stop together
+                self.interrupted = step.stop if comm.size > 1 else self.interrupt.requested
+                if self.interrupted or (model.stop_training and comm.size == 1):
+                    break
+        return _read_epoch(model, tally, epoch, started_at)
+
+    def _step(self, epoch: int, index: int, batch_X: Any, batch_y: Any) -> None:
+        model = self.model
+        try:
+            model.optimizer.pre_update_params()
+            self.runner.run(batch_X, batch_y)
+            model.optimizer.post_update_params()
+        except _Diverged:
+            raise _diverged(model, epoch, index) from None
+        except Exception as error:
+            if not model.backend.is_out_of_memory(error):
+                raise
+            raise model._out_of_memory(error, self.batch_size, f"epoch {epoch}, step "
+                                       f"{index + 1}") from error
+
+
+def _read_epoch(model: Any, tally: Tally, epoch: int, started_at: int) -> numpy.ndarray:
+    """The tally at the end of an epoch: the optimizer's step count and the loss scale taken
+    from it, a divergence noticed there raised."""
+    values = tally.read()
+    if model.backend.fused:  # the device counted the steps taken (skipped ones are not)
+        model.optimizer.iterations = int(values[TALLY_ITERATIONS])
+    if values[TALLY_NONFINITE]:
+        done = int(values[TALLY_ITERATIONS] + values[TALLY_SKIPPED]) - started_at
+        raise _diverged(model, epoch, done)
+    scaler = model.precision.scaler
+    if scaler is not None:
+        scaler.scale = float(values[TALLY_SCALE])
+        scaler.good_steps = int(values[TALLY_GOOD_STEPS])
+    return values
+
+
+def _logs(model: Any, comm: Any, values: numpy.ndarray, validation_data: tuple | None,
+          batch_size: int, epoch: int) -> dict[str, float]:
+    """An epoch's metrics from the tally's values (reduced over the ranks), and the
+    validation's."""
+    sums = [float(values[TALLY_LOSS]), model.loss.accumulated_count,
+            float(values[TALLY_CORRECT]), model.accuracy.accumulated_count]
+    if comm.size > 1:
+        sums = comm.allreduce_values(sums)
+    loss_sum, samples, correct, compared = sums
+    logs = _epoch_logs(model, loss_sum / max(samples, 1), correct / max(compared, 1))
+    if model.precision.scaler is not None:
+        logs["loss_scale"] = model.precision.scaler.scale
+        logs["skipped_steps"] = float(values[TALLY_SKIPPED])
+    if not math.isfinite(logs["loss"]):
+        raise TrainingDivergedError(
+            f"The loss became {logs['loss']} at the end of epoch {epoch} "
+            f"(regularization loss {logs['regularization_loss']}). Lower the "
+            f"learning rate or the regularization strength.")
+    if validation_data is not None:
+        logs["val_loss"], logs["val_accuracy"] = _validate(model, comm, validation_data,
+                                                           batch_size)
+    return logs
 
 
 def why_no_cuda_graph(model: Any, cuda_graph: bool, comm: Any = None) -> str | None:
@@ -315,10 +373,12 @@ def _runner(model: Any, step: Step, cuda_graph: bool, comm: Any) -> Any:
 
 def _baked(model: Any) -> tuple:
     """The host values a captured step passes to its kernels, and the dropout generator: when
-    one changes (a callback setting the learning rate), the step is captured again."""
+    one changes (a callback setting the learning rate or a loss scaler's growth_interval), the
+    step is captured again."""
     return (tuple(model.optimizer.config().values()),
             tuple(tuple(layer.config().values()) for layer in model.layers),
-            getattr(model.accuracy, "precision", None), id(model.backend.random))
+            getattr(model.accuracy, "precision", None), id(model.backend.random),
+            scaler_settings(model.precision.scaler))
 
 
 class PlainStep:

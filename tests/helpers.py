@@ -132,3 +132,32 @@ def build_model(device, sizes, *, hidden=gpunn.ReLU, head="softmax", learning_ra
               accuracy=accuracy())
     model.finalize()
     return model
+
+
+def product_bound(a, b, *, accumulate="float32", out=None, operand_bits=None) -> np.ndarray:
+    """How far a product of ``a`` and ``b`` (2-D, on the host) may lie from the exact one, element
+    by element, from the arithmetic alone (any order of summation, as a GPU's cuBLAS sums in its
+    own): k * u * (|a| @ |b|) for the k additions in the ``accumulate`` dtype (u = eps / 2), plus
+    one rounding into ``out`` when it is narrower, plus the operands' rounding to
+    ``operand_bits`` mantissa bits first where the products take them so (TF32: 10)."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    k = a64.shape[1]
+    magnitude = np.abs(a64) @ np.abs(b64)
+    bound = k * np.finfo(accumulate).eps / 2 * magnitude
+    if operand_bits is not None:
+        bound += 2 * 2.0 ** -(operand_bits + 1) * magnitude
+    if out is not None and np.finfo(out).bits < np.finfo(accumulate).bits:
+        finfo = np.finfo(out)
+        bound += finfo.eps / 2 * (np.abs(a64 @ b64) + bound) + finfo.smallest_subnormal
+    return bound + np.finfo(accumulate).smallest_subnormal
+
+
+def assert_product_close(result, a, b, **arithmetic) -> None:
+    """``result`` is ``a @ b`` up to ``product_bound`` (the exact product in float64)."""
+    exact = np.asarray(a, np.float64) @ np.asarray(b, np.float64)
+    error = np.abs(np.asarray(result, np.float64) - exact)
+    bound = product_bound(a, b, **arithmetic)
+    worst = np.unravel_index(np.argmax(error - bound), error.shape)
+    assert (error <= bound).all(), (
+        f"{int((error > bound).sum())} of {error.size} elements past the arithmetic's bound; "
+        f"worst at {worst}: error {error[worst]:.3g}, bound {bound[worst]:.3g}")

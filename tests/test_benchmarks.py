@@ -288,3 +288,20 @@ def test_the_index_lists_the_latest_run_of_each_configuration(tmp_path, monkeypa
     assert rows[1].startswith("| cpu-x-2c-only-mlp | cpu-x-2c-only-mlp-20261125T1741-2 (")
     assert rows[1].endswith("| 2026-11-25 17:41 | 2 |")
     assert "- cpu-x-2c-haswell ([md](cpu-x-2c/experiments/cpu-x-2c-haswell.md))" in text
+
+
+def test_the_scikit_learn_comparison_times_both_on_the_same_split(tmp_path):
+    pytest.importorskip("sklearn")
+    from benchmarks import sklearn_mlp
+
+    assert sklearn_mlp.main(["--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    (written,) = tmp_path.glob("*-sklearn-mlp-quick-1-threads-*.json")
+    record = json.loads(written.read_text())
+    for result in record["results"].values():
+        assert set(result["fit_seconds"]) == {"scikit-learn", "gpunn"}
+        assert result["epochs_run"]["gpunn"] == result["epochs_run"]["scikit-learn"] == \
+            [result["epochs"]] * record["rounds"]
+        assert abs(result["score"]["gpunn"]["median"]
+                   - result["score"]["scikit-learn"]["median"]) < 0.1
+    assert "| digits | 1,437 x 64 | 64-32-10, 5 | accuracy |" in written.with_suffix(
+        ".md").read_text()

@@ -1,15 +1,17 @@
 """Matrix products (``backend.gemm``, gpunn/backend/blas.py) on every device: NumPy's ``dot`` of
-the same operands is the reference. On CUDA, inside ``backend.capturable`` the products go to
-cuBLAS directly (through nvmath-python; with ``pytest --cupy-double``, through its double on the
+the same operands is the reference, within the rounding the arithmetic allows (a GPU sums in
+another order). On CUDA the products go to cuBLAS directly wherever nvmath-python loads, inside
+``backend.capturable`` or not (with ``pytest --cupy-double``, through its double on the
 simulated devices cuda-sim:N, not a GPU)."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import numpy as np
 import pytest
-from helpers import to_host
+from helpers import assert_product_close, product_bound, to_host
 
 import gpunn
 
@@ -104,21 +106,37 @@ def test_a_layers_products_go_through_gemm(backend, monkeypatch):
 def test_16_bit_products_accumulate_in_float32_and_round_once(backend, dtype, into):
     # gpunn.precision's products: 16-bit operands, float32 accumulation, one rounding into a
     # 16-bit result or none into a float32 one (the master weights' gradients). On CUDA they go
-    # to cuBLAS directly (CuPy's dot cannot write a 16-bit product into float32); the NumPy
-    # twin upcasts, multiplies in float32 and rounds once, so the two agree bit for bit on the
-    # double, whose cuBLAS computes as the twin does (a GPU may sum in another order).
+    # to cuBLAS directly (CuPy's dot cannot write a 16-bit product into float32). cuBLAS sums in
+    # an order of its own (the nvmath double too: tiles and split-K), so the result is compared
+    # with what the arithmetic allows: k float32 additions and one rounding into the output.
     import ml_dtypes  # noqa: F401
 
     rng = np.random.default_rng(3)
-    a32 = rng.standard_normal((300, 40)).astype("float32")
-    b32 = rng.standard_normal((40, 7)).astype("float32")
+    a32 = rng.standard_normal((300, 400)).astype("float32")
+    b32 = rng.standard_normal((400, 7)).astype("float32")
     a, b = a32.astype(dtype), b32.astype(dtype)
     out_dtype = dtype if into == "same" else "float32"
     out = backend.xp.empty((300, 7), dtype=out_dtype)
     result = backend.gemm(backend.asarray(a), backend.asarray(b), out=out)
-    expected = np.dot(a.astype("float32"), b.astype("float32")).astype(out_dtype)
-    np.testing.assert_array_equal(to_host(backend, result), expected)
     assert result.dtype == np.dtype(out_dtype)
+    assert_product_close(to_host(backend, result).astype("float32"), a, b,
+                         accumulate="float32", out=out_dtype)
+
+
+def test_the_product_bound_is_tight_enough_to_see_16_bit_accumulation():
+    # The bound above would pass anything if it were loose: a product accumulated in float16 (a
+    # running sum rounded to 16 bits at every addition) lies past it, one accumulated in float32
+    # and rounded once within it.
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 1024)).astype("float16")
+    b = rng.standard_normal((1024, 8)).astype("float16")
+    once = (a.astype("float32") @ b.astype("float32")).astype("float16")
+    sixteen = np.zeros((64, 8), "float16")
+    for i in range(1024):
+        sixteen = (sixteen + np.outer(a[:, i], b[i]).astype("float16")).astype("float16")
+    assert_product_close(once, a, b, accumulate="float32", out="float16")
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    assert (np.abs(sixteen - exact) > product_bound(a, b, out="float16")).any()
 
 
 def test_tf32_is_chosen_per_product(backend, monkeypatch):
@@ -137,3 +155,105 @@ def test_tf32_is_chosen_per_product(backend, monkeypatch):
     backend.gemm(x, x, trans_b=True, tf32=True)
     compute = backend._blas.cublas.ComputeType
     assert chosen == [int(compute.COMPUTE_32F_FAST_TF32)]
+
+
+def _cuda_only(backend):
+    if backend.device == "cpu":
+        pytest.skip("cuBLAS through nvmath-python is CUDA's")
+
+
+def test_the_handle_keeps_16_bit_split_k_sums_in_float32(backend):
+    # cuBLAS's default math mode may add a split-K product's partial sums in its 16-bit output
+    # type; "float32 accumulation, rounded once" needs DISALLOW_REDUCED_PRECISION_REDUCTION.
+    _cuda_only(backend)
+    assert backend.why_no_cuda_graph() is None
+    blas = backend._blas
+    mode = blas.cublas.get_math_mode(blas.handle)
+    assert mode & int(blas.cublas.Math.DISALLOW_REDUCED_PRECISION_REDUCTION)
+
+
+def test_the_algorithm_is_cublas_default(backend):
+    # GEMM_DEFAULT_TENSOR_OP is deprecated since CUDA 11: cuBLAS picks tensor cores by the
+    # compute type under DEFAULT.
+    _cuda_only(backend)
+    backend.why_no_cuda_graph()
+    assert backend._blas.algo == int(backend._blas.cublas.GemmAlgo.DEFAULT)
+
+
+def test_plain_products_take_the_graphs_path(backend, monkeypatch):
+    # One product path for plain and graphed steps wherever nvmath-python loads: CuPy's dot
+    # passes other flags for size-1 shapes and runs on another handle and workspace.
+    _cuda_only(backend)
+    backend.why_no_cuda_graph()
+    calls = []
+    original = backend._blas.cublas.gemm_ex
+    monkeypatch.setattr(backend._blas.cublas, "gemm_ex",
+                        lambda *args: calls.append(args[3:6]) or original(*args))
+    for shape in [(1, 1), (4, 3)]:
+        x = backend.asarray(np.ones(shape, "float32"))
+        backend.gemm(x, x, trans_b=True)
+    assert calls == [(1, 1, 1), (4, 4, 3)]
+
+
+def test_a_failed_blas_is_tried_once_per_device(backend, monkeypatch):
+    _cuda_only(backend)
+    from gpunn.backend import blas
+
+    tries = []
+
+    def broken():
+        tries.append(1)
+        raise ImportError("nvmath-python is not installed (simulated)")
+
+    fresh = type(backend).__new__(type(backend))
+    fresh.__dict__.update(backend.__dict__, _blas=None, _blas_error=None, _blas_bound=None)
+    monkeypatch.setattr(blas, "load", broken)
+    x = fresh.asarray(np.ones((4, 3), "float32"))
+    for _ in range(3):
+        fresh.gemm(x, x, trans_b=True)
+        fresh.gemm(x.astype("float16"), x.astype("float16"), trans_b=True)
+    assert "simulated" in fresh.why_no_cuda_graph() and len(tries) == 1
+
+
+def test_without_ml_dtypes_cuda_trains_without_graphs(backend, monkeypatch):
+    # blas.py imported ml_dtypes at module level, outside why_no_cuda_graph's try: a missing
+    # ml_dtypes broke every CUDA train() instead of training without graphs.
+    _cuda_only(backend)
+    import gpunn.backend as backend_package
+
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    monkeypatch.delitem(sys.modules, "gpunn.backend.blas")
+    monkeypatch.delattr(backend_package, "blas")
+    fresh = type(backend).__new__(type(backend))
+    fresh.__dict__.update(backend.__dict__, _blas=None, _blas_error=None, _blas_bound=None)
+    assert "ml_dtypes" in fresh.why_no_cuda_graph()
+    x = fresh.asarray(np.ones((4, 3), "float32"))
+    np.testing.assert_array_equal(to_host(fresh, fresh.gemm(x, x, trans_b=True)),
+                                  np.full((4, 4), 3.0, "float32"))
+
+
+def test_a_failed_nvmath_import_says_what_failed_and_why(monkeypatch):
+    # nvmath-python 1.0.1 with cuda-core 0.4 fails with "cannot import name 'Stream'": that is
+    # not "nvmath-python is not installed", and the message says what it needs.
+    import builtins
+
+    from gpunn.backend import blas
+
+    real_import = builtins.__import__
+
+    def old_cuda_core(name, *args, **kwargs):
+        if name == "nvmath" or name.startswith("nvmath."):
+            raise ImportError("cannot import name 'Stream' from 'cuda.core'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(blas.metadata, "version",
+                        lambda name: {"nvmath-python": "1.0.1", "cuda-core": "0.4.2"}.get(
+                            name, "1.9.1"))
+    monkeypatch.setattr(builtins, "__import__", old_cuda_core)
+    with pytest.raises(ImportError) as raised:
+        blas.load()
+    message = str(raised.value)
+    assert "not installed" not in message
+    assert "nvmath-python 1.0.1 is installed but did not import" in message
+    assert "cannot import name 'Stream'" in message
+    assert "cuda-core>=0.5.0,<2 (found 0.4.2)" in message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -279,15 +280,17 @@ def _whole_targets(tmp_path):
 TINY = ["--device", "cpu", "--epochs", "2", "--hidden", "8"]
 
 
-def test_task_is_inferred_said_and_doubted_where_the_labels_look_like_targets(tmp_path, capsys):
+def test_whole_numbers_that_look_like_targets_default_to_a_regression(tmp_path, capsys):
+    # issue 24: 296 distinct values for 60 samples made a 296-class softmax, on a warning
     status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", _whole_targets(tmp_path),
                               "--out", tmp_path / "inferred")
-    assert status == 0
+    assert status == 0 and err == ""
     header = out.splitlines()[0]
-    assert "classification into 296 classes (" in header
-    assert "distinct whole-number labels; use --task regress for a regression" in header
-    assert "gpunn: warning: " in err and "may be a regression's targets" in err
-    assert "with one sample" in err and "--task regress" in err
+    assert "regression (54 distinct whole numbers for 60 samples, too many for classes" in header
+    assert "--task classify makes them classes" in header
+    status, out, _ = _gpunn(capsys, "train", *TINY, "--dataset", _whole_targets(tmp_path),
+                            "--task", "classify", "--out", tmp_path / "classes")
+    assert status == 0 and "classification into 54 classes (--task classify" in out
 
 
 def test_task_regress_trains_whole_number_targets_as_a_regression(tmp_path, capsys):
@@ -323,7 +326,7 @@ def test_one_hot_and_plus_minus_one_labels_make_a_classifier(tmp_path, capsys):
     np.savez(tmp_path / "onehot.npz", X=X, y=np.eye(2)[y])
     np.savetxt(tmp_path / "signs.csv", np.c_[X, 2 * y.astype(int) - 1], delimiter=",")
     for name, why in (("onehot.npz", "one-hot labels in 2 columns"),
-                      ("signs.csv", "labels -1 and +1, read as classes 0 and 1")):
+                      ("signs.csv", "labels -1 and +1")):
         status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", tmp_path / name,
                                   "--out", tmp_path / name.replace(".", "_"))
         assert status == 0 and err == "", err
@@ -397,18 +400,18 @@ def test_data_errors_come_before_the_run_folder_and_name_line_and_column(tmp_pat
     assert out == "" and not (tmp_path / runs.RUNS).exists()
 
 
-def test_a_leading_index_column_is_a_warning_line(tmp_path, capsys):
+def test_the_index_pandas_writes_is_dropped_with_a_line_saying_so(tmp_path, capsys):
     rows = [f"{i},{i % 7},{i % 3},{i % 2}" for i in range(20)]
     (tmp_path / "pandas.csv").write_text(",a,b,label\n" + "\n".join(rows) + "\n")
-    status, _, err = _gpunn(capsys, "train", *QUICK, "--epochs", "1", "--quiet", "--dataset",
-                            tmp_path / "pandas.csv", "--out", tmp_path / "run")
-    assert status == 0
-    assert len(err.splitlines()) == 1 and err.startswith("gpunn: warning: ")
-    assert "index=False" in err
+    status, out, err = _gpunn(capsys, "train", *QUICK, "--epochs", "1", "--dataset",
+                              tmp_path / "pandas.csv", "--out", tmp_path / "run")
+    assert status == 0 and "2 features: 'a', 'b'" in out
+    assert err.splitlines() == [f"gpunn: {tmp_path / 'pandas.csv'}: dropped the first column "
+                                f"(unnamed: the index pandas writes with DataFrame.to_csv()); "
+                                f"--keep-first-column keeps it."]
     status, _, err = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
     assert status == 0
-    assert len(err.splitlines()) == 1 and err.startswith("gpunn: warning: ")
-    assert "index=False" in err
+    assert len(err.splitlines()) == 1 and "left out the column unnamed (pandas' index)" in err
 
 
 def test_debug_shows_the_exception(tmp_path):
@@ -676,7 +679,7 @@ def test_evaluate_and_predict_refuse_data_that_does_not_fit_the_model(own, capsy
     np.savetxt(folder / "six.csv", np.c_[X, X[:, :1], y], delimiter=",")
     np.savetxt(folder / "classes.csv", np.c_[X, np.arange(15) % 6], delimiter=",")
     for argv, named, found in (
-            (["evaluate", own, "--dataset", folder / "three.csv"], "three.csv", "3 features"),
+            (["evaluate", own, "--dataset", folder / "three.csv"], "three.csv", "4 columns"),
             (["predict", own, folder / "three.npz", "--out", folder / "p.npz"], "three.npz",
              "3 features"),
             (["predict", own, folder / "six.csv", "--out", folder / "p.npz"], "six.csv",
@@ -686,22 +689,26 @@ def test_evaluate_and_predict_refuse_data_that_does_not_fit_the_model(own, capsy
         status, _, err = _gpunn(capsys, *argv, "--device", "cpu")
         line = _one_error_line(err)
         assert status == 1 and named in line and found in line and str(own) in line, line
-        assert ("3 classes" if "classes" in named else "4 features") in line
+        assert ("3 classes" if "classes" in named else "4 feature") in line
     assert not (folder / "p.npz").exists()
 
 
-def test_predict_reads_csv_with_or_without_the_label_as_train_does(own, capsys):
-    # predict read only .npz, though train reads CSV too.
+def test_predict_reads_csv_of_exactly_the_features_without_a_header(own, capsys):
+    # predict read only .npz, though train reads CSV too; then it guessed "features + label"
+    # from one column more, which silently dropped a feature of a file with pandas' index
     folder = own.parent.parent
     X, y = _features(10, seed=2)
     np.savetxt(folder / "features.csv", X, delimiter=",")
     expected = gn.Model.load(own, device="cpu").predict(X)
-    for name in ("features.csv", "test.csv", "test.npz"):
+    for name in ("features.csv", "test.npz"):
         out = folder / f"predicted-{name}.npz"
         status, stdout, err = _gpunn(capsys, "predict", own, folder / name, "--out", out,
                                      "--device", "cpu")
         assert status == 0 and err == "" and "30 samples" in stdout
         np.testing.assert_allclose(_arrays(out)["outputs"], expected, rtol=1e-6)
+    status, _, err = _gpunn(capsys, "predict", own, folder / "test.csv", "--out",
+                            folder / "no.npz", "--device", "cpu")
+    assert status == 1 and "test.csv has 5 columns, but" in err and "4 feature columns" in err
 
 
 def test_evaluate_on_a_regression_says_what_its_accuracy_counts(tmp_path, capsys):
@@ -1014,11 +1021,12 @@ def test_evaluate_and_predict_take_raw_features_through_the_models_scaling(tmp_p
                                            f"{history['val_accuracy'][-1]:.4f}\n")
     status, stdout, _ = _gpunn(capsys, "evaluate", model_path, "--dataset", tmp_path / "new.csv")
     assert status == 0 and float(stdout.split("accuracy ")[1]) > 0.95
-    status, _, err = _gpunn(capsys, "predict", model_path, tmp_path / "new.csv", "--out",
-                            tmp_path / "p.npz", "--device", "cpu")
+    X_read = gn.datasets.load_inputs(tmp_path / "new.csv")[:, :-1]  # the features alone
+    np.savetxt(tmp_path / "new-features.csv", X_read, delimiter=",", fmt="%.9g")
+    status, _, err = _gpunn(capsys, "predict", model_path, tmp_path / "new-features.csv",
+                            "--out", tmp_path / "p.npz", "--device", "cpu")
     assert status == 0, err
     predictions = _arrays(tmp_path / "p.npz")
-    X_read = gn.datasets.load_inputs(tmp_path / "new.csv")[:, :-1]  # as predict read them
     np.testing.assert_array_equal(predictions["outputs"],
                                   gn.Model.load(model_path, device="cpu").predict(X_read))
     assert (predictions["predictions"] == y_new).mean() > 0.95  # raw features, scaled inside
@@ -1033,6 +1041,47 @@ def test_a_regression_reports_r_squared_in_the_summary_and_in_evaluate(tmp_path,
     r2 = gn.accuracy.r_squared(model.predict(X_val), y_val)
     assert f", R² {r2:.4f}\n" in stdout and "validation R² (1 - SS_res / SS_tot)" in stdout
     status, stdout, _ = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
-    assert status == 0 and stdout.endswith(f"of the target), R² {r2:.4f}\n")
+    assert status == 0 and stdout.endswith(f"of the standardized target), R² {r2:.4f}\n")
     status, stdout, _ = _gpunn(capsys, "train", *TINY, "--out", tmp_path / "spiral")
     assert status == 0 and "R²" not in stdout  # a classifier has none
+
+
+def test_early_stopping_saves_the_best_epoch_and_the_checkpoint_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    status, stdout, _ = _gpunn(capsys, "train", "--device", "cpu", "--epochs", "300", "--lr",
+                               "0.2", "--decay", "0", "--early-stopping", "3", "--out", out)
+    assert status == 0
+    summary = next(line for line in stdout.split("\n") if "stopped early" in line)
+    stopped_at, best = (int(n) for n in re.search(r"epochs 1-(\d+) of 300 .* model.npz holds "
+                                                   r"epoch (\d+)", summary).groups())
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == stopped_at < 300
+    val_losses = [float(row["val_loss"]) for row in rows]
+    assert best == 1 + int(np.argmin(val_losses)) and stopped_at >= best + 3
+    model = gn.Model.load(out / "model.npz", device="cpu")
+    X, y, X_val, y_val = gn.datasets.load("spiral", seed=0)
+    assert model.evaluate(X_val, y_val)[0] == pytest.approx(val_losses[best - 1], rel=1e-5)
+    assert f"validation loss {val_losses[best - 1]:.4g}" in summary
+    assert checkpoint.load(out / "checkpoint.npz", device="cpu").epoch == stopped_at
+
+
+def test_validation_split_holds_out_that_share_of_a_file_and_evaluate_scores_it(tmp_path,
+                                                                               capsys):
+    pandas = pytest.importorskip("pandas")
+    X, y = gn.datasets.spiral_data(40, 3, seed=3)
+    table = pandas.DataFrame({"a": X[:, 0], "b": X[:, 1], "label": y})
+    table.to_csv(tmp_path / "spiral.csv", index=False)
+    status, out, err = _gpunn(capsys, "train", *TINY, "--dataset", tmp_path / "spiral.csv",
+                              "--validation-split", "0.35", "--out", tmp_path / "run")
+    assert status == 0, err
+    assert ": 78 training and 42 validation samples" in out.splitlines()[0]  # int(120 * 0.35)
+    status, out, err = _gpunn(capsys, "evaluate", tmp_path / "run" / "model.npz")
+    assert status == 0 and err == "", err
+    assert "validation split (seed 0), 42 samples" in out
+    status, _, err = _gpunn(capsys, "train", *TINY, "--validation-split", "0.3", "--out",
+                            tmp_path / "spiral")
+    assert status == 1 and "applies to .npz and .csv files only" in _one_error_line(err)
+    status, _, err = _gpunn(capsys, "train", *TINY, "--validation-split", "1", "--out",
+                            tmp_path / "whole")
+    assert status == 2 and "expected a number > 0 and < 1" in err

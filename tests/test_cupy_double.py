@@ -499,3 +499,28 @@ def test_events_time_the_host_and_say_so_by_being_no_gpu(capsys):
     assert float(cupy.ones(3).sum()) == 3
     cupy.show_config()
     assert "the CuPy double" in capsys.readouterr().out
+
+
+def test_without_the_cuda_headers_no_kernel_compiles(monkeypatch):
+    # CuPy 14.2 adds CUDA's include folder to every compile and refuses to compile without it
+    # (cupy/_core/core.pyx, assemble_cupy_compiler_options), whatever the source includes: the
+    # float32 kernels too.
+    from gpunn.backend import nvrtc
+
+    monkeypatch.setattr(nvrtc, "cuda_include_dir", lambda: None)
+    module = cupy.RawModule(code=kernels.read_source("elementwise.cu"),
+                            options=kernels.NVRTC_OPTIONS,
+                            name_expressions=kernels.name_expressions("elementwise.cu"))
+    with pytest.raises(RuntimeError, match="Failed to find CUDA headers.*ctk"):
+        module.get_function("relu<float>")
+
+
+def test_where_has_no_bfloat16_loop():
+    # CuPy 14.2's where ufunc lists no bfloat16 loop: bfloat16 choices come back float32.
+    import ml_dtypes
+
+    x = cupy.asarray(np.array([1.5, -2.0], ml_dtypes.bfloat16))
+    chosen = cupy.where(x.astype(np.float32) > 0, x, cupy.zeros((), x.dtype))
+    assert chosen.dtype == np.float32
+    np.testing.assert_array_equal(chosen.get(), [1.5, 0.0])
+    assert cupy.where(x.astype(np.float32) > 0, x.astype(np.float16), 0).dtype == np.float16

@@ -86,17 +86,20 @@ def test_non_numeric_columns_are_named_with_their_dtypes_and_what_to_do():
     assert "'rooms'" not in message and "pandas.get_dummies(X" in message
 
 
-@pytest.mark.parametrize("dtype, hint", [
-    ("str", r"y\.astype\('category'\)\.cat\.codes"),
-    ("object", r"y\.astype\('category'\)\.cat\.codes"),
-    ("category", r"y\.cat\.codes"),
-])
-def test_labels_that_are_not_numbers_say_how_to_encode_them(dtype, hint):
+@pytest.mark.parametrize("dtype", ["str", "object", "category"])
+def test_text_labels_are_the_classes_in_training_and_read_by_them_after(dtype):
+    # issue 24: text labels were refused; they are the classes, sorted (LabelEncoder's order)
     pd = _pandas()
-    y = pd.Series(["cat", "dog", "cat"], dtype=dtype)
-    with pytest.raises(gn.GpunnError, match=rf"y is a pandas Series of {y.dtype} values, not "
-                                            rf"numbers; .*{hint}"):
-        _classifier("cpu").evaluate(np.zeros((3, 2)), y)
+    y = pd.Series(["dog", "cat", "dog", "bird"], dtype=dtype)
+    model = _classifier("cpu")
+    with pytest.raises(gn.GpunnError, match="y holds text labels, but the model has no classes"):
+        model.evaluate(np.zeros((4, 2)), y)
+    model.train(np.zeros((4, 2)), y, epochs=1, verbose=0)
+    assert model.classes == ["bird", "cat", "dog"]
+    assert model.predict_labels(np.zeros((2, 2))).tolist()[0] in model.classes
+    with pytest.raises(gn.GpunnError, match=r"y has label 'fish' that the model does not know; "
+                                            r"its classes are 'bird', 'cat', 'dog'"):
+        model.evaluate(np.zeros((2, 2)), pd.Series(["cat", "fish"], dtype=dtype))
 
 
 def test_nullable_columns_convert_and_missing_values_are_named():

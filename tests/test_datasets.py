@@ -336,8 +336,8 @@ def test_load_csv_with_and_without_header(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("1,2,0\n3,oops,1\n", r"line 2, column 2: 'oops' is not a number"),
-    ("a,b,c\n1,2,0\n4,5\n", "line 3: expected 3 cells like line 2, found 2"),
+    ("1,2,0\n3,oops,1\n", r"column 2 \('oops' on line 2\) holds text, not a number"),
+    ("a,b,c\n1,2,0\n4,5\n", "line 3: expected 3 cells like the header, found 2"),
     ("a,b,c\n", "no data rows"),
 ])
 def test_load_csv_errors_name_the_line(tmp_path, text, message):
@@ -348,7 +348,8 @@ def test_load_csv_errors_name_the_line(tmp_path, text, message):
 
 def test_load_csv_refuses_a_label_column_out_of_range(tmp_path):
     (tmp_path / "a.csv").write_text("1,2,0\n")
-    with pytest.raises(gpunn.InvalidArgumentError, match=r"label_column must be in \[-3, 2\]"):
+    with pytest.raises(gpunn.InvalidArgumentError,
+                       match=r"label_column 3: .* has 3 columns, so a position is in \[-3, 2\]"):
         datasets.load_csv(tmp_path / "a.csv", label_column=3)
 
 
@@ -409,8 +410,8 @@ def test_load_unknown_name_lists_the_valid_ones():
 # ---- data errors name the file, line and column (issue 20, finding 6) ---------------------------
 
 @pytest.mark.parametrize("text, message", [
-    ("a,b,c\n1,2,0\n3,4,1\n5,6,1\n7,,0\n", r"bad.csv, line 5, column 2 is empty"),
-    ("a,b,c\n1,2,0\n\n3,nan,1\n", r"bad.csv, line 4, column 2 is nan"),
+    ("a,b,c\n1,2,0\n3,4,1\n5,6,1\n7,,0\n", r"bad.csv: 1 empty cell \(line 5, column 2 \('b'\)\)"),
+    ("a,b,c\n1,2,0\n\n3,nan,1\n", r"bad.csv, line 4, column 2 \('b'\) is nan"),
     ("1,2,0\n3,4,inf\n", r"bad.csv, line 2, column 3 is inf"),
 ])
 def test_csv_errors_name_the_line_and_column(tmp_path, text, message):
@@ -436,7 +437,8 @@ def test_semicolon_and_tab_separated_files_are_read(tmp_path, separator):
         "x1\tx2\tlabel\n0.5\t1.5\t1\n2\t3\t0\n"
     (tmp_path / "a.csv").write_text(text)
     if separator == ";":  # a decimal comma is not a number gpunn reads: named, not misread
-        with pytest.raises(gpunn.FileFormatError, match="line 2, column 1: '0,5' .* with a point"):
+        with pytest.raises(gpunn.FileFormatError,
+                           match=r"line 2, column 1 \('x1,5'\): '0,5' .* with a point"):
             datasets.load_csv(tmp_path / "a.csv")
         (tmp_path / "a.csv").write_text(text.replace(",", "."))
     X, y = datasets.load_csv(tmp_path / "a.csv")
@@ -451,15 +453,20 @@ def test_a_one_column_csv_is_named_without_label_column(tmp_path):
     assert "label_column" not in str(error.value)
 
 
-@pytest.mark.parametrize("text", [
-    ",x1,x2,label\n0,0.5,1.5,1\n1,2,3,0\n2,4,1,1\n",  # pandas' DataFrame.to_csv()
-    "0,0.5,1.5,1\n1,2,3,0\n2,4,1,1\n3,7,2,0\n",  # the same without a header
-])
-def test_a_leading_index_column_is_warned_about(tmp_path, text):
-    (tmp_path / "pandas.csv").write_text(text)
+def test_a_leading_index_column_without_a_header_is_warned_about(tmp_path):
+    # DataFrame.to_csv(header=False): nothing says it is an index but its counting
+    (tmp_path / "pandas.csv").write_text("0,0.5,1.5,1\n1,2,3,0\n2,4,1,1\n3,7,2,0\n")
     with pytest.warns(UserWarning, match="first column counts the rows .* index=False"):
         X, _ = datasets.load_csv(tmp_path / "pandas.csv")
     assert X.shape[1] == 3  # still read as it is: the warning says what to do
+
+
+def test_the_index_pandas_writes_is_dropped(tmp_path):
+    # DataFrame.to_csv() writes its index first, under an empty header cell (issue 24)
+    (tmp_path / "pandas.csv").write_text(",x1,x2,label\n0,0.5,1.5,1\n1,2,3,0\n2,4,1,1\n")
+    X, y = datasets.load_csv(tmp_path / "pandas.csv")
+    np.testing.assert_array_equal(X, [[0.5, 1.5], [2, 3], [4, 1]])
+    np.testing.assert_array_equal(y, [1, 0, 1])
 
 
 def test_a_first_column_that_does_not_count_is_not_warned_about(tmp_path):

@@ -172,3 +172,18 @@ def test_gpunns_tf32_row_is_its_policy_not_cupy_tf32():
     assert {"precision wide", "precision mlp"} <= set(names)
     assert not any("tf32" in name for name in names)
     assert "CUPY_TF32" not in (ROOT / "benchmarks" / "gpu_speed.py").read_text()
+
+
+def test_the_probe_writes_its_own_file_within_seconds(tmp_path):
+    # The first GPU call begins with it: a failing nvmath import is known in seconds, in a file
+    # of its own, not at the end of a stage. Here without wheels: it says so and goes on.
+    from benchmarks import gpu_probe
+
+    status = gpu_probe.main(["--out", str(tmp_path), "--wheels", str(tmp_path / "none")])
+    record = json.loads((tmp_path / "gpu-probe.json").read_text())
+    assert record["seconds"] <= gpu_probe.SECONDS
+    assert "no wheels in" in record["wheels"]["skipped"]
+    for side in ("machine", "with_wheels"):
+        assert set(record[side]["packages"]) == set(gpu_probe.PACKAGES), side
+        assert "import_nvmath" in record[side], side
+    assert status == (0 if record["with_wheels"]["import_nvmath"] == "ok" else 1)

@@ -93,6 +93,28 @@ def _stage(machine, tmp_path, stage, *options):
     return done, out
 
 
+@pytest.mark.slow
+def test_the_probe_says_in_seconds_whether_nvmath_imports_with_the_wheels(machine, tmp_path):
+    # The first thing a GPU call runs (benchmarks/README.md): the real nvmath-python (no
+    # double on the path) imported with the carried cuda-core and cuda-pathfinder first.
+    python, wheels = machine
+    out = tmp_path / "out"
+    started = time.monotonic()
+    done = subprocess.run([str(python), "-m", "benchmarks.gpu_probe", "--out", str(out),
+                           "--wheels", str(wheels)], cwd=tmp_path, env=_environment(),
+                          capture_output=True, text=True, timeout=60)
+    seconds = time.monotonic() - started
+    print(f"\nrehearsal of the probe: {seconds:.0f} s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((out / "gpu-probe.json").read_text())
+    found = record["with_wheels"]
+    assert record["ok"] and found["import_nvmath"] == "ok" and seconds < 30
+    assert found["packages"]["cuda-core"]["version"] == "1.2.2"
+    assert found["packages"]["nvmath-python"]["version"] == "1.0.1"
+    assert record["machine"]["packages"]["nvmath-python"]["version"] is None
+    _assert_within_the_machines_limits(out)
+
+
 def _assert_within_the_machines_limits(out: Path) -> None:
     files = [path for path in out.rglob("*") if path.is_file()]
     assert 0 < len(files) <= MAX_FILES, files
@@ -124,7 +146,10 @@ def test_each_stage_completes_on_the_doubles_within_the_machines_limits(machine,
     record = json.loads((out / f"gpu-check-{stage}.json").read_text())
     markdown = (out / f"gpu-check-{stage}.md").read_text()
     _assert_simulated(record, markdown)
-    assert record["wheels"]["installed"] and "nvmath_python-1.0.1" in record["wheels"]["wheels"][0]
+    wheels = record["wheels"]["wheels"]
+    assert record["wheels"]["installed"] and len(wheels) == len(gpu_wheels.WHEELS)
+    assert any(name.startswith("nvmath_python-1.0.1") for name in wheels)
+    assert any(name.startswith("cuda_core-1.2.2") for name in wheels)
     parts = record["parts"]
     for name, part in parts.items():
         assert "error" not in part and "skipped" not in part, (name, part)
@@ -151,9 +176,12 @@ def _assert_truth(parts: dict, out: Path) -> None:
     graphed = [config for name, config in configs.items() if name.endswith(", CUDA graph")]
     assert len(graphed) == 2 and all(c["cuda_graph"] == "captured" for c in graphed)
     assert all(c["equal"] for name, c in configs.items() if "graphed vs plain" in name)
-    assert parts["counts"]["launches"]["run"]["exit_status"] == 0
+    launches = parts["counts"]["launches"]["run"]
+    assert launches["exit_status"] == 0 and "--clock-control none" in launches["command"]
     for tool in ("memcheck", "racecheck"):
         assert parts[tool]["errors"] == 0 and parts[tool]["run"]["exit_status"] == 0, tool
+        assert not parts[tool]["run"]["timed_out"] and parts[tool]["limit_seconds"] >= 60, tool
+    assert tests["no_test_starts_in_the_last_seconds"] == 25
 
 
 def _assert_speed(parts: dict) -> None:

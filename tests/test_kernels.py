@@ -53,8 +53,9 @@ def test_nvrtc_compiles_every_instance(filename, low_precision, architecture):
 
 @pytest.mark.compiler
 def test_the_float_kernels_need_no_cuda_headers():
-    # Without -DGPUNN_LOW_PRECISION no header is included: a CuPy without CUDA's headers still
-    # compiles the float32 and float64 kernels. The low-precision compile cannot do without.
+    # Without -DGPUNN_LOW_PRECISION no header is included: NVRTC compiles the float32 and
+    # float64 kernels without CUDA's headers (CuPy 14 itself does not: it refuses every compile
+    # without them, tests/test_simulated.py). The low-precision compile cannot do without.
     module, reason = nvrtc.load()
     require(module is not None, reason)
     source = kernels.read_source("elementwise.cu")

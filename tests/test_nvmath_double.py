@@ -15,6 +15,7 @@ import numpy as np
 import nvmath
 import pytest
 from conftest import NVMATH_DOUBLE, require
+from helpers import assert_product_close
 from nvmath.bindings import cublas
 
 sim = cupy._sim
@@ -94,7 +95,7 @@ def test_a_product_computes_counts_and_replays_in_a_graph():
     sim.reset_counters()
     with stream:
         _gemm(handle, a, b, c)
-    np.testing.assert_array_equal(c.get(), a.get() @ b.get())
+    assert_product_close(c.get(), a.get(), b.get())  # in another order than NumPy's
     assert sim.counters["launch"] == sim.counters["cublas"] == 1
     with stream, _capturing(stream):
         _gemm(handle, a, b, c)
@@ -102,7 +103,7 @@ def test_a_product_computes_counts_and_replays_in_a_graph():
     c.fill(0)
     a *= 2
     graph.launch(stream)
-    np.testing.assert_array_equal(c.get(), a.get() @ b.get())  # recomputed from the new a
+    assert_product_close(c.get(), a.get(), b.get())  # recomputed from the new a
     cublas.destroy(handle)
 
 
@@ -181,3 +182,74 @@ def test_alpha_and_beta_are_read_from_host_memory():
                        5, a.data.ptr, F32, inner, ctypes.addressof(beta), c.data.ptr, F32, 5,
                        cublas.ComputeType.COMPUTE_32F, 99)
     np.testing.assert_allclose(c.get(), 2 * (a.get() @ b.get()) + 3, rtol=1e-6)
+
+
+def _product(handle, a, b, out, compute):
+    """out = a @ b for row-major arrays of any dtype the double takes."""
+    types = {np.dtype("float32"): 0, np.dtype("float64"): 1, np.dtype("float16"): 2}
+    if a.dtype.name == "bfloat16":
+        types[a.dtype] = 14
+    rows, inner = a.shape
+    cols = b.shape[1]
+    cublas.gemm_ex(handle, 0, 0, cols, rows, inner, ONE.ctypes.data, b.data.ptr, types[a.dtype],
+                   cols, a.data.ptr, types[a.dtype], inner, ZERO.ctypes.data, out.data.ptr,
+                   types[out.dtype], cols, compute, cublas.GemmAlgo.DEFAULT)
+    return out.get()
+
+
+def test_a_product_sums_in_another_order_than_numpy():
+    # As a GPU's does: the bits differ from NumPy's dot, the values within the arithmetic's bound
+    rng = np.random.default_rng(1)
+    a = cupy.asarray(rng.standard_normal((30, 700)).astype("float32"))
+    b = cupy.asarray(rng.standard_normal((700, 9)).astype("float32"))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        c = _product(_bound(stream), a, b, cupy.empty((30, 9), "float32"),
+                     cublas.ComputeType.COMPUTE_32F)
+    assert not np.array_equal(c, a.get() @ b.get())
+    assert_product_close(c, a.get(), b.get(), accumulate="float32")
+
+
+def test_the_math_mode_decides_where_16_bit_split_k_sums_are_added():
+    # cuBLAS's default math mode lets a split-K product add its slices in the 16-bit output type;
+    # DISALLOW_REDUCED_PRECISION_REDUCTION keeps them in float32, rounded once at the end.
+    rng = np.random.default_rng(2)
+    a16 = rng.standard_normal((40, 1024)).astype("float16")
+    b16 = rng.standard_normal((1024, 8)).astype("float16")
+    a, b = cupy.asarray(a16), cupy.asarray(b16)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    handle = _bound(stream)
+    assert cublas.get_math_mode(handle) == cublas.Math.DEFAULT_MATH
+    compute = cublas.ComputeType.COMPUTE_32F
+    with stream:
+        reduced = _product(handle, a, b, cupy.empty((40, 8), "float16"), compute)
+        cublas.set_math_mode(handle, cublas.Math.DISALLOW_REDUCED_PRECISION_REDUCTION)
+        kept = _product(handle, a, b, cupy.empty((40, 8), "float16"), compute)
+        wide = _product(handle, a, b, cupy.empty((40, 8), "float32"), compute)
+    np.testing.assert_array_equal(kept, wide.astype("float16"))  # rounded once
+    assert not np.array_equal(reduced, kept)
+    with pytest.raises(cublas.cuBLASError, match="INVALID_VALUE"):
+        cublas.set_math_mode(handle, 1 << 12)
+
+
+def test_tf32_rounds_the_operands_to_ten_mantissa_bits():
+    a = cupy.asarray(np.array([[1 + 2.0**-15, 1 + 2.0**-9]], "float32"))
+    b = cupy.asarray(np.ones((2, 1), "float32"))
+    stream = cupy.cuda.Stream(non_blocking=True)
+    handle = _bound(stream)
+    with stream:
+        tf32 = _product(handle, a, b, cupy.empty((1, 1), "float32"),
+                        cublas.ComputeType.COMPUTE_32F_FAST_TF32)
+        ieee = _product(handle, a, b, cupy.empty((1, 1), "float32"),
+                        cublas.ComputeType.COMPUTE_32F)
+    assert tf32[0, 0] == np.float32(2 + 2.0**-9)  # 1 + 2^-15 became 1
+    assert ieee[0, 0] == np.float32(2 + 2.0**-9 + 2.0**-15)
+
+
+def test_a_workspace_not_aligned_to_256_bytes_is_refused():
+    handle = cublas.create()
+    space = cupy.empty(4096, dtype="uint8")
+    shifted, aligned = space[16:], space[256:]  # kept alive: the double resolves live arrays
+    with pytest.raises(cublas.cuBLASError, match="INVALID_VALUE.*aligned to 256"):
+        cublas.set_workspace(handle, shifted.data.ptr, 1024)
+    cublas.set_workspace(handle, aligned.data.ptr, 1024)

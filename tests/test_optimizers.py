@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import require
+from helpers import build_model
 
 import gpunn
 
@@ -145,3 +146,82 @@ def test_training_matches_pytorch_step_by_step(backend, name):
     for (ours_w, ours_b), theirs_w, theirs_b in zip(model.get_parameters(), (w1, w2), (b1, b2)):
         np.testing.assert_allclose(ours_w, theirs_w.detach().numpy(), rtol=1e-6, atol=1e-12)
         np.testing.assert_allclose(ours_b, theirs_b.detach().numpy(), rtol=1e-6, atol=1e-12)
+
+
+# The book's momentum is PyTorch's only while the rate is constant (PyTorch multiplies its
+# velocity of gradients by the new rate; the book's velocity holds past rates' steps).
+CHANGEABLE = sorted(set(OPTIMIZERS) - {"sgd-momentum"})
+
+
+@pytest.mark.parametrize("name", CHANGEABLE)
+def test_a_changed_learning_rate_is_used_from_the_next_step_as_pytorch_does(backend, name):
+    torch = _torch()
+    require(torch is not None, "PyTorch is not installed (pip install torch) for the reference run")
+    ours, theirs = OPTIMIZERS[name]
+    X, y = gpunn.datasets.spiral_data(30, 3, seed=1)
+    model = gpunn.Model(device=backend, dtype="float64")
+    model.add(gpunn.Dense(2, 8))
+    model.add(gpunn.ReLU())
+    model.add(gpunn.Dense(8, 3))
+    model.add(gpunn.Softmax())
+    model.set(loss=gpunn.CategoricalCrossentropy(), optimizer=ours(),
+              accuracy=gpunn.CategoricalAccuracy())
+    model.finalize()
+    first = model.optimizer.learning_rate
+    w1, b1, w2, b2 = (torch.tensor(a, dtype=torch.float64, requires_grad=True)
+                      for pair in model.get_parameters() for a in pair)
+    optimizer = theirs(torch, [w1, b1, w2, b2])
+    inputs, labels = torch.tensor(X, dtype=torch.float64), torch.tensor(y, dtype=torch.int64)
+    for epoch in range(1, 13):
+        optimizer.zero_grad()
+        logits = torch.relu(inputs @ w1 + b1) @ w2 + b2
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        optimizer.step()
+        if epoch == 6:
+            optimizer.param_groups[0]["lr"] = first / 5
+
+    def slower(epoch, logs):
+        if epoch == 6:
+            model.optimizer.learning_rate = first / 5
+
+    history = model.train(X, y, epochs=12, shuffle=False, verbose=False, on_epoch_end=slower)
+    for (ours_w, ours_b), theirs_w, theirs_b in zip(model.get_parameters(), (w1, w2), (b1, b2)):
+        np.testing.assert_allclose(ours_w, theirs_w.detach().numpy(), rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(ours_b, theirs_b.detach().numpy(), rtol=1e-6, atol=1e-12)
+    decay = model.optimizer.decay
+    np.testing.assert_allclose(history["learning_rate"],
+                               [(first if epoch < 6 else first / 5) / (1 + decay * epoch)
+                                for epoch in range(12)])
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_learning_rate_set_to_zero_stops_the_gradient_steps(backend, name):
+    model = build_model(backend, [2, 8, 3])
+    model.set(optimizer=OPTIMIZERS[name][0]())
+    model.finalize()
+    if name == "sgd-momentum":  # the book's velocity still coasts: no velocity, no motion
+        model.optimizer.momentum = 0.0
+    X, y = gpunn.datasets.spiral_data(20, 3, seed=2)
+    model.train(X, y, epochs=2, verbose=False)
+    model.optimizer.learning_rate = 0.0
+    before = model.get_parameters()
+    history = model.train(X, y, epochs=3, batch_size=16, verbose=False)
+    assert history["learning_rate"] == [0.0, 0.0, 0.0]
+    for (w0, b0), (w1, b1) in zip(before, model.get_parameters()):
+        np.testing.assert_array_equal(w0, w1)
+        np.testing.assert_array_equal(b0, b1)
+
+
+def test_momentum_given_after_construction_is_used(backend):
+    torch = _torch()
+    require(torch is not None, "PyTorch is not installed (pip install torch) for the reference run")
+    sgd = gpunn.SGD(learning_rate=0.5)
+    sgd.momentum = 0.9
+    p, g = torch.tensor([1.0, -1.0], dtype=torch.float64, requires_grad=True), [0.2, -0.4]
+    reference = torch.optim.SGD([p], lr=0.5, momentum=0.9)
+    ours = np.array([1.0, -1.0])
+    for _ in range(3):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        reference.step()
+        ours = _step(backend, sgd, ours, g)
+    np.testing.assert_allclose(ours, p.detach().numpy(), rtol=1e-12)

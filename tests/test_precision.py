@@ -1,5 +1,20 @@
 """Precision policies (gpunn/precision.py): float32, tf32, bfloat16 and float16 with its loss
-scaler, checked against PyTorch's autocast, on every device under test."""
+scaler. What is checked where:
+
+- against PyTorch: one bfloat16 training step on the CPU only (torch.autocast("cpu")), loss and
+  parameters; no CUDA policy is compared with PyTorch here (benchmarks/gpu_speed.py runs them
+  side by side on a GPU, for speed);
+- on every device under test: the policies are accepted or refused as the device allows, the
+  spiral model's loss falls by a tenth under each (on CUDA with its step captured), float16's
+  scaler skips overflowing steps and ends a run that
+  overflows at its floor, and saved weights stay float32;
+- on CUDA (a GPU, or with --cupy-double the simulated cuda-sim devices: not a GPU): no policy
+  adds a synchronisation or an uncaptured step (counted on the double only), bfloat16 needs a
+  CuPy with bfloat16 arrays. On the double the 16-bit products are the nvmath double's NumPy
+  arithmetic and the 16-bit kernels a host build, so the policies' numbers there say nothing of
+  a GPU's rounding; tests/test_blas.py bounds the products, tests/test_backend.py compares the
+  16-bit kernels with their twins.
+"""
 
 from __future__ import annotations
 

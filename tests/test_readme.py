@@ -37,6 +37,8 @@ COMMANDS = [part.strip() for line in SHELL for part in line.split("&&")]
 PYTHON = [text for language, text in BLOCKS if language == "python"]
 SERVING = [text for text in PYTHON if "onnxruntime" in text]  # needs the exported model.onnx
 DISTRIBUTED = [text for text in PYTHON if "gn.distributed.init()" in text]  # under mpiexec
+CALLBACKS = [text for text in PYTHON if "gn.callbacks." in text]
+ESTIMATORS = [text for text in PYTHON if "gpunn.sklearn" in text]  # needs scikit-learn
 # Following the book: run by tests/test_book.py (nnfs.init() patches NumPy: a process apart)
 BOOK = [text for text in PYTHON if "gpunn.book" in text or text.startswith('use("cuda")')]
 QUICKSTART = ['pip install -e ".[plot]" && gpunn train',
@@ -82,7 +84,8 @@ def test_what_pip_install_would_install(tmp_path):
     assert "gpunn/cli/__init__.py" in names and "gpunn/kernels/elementwise.cu" in names
     extras = set(re.findall(r"^Provides-Extra: (\S+)", metadata, flags=re.MULTILINE))
     named = set(re.findall(r'pip install -e "\.\[(\w+)\]"', README))
-    assert named == {"dev", "cuda12", "plot"} and named <= extras
+    assert named == {"dev", "cuda12", "plot", "sklearn"} and named <= extras
+    assert "scikit-learn>=1.6; extra == 'sklearn'" in metadata
     assert "matplotlib" in metadata and "extra == 'plot'" in metadata
     # A machine with only the NVIDIA driver gets NVRTC and the CUDA headers from wheels.
     assert "cupy-cuda12x[ctk]>=14.0; extra == 'cuda12'" in metadata
@@ -147,20 +150,20 @@ def test_the_benchmark_command_exists():
 
 
 def test_the_python_example_runs_as_written(capsys, monkeypatch):
-    (example,) = [text for text in PYTHON if text not in SERVING + DISTRIBUTED + BOOK]
-    results = {}
+    (example,) = [text for text in PYTHON
+                  if text not in SERVING + DISTRIBUTED + CALLBACKS + ESTIMATORS + BOOK]
     # On the default device (the GPU when there is one); then, if that was CUDA, on the CPU:
-    # both must learn alike. Not to the digit: the fused GPU kernels sum in another order, and
-    # training amplifies float32 rounding differences (tests/test_cli.py measures how much).
+    # each must keep the example's promise (it learns). Not the same accuracy from one seed: a
+    # GPU sums products in another order, and training amplifies float32 rounding (summing the
+    # CPU's products in reversed tiles of 8 alone moved this example's final training accuracy
+    # from 0.903 to 0.927; issue 27 measured 0.943 against 0.900 on a stand-in GPU).
     for device in ["auto", "cpu"] if cuda_available() else ["auto"]:
         monkeypatch.setenv("GPUNN_DEVICE", device)
         namespace: dict = {}
         exec(compile(example, "README.md", "exec"), namespace)
-        assert namespace["history"]["accuracy"][-1] > 0.85
-        assert namespace["accuracy"] > 0.75
+        assert namespace["history"]["accuracy"][-1] > 0.85, device
+        assert namespace["accuracy"] > 0.75, device
         assert "validation accuracy" in capsys.readouterr().out
-        results[device] = (namespace["history"]["accuracy"][-1], namespace["accuracy"])
-    assert results["auto"] == pytest.approx(results.get("cpu", results["auto"]), abs=0.04)
 
 
 def test_the_data_parallel_example_runs_alone_and_on_two_ranks(tmp_path):
@@ -177,3 +180,24 @@ def test_the_data_parallel_example_runs_alone_and_on_two_ranks(tmp_path):
     assert ranks.returncode == 0, ranks.stderr
     finals = [(tmp_path / f"rank{rank}-of-2").read_text() for rank in (0, 1)]
     assert finals[0] == finals[1]  # the metrics of all the data, the same on every rank
+
+
+def test_the_callbacks_example_stops_early_and_keeps_the_best_model(tmp_path, monkeypatch,
+                                                                   capsys):
+    (example,) = CALLBACKS
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "Total parameters: 387" in out and "EarlyStopping: val_loss did not improve" in out
+    assert len(namespace["history"]["loss"]) < 2000 and (tmp_path / "runs" / "best.npz").exists()
+
+
+@pytest.mark.slow
+def test_the_scikit_learn_example_runs_as_written(capsys):
+    pytest.importorskip("sklearn")
+    (example,) = ESTIMATORS
+    exec(compile(example, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    accuracy = float(re.search(r"test accuracy: ([0-9.]+)", out).group(1))
+    assert accuracy > 0.9, out

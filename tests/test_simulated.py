@@ -5,7 +5,6 @@ and synchronisations of a training step. Collected in the ``pytest --cupy-double
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -88,27 +87,28 @@ def _model(device):
     return build_model(device, (2, 256, 3))
 
 
-# cuBLAS through CuPy (cuda_graph=False) takes its workspace from free memory; the direct
-# calls of a graphed run (gpunn.backend.blas) bring a workspace of their own, so there the batch's
-# activations are what no longer fits.
-@pytest.mark.parametrize("headroom, cause, cuda_graph", [
-    (3 * 2**20, "CUBLAS_STATUS_ALLOC_FAILED", False),
-    (16 * 2**20, "Out of memory allocating", False),
-    (3 * 2**20, "Out of memory allocating", True)])
+# Once nvmath-python loads, every product goes through gpunn's handle (gpunn.backend.blas), whose
+# workspace is its own: the batch's activations are what no longer fits. Without it, CuPy's own
+# cuBLAS calls take their workspace from free memory.
+@pytest.mark.parametrize("headroom, cause, cuda_graph, nvmath", [
+    (3 * 2**20, "CUBLAS_STATUS_ALLOC_FAILED", False, False),
+    (16 * 2**20, "Out of memory allocating", False, False),
+    (3 * 2**20, "Out of memory allocating", False, True),
+    (3 * 2**20, "Out of memory allocating", True, True)])
 def test_a_full_device_is_an_out_of_memory_error_with_a_batch_hint(monkeypatch, headroom,
-                                                                   cause, cuda_graph):
+                                                                   cause, cuda_graph, nvmath):
     X, y = gn.datasets.spiral_data(samples=3000, classes=3, seed=0)
     model = _model("cuda:1")
     X_device, y_device = model.backend.asarray(X), model.backend.asarray(y)
     before = model.get_parameters()
-    if cuda_graph:  # the direct calls' handle and workspace, made before the device fills up
+    if nvmath:  # the handle and its workspace, made before the device fills up
         assert model.backend.why_no_cuda_graph() is None
+    else:
+        monkeypatch.setattr(model.backend, "_blas", None)
+        monkeypatch.setattr(model.backend, "_blas_error", "no nvmath-python (simulated)")
     # Room for the data and parameters; then cuBLAS's workspace or the batch's activations
     # do not fit.
     monkeypatch.setattr(sim.devices[1], "capacity", sim.devices[1].allocated + headroom)
-    # Without CUDA graphs the products are CuPy's own cuBLAS calls, which need the workspace.
-    # (With graphs they go through gpunn's handle, whose workspace is allocated once per device:
-    # whether an earlier test on cuda:1 made it decided which error came first.)
     with pytest.raises(gn.DeviceOutOfMemoryError, match=r"cuda:1 ran out of memory in epoch 1, "
                                                         r"step 1 .*Try batch_size=4500") as raised:
         model.train(X_device, y_device, epochs=1, batch_size=9000, verbose=False,
@@ -117,6 +117,16 @@ def test_a_full_device_is_an_out_of_memory_error_with_a_batch_hint(monkeypatch, 
     for (w0, b0), (w1, b1) in zip(before, model.get_parameters()):
         np.testing.assert_array_equal(w0, w1)
         np.testing.assert_array_equal(b0, b1)
+
+
+def test_a_workspace_that_does_not_fit_now_is_tried_again_later(monkeypatch, fresh_backends):
+    # An out-of-memory while making gpunn's cuBLAS handle is not remembered as "no nvmath":
+    # the products fall back to CuPy's dot until the workspace fits.
+    backend = gn.device("cuda:1")
+    monkeypatch.setattr(sim.devices[1], "capacity", sim.devices[1].allocated + 2**20)
+    assert "Out of memory" in backend.why_no_cuda_graph()
+    monkeypatch.undo()
+    assert backend.why_no_cuda_graph() is None
 
 
 def test_cublas_alloc_failed_from_either_binding_is_out_of_memory():
@@ -166,10 +176,9 @@ def test_an_mlp_epoch_replays_its_step_as_a_cuda_graph():
 def test_a_step_with_cupys_own_products_is_not_captured_because_cublas_refuses(monkeypatch,
                                                                                 caplog):
     """Why issue 17 moved the products: CuPy 14.2 refuses cuBLAS while a stream captures, so
-    with the products on cupy.dot (as before, when ``capturable`` did nothing) the capture
+    with the products on cupy.dot (as before, when gemm was the generic code's) the capture
     fails at the first Dense layer's product and the epoch runs without CUDA graphs."""
-    monkeypatch.setattr(cupy_backend.CupyBackend, "capturable",
-                        lambda self, stream: contextlib.nullcontext())
+    monkeypatch.setattr(cupy_backend.CupyBackend, "gemm", cupy_backend.NumpyBackend.gemm)
     runners = []
     make_runner = training._runner
     monkeypatch.setattr(training, "_runner",
@@ -227,3 +236,15 @@ def test_the_softmax_benchmark_times_the_kernel_alone():
     assert sim.counters["launch"] == sim.counters["raw_launch"] == 1
     rows = 64 * 17 // 10
     assert nbytes == 3 * rows * 10 * 4 + rows * 8
+
+
+def test_without_the_cuda_headers_cuda_is_refused_at_device_choice(monkeypatch, fresh_backends):
+    # No kernel compiles without CUDA's headers under CuPy 14.2, float32 included: the device is
+    # refused with the fix, not a float32 run that fails in its first step.
+    from gpunn.backend import cupy_backend, nvrtc
+
+    monkeypatch.setattr(nvrtc, "cuda_include_dir", lambda: None)
+    monkeypatch.setattr(cupy_backend, "_modules", {})
+    with pytest.raises(gn.DeviceUnavailableError, match="Failed to find CUDA headers") as raised:
+        gn.device("cuda")
+    assert "pip install 'gpunn[cuda12]'" in str(raised.value)

@@ -126,15 +126,20 @@ def test_the_spiral_models_full_batch_step_is_captured(backend):
     assert_same_training(*runs)
 
 
-@pytest.mark.parametrize("change", ["learning rate", "dropout rate", "reseed"])
+@pytest.mark.parametrize("change", ["learning rate", "dropout rate", "reseed",
+                                    "loss scaler setting"])
 def test_a_change_between_steps_is_captured_again_not_replayed_stale(backend, change):
-    # A captured step bakes in the host values it passed (learning rate, dropout rate) and the
-    # dropout generator: changed by a callback, the graph must be captured again.
+    # A captured step bakes in the host values it passed (learning rate, dropout rate, the loss
+    # scaler's settings) and the dropout generator: changed by a callback, the graph must be
+    # captured again.
     _cuda_only(backend)
     X, y = _data()
     results = []
     for cuda_graph in (False, True):
         model = _model(backend, "sgd", dropout=0.3)
+        if change == "loss scaler setting":
+            model.set(precision="float16")
+            model.finalize()
 
         def change_at(epoch, step, steps, model=model):
             if (epoch, step) != (2, 1):
@@ -143,6 +148,8 @@ def test_a_change_between_steps_is_captured_again_not_replayed_stale(backend, ch
                 model.optimizer.learning_rate *= 0.1
             elif change == "dropout rate":
                 model.layers[2].rate = 0.6
+            elif change == "loss scaler setting":
+                model.precision.scaler.growth_interval = 8  # from 2,000: grows at step 8
             else:
                 gn.seed(99)
 
@@ -163,6 +170,7 @@ def test_without_nvmath_the_step_runs_plain_and_says_why(backend, monkeypatch, c
 
     monkeypatch.setattr(blas, "load", missing)
     monkeypatch.setattr(backend, "_blas", None)
+    monkeypatch.setattr(backend, "_blas_error", None)  # remembered per device once it failed
     X, y = _data()
     plain = _train(backend, cuda_graph=False, X=X, y=y)
     with caplog.at_level(logging.INFO, logger="gpunn"):

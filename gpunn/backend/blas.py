@@ -12,9 +12,20 @@ workspace set again after every change of stream (``cublasSetStream`` resets it)
 
 The product is ``cublasGemmEx`` with the arguments CuPy's own ``dot`` passes (cupy/_core/
 _routines_linalg.pyx, tensordot_core_v11): the same transposes, leading dimensions, compute type
-(32F, or 32F_FAST_TF32 when CUPY_TF32 is set; 64F for float64) and algorithm
-(GEMM_DEFAULT_TENSOR_OP from compute capability 8.0). Row-major C = op(A) @ op(B) is computed as
-the column-major C^T = op(B)^T op(A)^T, so no operand is copied.
+(32F, or 32F_FAST_TF32 when CUPY_TF32 is set; 64F for float64). The algorithm is
+CUBLAS_GEMM_DEFAULT: cuBLAS picks tensor cores by the compute type (GEMM_DEFAULT_TENSOR_OP, which
+CuPy still passes from compute capability 8.0, is deprecated since CUDA 11 and means the same).
+Row-major C = op(A) @ op(B) is computed as the column-major C^T = op(B)^T op(A)^T, so no operand
+is copied. Every CUDA product of a backend goes here once nvmath-python loads, inside a capture
+or not, so a graphed and a plain run compute alike (CuPy's dot passes other flags for size-1
+shapes and reduces 1x1 products with a kernel of its own).
+
+The handle's math mode is CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION: under cuBLAS's
+default a split-K product may add its partial sums in the output's 16-bit type; with it they are
+added in float32, so a 16-bit product is accumulated in float32 and rounded once into its output
+(what gpunn.precision promises; NVIDIA's cuBLAS guide, cublasMath_t). The order of the sums is
+cuBLAS's: a GPU's product differs from NumPy's dot of the same values by rounding (compare them
+with a tolerance, tests/helpers.py's product_tolerance).
 
 Beyond CuPy's dot, for gpunn.precision: 16-bit operands (float16, bfloat16) with float32
 accumulation into a 16-bit or a float32 result, and TF32 chosen per product (CuPy reads
@@ -24,9 +35,9 @@ CUPY_TF32 once per process and caches it, so it cannot be switched for one model
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from typing import Any
 
-import ml_dtypes
 import numpy
 
 from gpunn.errors import InvalidArgumentError
@@ -36,16 +47,47 @@ from gpunn.errors import InvalidArgumentError
 WORKSPACE_BYTES = 32 * 2**20
 INSTALL_HINT = ("pip install 'gpunn[cuda12]' (or 'gpunn[cuda13]') brings it, or "
                 "pip install nvmath-python")
+# What nvmath-python 1.0.1 needs beside it (its wheel's Requires-Dist): with cuda-core 0.4 its
+# import fails (cannot import name 'Stream' from 'cuda.core').
+NEEDS = {"cuda-core": ">=0.5.0,<2", "cuda-pathfinder": ">=1.5.1,<2.0", "cuda-bindings": "",
+         "ml-dtypes": ""}
+
+
+def versions() -> dict[str, str]:
+    """The installed versions of nvmath-python and what it and gpunn's products import."""
+    found = {}
+    for name in ("nvmath-python", *NEEDS):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def load() -> Any:
-    """``nvmath.bindings.cublas`` and ``nvmath``, or ImportError saying how to install them."""
+    """``nvmath`` and ``nvmath.bindings.cublas``, or ImportError saying what failed to import,
+    why, and how to fix it. (``import nvmath`` imports the whole package and tries to load
+    cuBLAS, cuFFT, cuRAND, cuSOLVER, cuSPARSE and cuTENSOR; nvmath-python 1.0.1 has no way to
+    import its cuBLAS bindings alone.)"""
     try:
+        import ml_dtypes  # noqa: F401 (bfloat16 operands; CuPy 14 needs it for bfloat16 too)
         import nvmath
         from nvmath.bindings import cublas
-    except ImportError as error:
-        raise ImportError(f"nvmath-python is not installed ({error}); {INSTALL_HINT}") from error
+    except Exception as error:  # ImportError; a library loader's RuntimeError or OSError
+        raise ImportError(explain(error)) from error
     return nvmath, cublas
+
+
+def explain(error: BaseException) -> str:
+    """Why the cuBLAS bindings did not import, from the error and the installed versions."""
+    found = versions()
+    what = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    if found["nvmath-python"] == "not installed":
+        return f"nvmath-python is not installed ({what}); {INSTALL_HINT}"
+    needs = ", ".join(f"{name}{bound} (found {found[name]})" for name, bound in NEEDS.items())
+    return (f"nvmath-python {found['nvmath-python']} is installed but did not import ({what}). "
+            f"It needs {needs}: pip install 'cuda-core>=0.5' 'cuda-pathfinder>=1.5.1' "
+            f"ml_dtypes brings what is missing or too old.")
 
 
 class Blas:
@@ -56,6 +98,8 @@ class Blas:
 
     def __init__(self, cupy: Any, device: Any) -> None:
         nvmath, self.cublas = load()
+        import ml_dtypes
+
         self.cupy, self.device = cupy, device
         cublas = self.cublas
         float32, float64 = numpy.dtype("float32"), numpy.dtype("float64")
@@ -76,12 +120,12 @@ class Blas:
         self.scalars = {float32: single, float16: single, bfloat16: single,
                         float64: (numpy.ones(1, "float64"), numpy.zeros(1, "float64"))}
         self.op = (int(cublas.Operation.N), int(cublas.Operation.T))
+        self.algo = int(cublas.GemmAlgo.DEFAULT)
         with device:
-            major = int(device.compute_capability) // 10
-            self.algo = int(cublas.GemmAlgo.DEFAULT_TENSOR_OP if major >= 8
-                            else cublas.GemmAlgo.DEFAULT)
             self.workspace = cupy.empty(WORKSPACE_BYTES, dtype="uint8")
             self.handle = cublas.create()
+            cublas.set_math_mode(self.handle,
+                                 int(cublas.Math.DISALLOW_REDUCED_PRECISION_REDUCTION))
         self.stream_ptr: int | None = None
         self.stream: Any = None
 

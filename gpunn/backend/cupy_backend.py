@@ -3,7 +3,8 @@
 Only the ops a kernel speeds up are overridden; everything else is the NumPy backend's code
 running on ``cupy`` through ``self.xp``. Kernels exist for float32 and float64, and the
 elementwise ones and dropout for float16 and bfloat16 too (a second module, compiled on first
-use: it needs CUDA's half-precision headers); other dtypes fall back to the generic op.
+use: it includes CUDA's half-precision headers); other dtypes fall back to the generic op.
+CuPy 14 compiles nothing without CUDA's headers, so then the device is refused when chosen.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ class CupyBackend(NumpyBackend):
         self.out_of_memory_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._ones_cache = {}
         self._functions: dict[tuple[str, str], Any] = {}  # (kernel, dtype) -> loaded kernel
-        self._blas: Any = None  # gpunn.backend.blas.Blas, made on the first capturable run
+        self._blas: Any = None  # gpunn.backend.blas.Blas, made on the first product
+        self._blas_error: str | None = None  # why it could not be made: tried once per device
         self._blas_bound: Any = None  # the same while ``capturable`` is in force
         self._low_precision_error: str | None = None
         self._low_precision_checked = False
@@ -223,13 +225,12 @@ class CupyBackend(NumpyBackend):
 
     def gemm(self, a: Any, b: Any, out: Any = None, *, trans_a: bool = False,
              trans_b: bool = False, tf32: bool = False) -> Any:
-        # CuPy's dot, except inside ``capturable``: there cuBLAS directly (gpunn.backend.blas),
-        # for every step of a graphed run, so captured and uncaptured steps compute alike. 16-bit
-        # and TF32 products always go there: CuPy's dot can neither write a 16-bit product into
-        # a float32 result nor switch TF32 per product. Without nvmath-python they fall back to
-        # the generic code (float32 products by CuPy's dot; TF32 then as CUPY_TF32 says).
+        # cuBLAS directly (gpunn.backend.blas) wherever nvmath-python loads, inside a capture or
+        # not, so captured and uncaptured steps compute alike; 16-bit and TF32 products need it
+        # too (CuPy's dot can neither write a 16-bit product into a float32 result nor switch
+        # TF32 per product). Without nvmath-python, CuPy's dot (TF32 then as CUPY_TF32 says).
         blas = self._blas_bound
-        if blas is None and (tf32 or a.dtype.itemsize == 2) and self.why_no_cuda_graph() is None:
+        if blas is None and self.why_no_cuda_graph() is None:
             blas = self._blas
         if blas is None or a.dtype != b.dtype or a.dtype not in blas.types:
             return super().gemm(a, b, out=out, trans_a=trans_a, trans_b=trans_b)
@@ -248,15 +249,19 @@ class CupyBackend(NumpyBackend):
         return divmod(int(self._cuda_device.compute_capability), 10)
 
     def why_no_cuda_graph(self) -> str | None:
-        if self._blas is None:
-            from gpunn.backend import blas
-
+        if self._blas is None and self._blas_error is None:
             try:
+                from gpunn.backend import blas
+
                 self._blas = blas.Blas(self.xp, self._cuda_device)
             except Exception as error:  # ImportError; a cuBLAS that does not start
-                return (f"matrix products cannot be captured on {self.device}: "
-                        f"{' '.join(str(error).split())[:300]}")
-        return None
+                reason = (f"matrix products cannot be captured on {self.device}: "
+                          f"{' '.join(str(error).split())[:600]}")
+                if self.is_out_of_memory(error):  # its workspace did not fit now; maybe later
+                    return reason
+                # remembered: every product asks, and a failed import is slow to fail again
+                self._blas_error = reason
+        return self._blas_error
 
     @contextlib.contextmanager
     def capturable(self, stream: Any) -> Any:

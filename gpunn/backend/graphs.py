@@ -17,7 +17,8 @@ the whole step is one launch. How gpunn makes that safe:
 - The matrix products go to cuBLAS directly (gpunn.backend.blas), for every step of the run:
   CuPy refuses cuBLAS while a stream captures, so with ``cupy.dot`` no step could be captured.
 - A graph bakes in the host values the step passed to its kernels (learning rate, decay,
-  dropout rate, regularization strengths) and the dropout generator's state buffer: when
+  dropout rate, regularization strengths, the loss scaler's settings) and the dropout
+  generator's state buffer: when
   ``hyperparameters()`` changes between steps, the graphs are dropped and captured again, and a
   graph keeps the generator it draws from alive.
 - If the capture fails for any reason, training goes on without graphs (one INFO line through

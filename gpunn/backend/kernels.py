@@ -35,8 +35,10 @@ DTYPES = {"float32": "float", "float64": "double"}
 # The half-precision instances, of the kernels in LOW_PRECISION_KERNELS only (bfloat16 is
 # ml_dtypes.bfloat16 in NumPy). They need CUDA's cuda_fp16.h and cuda_bf16.h, so they are a
 # second compile of the same files with LOW_PRECISION_OPTIONS (which includes those headers and
-# defines the types' arithmetic traits in common.cuh); a float32 or float64 user never needs the
-# headers. These kernels compute in float and round once to the element type.
+# defines the types' arithmetic traits in common.cuh), so a failure there leaves float32 and
+# float64 working. (CuPy 14 itself refuses every compile without CUDA's headers, whatever the
+# source includes: cupy/_core/core.pyx, assemble_cupy_compiler_options.) These kernels compute
+# in float and round once to the element type.
 LOW_PRECISION_DTYPES = {"float16": "__half", "bfloat16": "__nv_bfloat16"}
 LOW_PRECISION_KERNELS = ("relu", "relu_backward", "bias_add", "bias_relu", "dropout")
 LOW_PRECISION_OPTIONS = ("-DGPUNN_LOW_PRECISION",)

@@ -171,9 +171,11 @@ class NumpyBackend:
     def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
         """``dvalues`` with zeros where ``inputs <= 0``, as the book's ReLU backward."""
         if _low_precision(dvalues):
-            # A comparison is exact in any precision: only the zero needs the dtype.
+            # A comparison is exact in any precision. CuPy's where has no bfloat16 loop (it
+            # answers in float32), so the choice is cast back: exact, the values are dvalues'.
             result = self.xp.where(inputs.astype(numpy.float32) <= 0,
                                    self.xp.zeros((), dvalues.dtype), dvalues)
+            result = result.astype(dvalues.dtype, copy=False)
         else:
             result = self.xp.where(inputs <= 0, 0, dvalues)  # faster than a masked copyto
         if out is None:

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from gpunn import backend, datasets, distributed
+from gpunn import backend, datasets, distributed, tables
 
 
 class UsageError(Exception):
@@ -102,17 +102,63 @@ def parse_dataset(text: str) -> str:
                                      f".npz or .csv file; received {text!r}")
 
 
-def load_data(settings: dict[str, Any], args: argparse.Namespace) -> tuple:
-    """The data set, read and checked before any file is written; its warnings as one line each
-    (on rank 0 alone under mpiexec)."""
+class Data(tuple):
+    """(X, y, X_val, y_val), and what the file said of its columns (a gpunn.tables.Table
+    without rows, or None for the built-in sets)."""
+
+    table: Any = None
+
+
+def load_data(settings: dict[str, Any], args: argparse.Namespace, model: Any = None) -> Data:
+    """The data set, read and checked before any file is written; its warnings and notes as one
+    line each (on rank 0 alone under mpiexec). A file's columns are chosen as ``settings`` say
+    (--label, --features, --drop, --keep-first-column), or, given a ``model`` that knows its
+    columns, by the model's feature and target names."""
+    dataset = settings["dataset"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = datasets.load(settings["dataset"], seed=settings["seed"],
-                             data_dir=getattr(args, "data_dir", None))
-    if distributed.current().rank == 0:
+        if dataset in datasets.NAMES:
+            data, table = datasets.load(dataset, seed=settings["seed"],
+                                        data_dir=getattr(args, "data_dir", None),
+                                        validation_split=settings.get("validation_split")), None
+        else:
+            table = _read_file(dataset, settings, model, args)
+            data = datasets.split(table.X, table.y, settings["seed"], dataset,
+                                  validation_split=settings.get("validation_split"))
+    lead = distributed.current().rank == 0
+    if lead:
         for warning in caught:
             print(f"gpunn: warning: {warning.message}.", file=sys.stderr)
-    return data
+        for note in table.notes if table is not None and not getattr(args, "quiet", False) \
+                else []:
+            print(f"gpunn: {dataset}: {note}.", file=sys.stderr)
+    result = Data(data)
+    result.table = table
+    return result
+
+
+def _read_file(dataset: str, settings: dict[str, Any], model: Any,
+               args: argparse.Namespace) -> tables.Table:
+    if model is not None and Path(dataset).suffix.lower() == ".csv":
+        first = model.input_layer
+        return tables.columns_for(datasets.existing(dataset), model.feature_names,
+                                  first.n_inputs if first is not None else 0,
+                                  model.target_names, with_targets=True,
+                                  model=str(getattr(args, "model", "the model")))
+    return datasets.read_table(dataset, **{name: settings.get(name) for name in COLUMN_OPTIONS})
+
+
+COLUMN_OPTIONS = ("label", "features", "drop", "keep_first_column")
+
+
+def parse_columns(text: str) -> list[str]:
+    """Column names or 0-based positions separated by commas (names may hold spaces)."""
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected column names or positions separated by "
+                                         f"commas, such as species or 0 or a,b; received "
+                                         f"{text!r}")
+    return names
 
 
 def batch_size_or_none(value: int | str) -> int | None:

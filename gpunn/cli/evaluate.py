@@ -67,7 +67,9 @@ def evaluate(args: argparse.Namespace) -> int:
     scored = f"accuracy {accuracy:.4f}"
     if isinstance(model.accuracy, gn.RegressionAccuracy):
         if model.accuracy.precision is not None:
-            scored += f" (predictions within ±{model.accuracy.precision:.2g} of the target)"
+            scaled = "standardized " if model.target_scaling is not None else ""
+            scored += (f" (predictions within ±{model.accuracy.precision:.2g} of the {scaled}"
+                       f"target)")
         scored += f", R² {r_squared(model.predict(X, batch_size=batch_size), y):.4f}"
     print(f"{what}: loss {loss:.4g}, {scored}")
     return 0
@@ -99,7 +101,9 @@ def _evaluation_data(args: argparse.Namespace, model: gn.Model,
         seed = trained["seed"]
     elif seed is None:
         seed = trained.get("seed") if trained and trained.get("seed") is not None else 0
-    X, y, X_val, y_val = load_data({"dataset": dataset, "seed": seed}, args)
+    fraction = trained.get("validation_split") if training else None  # as it was trained
+    X, y, X_val, y_val = load_data({"dataset": dataset, "seed": seed,
+                                    "validation_split": fraction}, args, model)
     warnings = [changed] if changed else []
     if training and split == "validation" and dataset in model_data.VALIDATED_ON_TRAINING_DATA:
         warnings.append(f"{dataset}'s validation split is its training data (as in the book), "

@@ -30,6 +30,7 @@ from gpunn.cli._common import (
     device_option,
     load_data,
     parse_batch_size,
+    parse_columns,
     parse_dataset,
     parse_device,
     parse_integer,
@@ -41,6 +42,8 @@ from gpunn.cli._train_settings import (
     OPTIMIZERS,
     build_model,
     choose_task,
+    encode_labels,
+    for_the_task,
     load_checkpoint,
     new_settings,
     resumed_settings,
@@ -71,10 +74,16 @@ Defaults per data set (options given win):
   (fashion-)mnist   --hidden 128,128 --lr 0.001 --decay 1e-3 --l2 0 --epochs 10
                     --batch-size 128
   .npz / .csv       as spiral but --lr 0.005 --decay 1e-4 --epochs 100 --batch-size 32
-                    --standardize
-Labels that are whole numbers >= 0, -1/+1 labels and one-hot rows make a classifier
-(softmax, cross-entropy); other targets a regression (linear output, mean squared error).
---task classify|regress says which, e.g. --task regress for whole-number targets.
+                    --standardize --standardize-target; a regression --lr 0.001
+                    --epochs 30
+A CSV with a header is read by its column names: the target is --label NAME (or a 0-based
+position; several, comma-separated, for several targets), else the one column named label,
+target, class or y (any case), else the last column; the index pandas writes (an unnamed first
+column) is dropped. The model keeps the feature names, so evaluate and predict take the columns
+by name, in any order. Text labels and whole numbers with at most 200 distinct values (two
+samples each on average) are classes, kept as written (predict answers 'setosa', not 0), as
+are one-hot rows; other targets make a regression (linear output, mean squared error), trained
+on standardized targets and answering in their units. --task classify|regress says otherwise.
 """
 
 
@@ -87,10 +96,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=_TRAIN_HELP)
     option = parser.add_argument
     option("--dataset", type=parse_dataset, help="spiral (default), vertical, sine, fashion-mnist, "
-           "mnist, or a .npz (arrays X, y) or .csv (label last) file")
+           "mnist, or a .npz (arrays X, y) or .csv file")
+    option("--label", type=parse_columns, metavar="COLUMN[,COLUMN...]",
+           help="the target column of a CSV, by header name or 0-based position (negative from "
+                "the end); several, comma-separated, for a regression of several targets "
+                "(default: the one column named label, target, class or y, any case, else the "
+                "last column)")
+    option("--features", type=parse_columns, metavar="COLUMNS",
+           help="train on these columns of a CSV only (names or positions, comma-separated)")
+    option("--drop", type=parse_columns, metavar="COLUMNS",
+           help="leave these columns of a CSV out (an id, a date, ...)")
+    option("--keep-first-column", action="store_true", default=None,
+           help="keep a first column with an empty, 'index' or 'Unnamed: 0' header as a "
+                "feature (by default it is dropped: it is the index pandas' to_csv() writes)")
     option("--task", choices=["classify", "regress"], help="classify (softmax, cross-entropy) or "
-           "regress (linear output, mean squared error); default: classify whole-number labels "
-           ">= 0, -1/+1 labels and one-hot rows, regress the rest; the header says which and why")
+           "regress (linear output, mean squared error); default: classify text labels, "
+           "one-hot rows and whole-number labels with at most 200 distinct values and two "
+           "samples each on average; regress the rest; the header says which and why")
     option("--hidden", type=parse_widths, help="hidden layer widths, e.g. 64,64")
     option("--activation", choices=sorted(ACTIVATIONS), help="hidden activation")
     option("--dropout", type=parse_number(below=1.0), metavar="RATE",
@@ -107,6 +129,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                 "split's mean and std, kept in the model (a gn.Standardize first layer), so "
                 "evaluate, predict and the ONNX export take raw features (default: on for "
                 ".npz and .csv files, off for the built-in sets)")
+    option("--standardize-target", action=argparse.BooleanOptionalAction,
+           help="for a regression, train on the targets scaled to mean 0 and standard deviation "
+                "1 (the training split's, kept in the model), so predictions, evaluate and the "
+                "ONNX export are in the targets' own units (default: on for .npz and .csv "
+                "files, off for the built-in sets)")
     option("--seed", type=parse_integer(0), help="seeds the data, initial weights, shuffling and "
            "dropout (default 0)")
     option("--dtype", choices=["float32", "float64"], help="default float32")
@@ -126,6 +153,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     option("--force", action="store_true", help="replace files in --out named like the run's "
            "(model.npz, checkpoint.npz, metrics.csv, training.png) that gpunn did not write; "
            "another run's files are never replaced, nor the data set")
+    option("--validation-split", type=parse_number(above=True, below=1.0), metavar="F",
+           help="for a .npz or .csv file, the share of its rows held out for validation after "
+                "the seeded shuffle (default 0.2); gpunn evaluate scores the same rows")
+    option("--early-stopping", type=parse_integer(0), metavar="PATIENCE",
+           help="stop when the validation loss has not improved for PATIENCE epochs; model.npz "
+                "then holds the best epoch's parameters (the summary says which epoch), "
+                "checkpoint.npz the last epoch's, from which --resume continues")
     option("--quiet", action="store_true", help="print nothing but errors")
     option("--no-cuda-graph", dest="cuda_graph", action="store_false",
            help="on CUDA, launch every step's kernels one by one instead of replaying the step "
@@ -155,15 +189,19 @@ def train(args: argparse.Namespace) -> int:
         if (changed := model_data.changed(model.trained_on)) is not None:
             raise GpunnError(f"--resume cannot continue the run in {out}: {changed}.")
         why = "as the run was started"
-        X, y, X_val, y_val = load_data(settings, args)
+        data = load_data(settings, args)
+        X, y, X_val, y_val = data
         if lead:
             runs.check_files(out, force=args.force, reads=_data_file(settings))
     else:
         settings = new_settings(args)
-        X, y, X_val, y_val = load_data(settings, args)
-        settings["task"], classes, why = choose_task(args.task, settings["dataset"], y, y_val)
+        data = load_data(settings, args)
+        X, y, X_val, y_val = data
+        chosen = choose_task(args.task, settings["dataset"], y, y_val)
+        settings["task"], why = chosen.kind, chosen.why
+        for_the_task(settings, args, chosen.kind)
         gn.seed(settings["seed"])
-        model = build_model(settings, classes, X, y, device)
+        model = build_model(settings, chosen, X, y, device, data.table)
         history, done = {}, 0
         if not lead:
             out = previous = None
@@ -178,17 +216,22 @@ def train(args: argparse.Namespace) -> int:
                 runs.check_files(Path(args.out), force=args.force, reads=_data_file(settings))
             out, previous = runs.new_folder(args.out)
     if model.trained_on is None:  # a new run, or one started before gpunn kept the record
-        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val)
+        model.trained_on = model_data.record(settings["dataset"], settings["seed"], X, X_val,
+                                             settings["validation_split"])
     batch_size, last = settings["batch_size"], settings["epochs"]  # batch None: full batch
     steps = 1 if batch_size is None else -(-len(X) // batch_size)
-    model.accuracy.init(y)  # the regression accuracy's precision, shown before training
+    # the regression accuracy's precision, shown before training, from the targets the model
+    # trains on (standardized when it scales them)
+    model.accuracy.init(y if model.target_scaling is None else
+                        (y.reshape(len(y), -1) - model.target_scaling.mean_values) /
+                        model.target_scaling.std_values)
     if not quiet:
         if comm.size > 1:
             print(f"data-parallel: {comm.size} processes ({comm.name}), each on "
                   f"{'its own GPU, cuda:<rank on its machine>' if comm.name == 'nccl' else 'cpu'}"
                   f"; batch {settings['batch_size'] or 'full'} shared out among them",
                   flush=True)
-        print(_describe(settings, model, X, X_val, done, why), flush=True)
+        print(_describe(settings, model, X, X_val, done, why, data.table), flush=True)
         graph = training.why_no_cuda_graph(model, True, comm) if args.cuda_graph \
             else "--no-cuda-graph"
         if model.backend.fused:  # CUDA: say whether the step runs as a CUDA graph, and why not
@@ -201,15 +244,13 @@ def train(args: argparse.Namespace) -> int:
                       f"points at)")
         print(where, flush=True)
     display = progress.choose(quiet, model, done + 1, last, steps, len(X), batch_size)
-    run = runs.Run(model, settings, out, history, done, last, display,
-                   force=args.force) if lead else None
+    run = runs.Run(model, settings, out, history, done, last, force=args.force) if lead else None
     started = time.perf_counter()
     try:
-        result = model.train(X, y, epochs=last - done, batch_size=batch_size,
-                             validation_data=(X_val, y_val), verbose=False, initial_epoch=done,
-                             cuda_graph=args.cuda_graph,
-                             on_epoch_end=run.on_epoch_end if lead else None,
-                             on_batch_end=display.batch_end if display.per_batch else None)
+        result = training.History() if last == done else model.train(
+            X, y, epochs=last - done, batch_size=batch_size, validation_data=(X_val, y_val),
+            verbose=False, initial_epoch=done, cuda_graph=args.cuda_graph,
+            callbacks=[run, display, *_stopping(args)] if lead else [display, *_stopping(args)])
     finally:  # a bar left open would swallow the error line that follows
         display.close()
     seconds = time.perf_counter() - started
@@ -224,7 +265,7 @@ def train(args: argparse.Namespace) -> int:
     reason = plots.missing()
     if reason is None:
         labels = y.argmax(axis=1) if settings["task"] == "classify" and y.ndim == 2 else \
-            (y > 0) if settings["task"] == "classify" and y.min() < 0 else y  # one-hot, -1/+1
+            encode_labels(settings["task"], model.classes, y)[0]  # the user's labels, as indices
         plots.training_figure(out / "training.png", run.history, model=model, X=X, y=labels,
                               title=f"gpunn train --dataset {settings['dataset']}",
                               force=args.force)
@@ -235,7 +276,7 @@ def train(args: argparse.Namespace) -> int:
             print(f"CUDA graph: {result.cuda_graph}")  # a capture that failed after all
         r2 = (r_squared(model.predict(X_val), y_val)
               if isinstance(model.accuracy, gn.RegressionAccuracy) else None)
-        print(_summary(run.history, done, last, seconds, model.device, r2))
+        print(_summary(run.history, done, last, seconds, model.device, r2, result.stopped))
         if reason is not None:
             print(f"training.png skipped: {reason}")
         print(f"wrote {', '.join(str(out / name) for name in written)}")
@@ -259,7 +300,7 @@ def _environment_device() -> None:
 
 
 def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
-              X_val: numpy.ndarray, done: int, why: str) -> str:
+              X_val: numpy.ndarray, done: int, why: str, table: Any) -> str:
     widths = [X.shape[1], *settings["hidden"], model.trainable_layers[-1].n_neurons]
     task = (f"regression ({why})" if isinstance(model.layers[-1], gn.Linear)
             else f"classification into {widths[-1]} classes ({why})")
@@ -280,19 +321,64 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
         text += f", precision {model.precision.name}"
     text += ("; features standardized (the training split's mean and std, kept in the model)"
              if settings["standardize"] else "; features as they are (not standardized)")
+    if table is not None:
+        text += "\n" + _columns(table, model)
     if isinstance(model.accuracy, gn.RegressionAccuracy):
+        scaled = model.target_scaling is not None
+        units = (f" (±{model.accuracy.precision * min(model.target_scaling.std_values):.2g} "
+                 f"in its units)" if scaled and len(model.target_scaling.std_values) == 1 else "")
         text += (f"\n{model.accuracy.label} is the book's regression accuracy: the share of "
                  f"predictions within ±{model.accuracy.precision:.2g} (std(y) / 250) of the "
-                 f"target; the loss (mean squared error) is the measure to watch, and the "
-                 f"validation R² (1 - SS_res / SS_tot) the summary gives at the end")
+                 f"{'standardized ' if scaled else ''}target{units}; the loss (mean squared error"
+                 f"{', of the standardized targets' if scaled else ''}) is the measure to "
+                 f"watch, and the validation R² (1 - SS_res / SS_tot) the summary gives at the "
+                 f"end")
+        if scaled:
+            text += ("; targets standardized for training (the training split's mean and "
+                     "std, kept in the model: predictions are in the targets' units)")
     return text
 
 
+def _columns(table: Any, model: gn.Model) -> str:
+    """Which columns are the target and the features, and why (a file's header line)."""
+    names = table.target_names
+    target = (f"target {', '.join(map(repr, names))}" if names else "target") + \
+        (f" ({table.target_why})" if table.target_why else "")
+    target = target.replace("(named as a target is)", "(named as a target is: label, target, "
+                                                      "class or y)")
+    features = table.feature_names
+    listed = "" if features is None else ": " + ", ".join(map(repr, features[:8])) + \
+        (f" and {len(features) - 8} more" if len(features) > 8 else "")
+    text = f"{target}; {_feature_count(model)} features{listed}"
+    if model.classes is not None:
+        text += f"; classes {', '.join(map(repr, model.classes[:10]))}" + \
+            (f" and {len(model.classes) - 10} more" if len(model.classes) > 10 else "")
+    return text
+
+
+def _feature_count(model: gn.Model) -> int:
+    first = model.input_layer
+    return 0 if first is None else first.n_inputs
+
+
+def _stopping(args: argparse.Namespace) -> list[gn.callbacks.Callback]:
+    """--early-stopping: on every rank, which all see the same (reduced) validation loss."""
+    if args.early_stopping is None:
+        return []
+    return [gn.callbacks.EarlyStopping(patience=args.early_stopping, restore_best_weights=True)]
+
+
 def _summary(history: dict[str, list[float]], done: int, last: int, seconds: float,
-             device: str, r2: float | None) -> str:
+             device: str, r2: float | None, stopped: dict | None = None) -> str:
     final = {key: values[-1] for key, values in history.items() if values}
     ran = f"trained epochs {done + 1}-{last} in {seconds:.1f} s" if last > done else \
         f"already trained {last} epochs"
+    if stopped is not None:  # EarlyStopping restored its best epoch: the model holds that one
+        best = done + int(numpy.argmin(history["val_loss"][done:]))
+        final = {key: values[best] for key, values in history.items() if values}
+        ran = (f"trained epochs {done + 1}-{stopped['epoch']} of {last} in {seconds:.1f} s, "
+               f"stopped early ({stopped['reason'].removeprefix('EarlyStopping: ')}); "
+               f"model.npz holds epoch {best + 1}")
     text = (f"{ran} on {device}: loss {final['loss']:.4g}, accuracy {final['accuracy']:.4f}; "
             f"validation loss {final['val_loss']:.4g}, accuracy {final['val_accuracy']:.4f}")
     return text if r2 is None else f"{text}, R² {r2:.4f}"

@@ -49,6 +49,21 @@ for _name in ("where", "clip", "sum", "mean", "std", "var", "max", "min", "amax"
               "sort", "argsort", "unique", "take", "outer", "around", "round"):
     globals()[_name] = _cupy_function(_name)
 
+_where = globals()["where"]
+
+
+def where(condition: _Any, x: _Any = None, y: _Any = None) -> _Any:
+    """cupy.where: NumPy's, but as CuPy 14.2 types it: its ufunc has no bfloat16 loop
+    (cupy/_sorting/search.py, _where_ufunc), so bfloat16 choices take the first loop they cast
+    to safely, float32, and the result is float32."""
+    result = _where(condition, x, y) if x is not None or y is not None else _where(condition)
+    if isinstance(result, ndarray) and result.dtype.name == "bfloat16":
+        return result.astype(_numpy.float32)
+    return result
+
+
+where.checked_at_call = True
+
 # ---- matrix products: cuBLAS where CuPy calls it (refused in a capture; see cupy/_linalg.py) ---
 for _name in ("dot", "matmul", "vdot", "inner", "tensordot", "einsum"):
     globals()[_name] = _linalg.product(_name)

@@ -50,11 +50,16 @@ def _host_module(code: str, expressions: tuple[str, ...], low_precision: bool) -
 def _cuda_include_options() -> tuple[str, ...]:
     """The -I CuPy adds for CUDA's headers (cupy/_core/core.pyx,
     assemble_cupy_compiler_options: the cudart wheel's include folder, found by
-    cuda-pathfinder, or the toolkit's)."""
+    cuda-pathfinder, or the toolkit's). Without them CuPy 14.2 refuses every compile, whatever
+    the source includes (core.pyx, lines 2593-2603), before looking in its kernel cache."""
     from gpunn.backend import nvrtc
 
     include = nvrtc.cuda_include_dir()
-    return () if include is None else (f"-I{include}",)
+    if include is None:
+        raise RuntimeError("Failed to find CUDA headers. Please install CUDA toolkit headers "
+                           "(e.g., pip install cupy-cuda12x[ctk]) or specify CUDA_PATH "
+                           "environment variable.")
+    return (f"-I{include}",)
 
 
 def _nvrtc_check(code: str, options: tuple[str, ...], expressions: tuple[str, ...]) -> None:
@@ -103,7 +108,8 @@ class RawModule:
             raise RuntimeError(f"cuModuleGetFunction failed: CUDA_ERROR_NOT_FOUND ({name!r} is "
                                f"not among the module's name_expressions)")
         options = self.options + CUPY_OPTIONS
-        _nvrtc_check(self.code, options + _cuda_include_options(), self.name_expressions)
+        includes = _cuda_include_options()  # CuPy's refusal comes before any compile
+        _nvrtc_check(self.code, options + includes, self.name_expressions)
         # gpunn's one define: -DGPUNN_LOW_PRECISION, its float16 and bfloat16 compile
         low_precision = "-DGPUNN_LOW_PRECISION" in options
         module = _host_module(self.code, self.name_expressions, low_precision)

@@ -9,7 +9,15 @@ why: a pointer that is not device memory on the handle's device, an operand reac
 buffer, a stream of another device, a product on the legacy default stream during a capture,
 and, the hazard a graph cannot survive, a product captured while the handle has no workspace of
 its own (cuBLAS would take one from its pool during the capture; cublasSetStream resets the
-workspace, so it must be set again after every change of stream).
+workspace, so it must be set again after every change of stream), and a workspace whose address
+is not a multiple of 256 bytes (cublasSetWorkspace refuses it).
+
+Not NumPy's arithmetic, where a GPU's is not (models, not measurements; see the README): the sum
+over k runs backwards and, for a 16-bit output with a workspace, split-K in _SPLIT_K slices from
+_K_TO_SPLIT, so the bits differ from NumPy's dot as a GPU's do; under the default math mode the
+slices of a 16-bit product are added in its 16-bit output type (CUBLAS_MATH_DISALLOW_REDUCED_
+PRECISION_REDUCTION keeps them in float32); COMPUTE_32F_FAST_TF32 rounds its operands to TF32
+(10 mantissa bits) first.
 """
 
 from __future__ import annotations
@@ -28,6 +36,13 @@ Operation = _api.real_enum(_NAMESPACE, "Operation")
 ComputeType = _api.real_enum(_NAMESPACE, "ComputeType")
 GemmAlgo = _api.real_enum(_NAMESPACE, "GemmAlgo")
 Status = _api.real_enum(_NAMESPACE, "Status")
+Math = _api.real_enum(_NAMESPACE, "Math")
+
+# The double's order of summation (a GPU's kernels choose theirs; this only makes it another
+# order than NumPy's): k summed backwards; with a workspace and k >= _K_TO_SPLIT, _SPLIT_K slices
+# of k summed apart, then reduced.
+_SPLIT_K, _K_TO_SPLIT = 4, 256
+_WORKSPACE_ALIGNMENT = 256  # bytes (cublasSetWorkspace: INVALID_VALUE otherwise)
 
 # CUDA_R_32F, CUDA_R_64F, CUDA_R_16F, CUDA_R_16BF (bfloat16 is ml_dtypes', as CuPy 14's)
 _DTYPES = {0: numpy.dtype("float32"), 1: numpy.dtype("float64"), 2: numpy.dtype("float16"),
@@ -57,6 +72,7 @@ class _Handle:
         self.device = _sim.current()
         self.stream = None  # the legacy default stream, as after cublasCreate
         self.workspace: tuple | None = None  # (memory, bytes) set by set_workspace
+        self.math_mode = int(Math.DEFAULT_MATH)  # as after cublasCreate
 
 
 _handles: dict[int, _Handle] = {}
@@ -98,9 +114,28 @@ def get_stream(handle):
     return 0 if stream is None else stream.ptr
 
 
+def set_math_mode(handle, mode):
+    state = _handle(handle)
+    known = 0
+    for member in Math:
+        known |= int(member)
+    if int(mode) & ~known:
+        raise cuBLASError(Status.INVALID_VALUE, f"math mode {mode}")
+    state.math_mode = int(mode)
+
+
+def get_math_mode(handle):
+    return _handle(handle).math_mode
+
+
 def set_workspace(handle, workspace, workspace_size_in_bytes):
     state = _handle(handle)
     memory = _memory(state, workspace, "workspace")
+    offset = _offset(workspace)
+    if offset % _WORKSPACE_ALIGNMENT:
+        raise cuBLASError(Status.INVALID_VALUE, f"a workspace at {offset} bytes from the start of "
+                          f"its allocation: cuBLAS needs it aligned to {_WORKSPACE_ALIGNMENT} "
+                          f"bytes (the double takes allocations as aligned, as CuPy's are)")
     if int(workspace_size_in_bytes) > memory.nbytes:
         raise cuBLASError(Status.INVALID_VALUE, f"a workspace of {workspace_size_in_bytes} "
                           f"bytes in a buffer of {memory.nbytes}")
@@ -140,17 +175,34 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
     op_a = A if transa == Operation.N else A.T
     op_b = B if transb == Operation.N else B.T
 
+    reduce_in_output = (ctype in _HALF and not state.math_mode
+                        & int(Math.DISALLOW_REDUCED_PRECISION_REDUCTION))
+    # split-K modelled where the math mode changes its result: products into a 16-bit type
+    split = state.workspace is not None and k >= _K_TO_SPLIT and ctype in _HALF
+    tf32 = int(compute_type) == int(ComputeType.COMPUTE_32F_FAST_TF32)
+
     def product() -> None:
-        # As NumPy's dot of the row-major operands (op_b.T @ op_a.T is C transposed), so a
-        # product here equals the CuPy double's cupy.dot of the same arrays bit for bit.
         with numpy.errstate(all="ignore"):
-            if atype in _HALF:  # float32 products of the 16-bit values, rounded once into C
-                result = numpy.dot(op_b.T.astype(numpy.float32),
-                                   op_a.T.astype(numpy.float32)).T
-                result = result * numpy.float32(one) + numpy.float32(zero) * C.astype(
-                    numpy.float32) if (one, zero) != (1, 0) else result
+            if atype in _HALF:  # float32 products of the 16-bit values
+                left, right = op_a.astype(numpy.float32), op_b.astype(numpy.float32)
             else:
-                result = numpy.dot(op_b.T, op_a.T).T
+                left, right = (_tf32(op_a), _tf32(op_b)) if tf32 else (op_a, op_b)
+            slices = _slices(k, split)
+            partial = [_reversed(left[:, part], right[part]) for part in slices]
+            if reduce_in_output:  # each slice rounded to the 16-bit output, added there
+                result = partial[0].astype(out_dtype)
+                for more in partial[1:]:
+                    result = (result + more.astype(out_dtype)).astype(out_dtype)
+                result = result.astype(numpy.float32)
+            else:
+                result = partial[0]
+                for more in partial[1:]:
+                    result = result + more
+            if atype in _HALF:
+                if (one, zero) != (1, 0):
+                    result = result * numpy.float32(one) + numpy.float32(zero) * C.astype(
+                        numpy.float32)
+            else:
                 if one != 1:
                     result = result * dtype.type(one)
                 if zero != 0:
@@ -158,6 +210,33 @@ def gemm_ex(handle, transa, transb, m, n, k, alpha, a, atype, lda, b, btype, ldb
         C[...] = result
 
     _issue(state, product)
+
+
+def _slices(k: int, split: bool) -> list[slice]:
+    """The ranges of k summed apart (split-K), or all of k in one."""
+    if not split:
+        return [slice(0, k)]
+    size = -(-k // _SPLIT_K)
+    return [slice(start, min(start + size, k)) for start in range(0, k, size)]
+
+
+def _reversed(left: numpy.ndarray, right: numpy.ndarray) -> numpy.ndarray:
+    """left @ right with k summed from its last term to its first (NumPy's dot of the operands
+    reversed along k): another order than NumPy's, at the cost of one dot."""
+    # as (right^T left^T)^T: the column-major operands' transposes are row-major, so the
+    # copies that reverse k are plain ones and the dot is BLAS's
+    return numpy.dot(numpy.ascontiguousarray(right.T[:, ::-1]),
+                     numpy.ascontiguousarray(left.T[::-1])).T
+
+
+def _tf32(values: numpy.ndarray) -> numpy.ndarray:
+    """float32 values rounded to TF32 (10 mantissa bits, to nearest even), as tensor cores take
+    them; infinities and NaNs unchanged."""
+    bits = numpy.ascontiguousarray(values, dtype=numpy.float32).view(numpy.uint32)
+    rounded = (bits + numpy.uint32(0xFFF) + ((bits >> numpy.uint32(13)) & numpy.uint32(1))) \
+        & numpy.uint32(0xFFFFE000)
+    finite = numpy.isfinite(values)
+    return numpy.where(finite, rounded.view(numpy.float32), values).astype(numpy.float32)
 
 
 def _issue(state: _Handle, work) -> None:
@@ -198,6 +277,14 @@ def _memory(state: _Handle, pointer, what: str) -> numpy.ndarray:
         raise cuBLASError(Status.EXECUTION_FAILED, f"{what} is a strided view; the double "
                           f"resolves pointers of contiguous arrays only")
     return array._a.reshape(-1).view(numpy.uint8)
+
+
+def _offset(pointer) -> int:
+    """How far ``pointer`` lies from the start of its allocation, in bytes."""
+    buffer = _sim.pointers[int(pointer)]._a
+    while isinstance(buffer.base, numpy.ndarray):
+        buffer = buffer.base
+    return int(pointer) - int(buffer.ctypes.data)
 
 
 def _matrix(state: _Handle, pointer, rows: int, cols: int, ld: int, dtype, what: str):
