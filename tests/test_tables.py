@@ -230,7 +230,7 @@ def test_a_training_file_with_an_index_trains_on_the_features_alone(iris, tmp_pa
     iris.sort_values("species").reset_index(drop=True).to_csv(tmp_path / "sorted.csv")
     status, out, err = _gpunn(capsys, "train", *FAST, "--dataset", tmp_path / "sorted.csv",
                               "--out", tmp_path / "run")
-    assert status == 0 and "dropped the first column (unnamed: the index pandas writes" in err
+    assert status == 0 and "Dropped the first column (unnamed: the index pandas writes" in out
     assert "4 features: 'sepal length (cm)'" in out
     with np.load(tmp_path / "run" / "model.npz") as arrays:
         header = json.loads(arrays["__gpunn__"].tobytes())

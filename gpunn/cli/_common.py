@@ -109,9 +109,11 @@ class Data(tuple):
     table: Any = None
 
 
-def load_data(settings: dict[str, Any], args: argparse.Namespace, model: Any = None) -> Data:
-    """The data set, read and checked before any file is written; its warnings and notes as one
-    line each (on rank 0 alone under mpiexec). A file's columns are chosen as ``settings`` say
+def load_data(settings: dict[str, Any], args: argparse.Namespace, model: Any = None, *,
+              notes: bool = True) -> Data:
+    """The data set, read and checked before any file is written; its warnings and (unless
+    ``notes`` is False: gpunn train puts them in its header) its notes on stderr, a line each
+    (on rank 0 alone under mpiexec). A file's columns are chosen as ``settings`` say
     (--label, --features, --drop, --keep-first-column), or, given a ``model`` that knows its
     columns, by the model's feature and target names."""
     dataset = settings["dataset"]
@@ -129,8 +131,8 @@ def load_data(settings: dict[str, Any], args: argparse.Namespace, model: Any = N
     if lead:
         for warning in caught:
             print(f"gpunn: warning: {warning.message}.", file=sys.stderr)
-        for note in table.notes if table is not None and not getattr(args, "quiet", False) \
-                else []:
+        quiet = getattr(args, "quiet", False) or not notes
+        for note in table.notes if table is not None and not quiet else []:
             print(f"gpunn: {dataset}: {note}.", file=sys.stderr)
     result = Data(data)
     result.table = table

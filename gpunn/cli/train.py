@@ -189,13 +189,13 @@ def train(args: argparse.Namespace) -> int:
         if (changed := model_data.changed(model.trained_on)) is not None:
             raise GpunnError(f"--resume cannot continue the run in {out}: {changed}.")
         why = "as the run was started"
-        data = load_data(settings, args)
+        data = load_data(settings, args, notes=False)
         X, y, X_val, y_val = data
         if lead:
             runs.check_files(out, force=args.force, reads=_data_file(settings))
     else:
         settings = new_settings(args)
-        data = load_data(settings, args)
+        data = load_data(settings, args, notes=False)
         X, y, X_val, y_val = data
         chosen = choose_task(args.task, settings["dataset"], y, y_val)
         settings["task"], why = chosen.kind, chosen.why
@@ -322,6 +322,7 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
     text += ("; features standardized (the training split's mean and std, kept in the model)"
              if settings["standardize"] else "; features as they are (not standardized)")
     if table is not None:
+        text += "".join(f"\n{note[0].upper()}{note[1:]}" for note in table.notes)
         text += "\n" + _columns(table, model)
     if isinstance(model.accuracy, gn.RegressionAccuracy):
         scaled = model.target_scaling is not None
@@ -342,7 +343,7 @@ def _describe(settings: dict[str, Any], model: gn.Model, X: numpy.ndarray,
 def _columns(table: Any, model: gn.Model) -> str:
     """Which columns are the target and the features, and why (a file's header line)."""
     names = table.target_names
-    target = (f"target {', '.join(map(repr, names))}" if names else "target") + \
+    target = (f"Target {', '.join(map(repr, names))}" if names else "Target") + \
         (f" ({table.target_why})" if table.target_why else "")
     target = target.replace("(named as a target is)", "(named as a target is: label, target, "
                                                       "class or y)")
