@@ -67,7 +67,7 @@ class Optimizer:
             return
         if "scratch" not in self.state or self.state["scratch"].shape != parameters.shape:
             self.state["scratch"] = xp.empty_like(parameters)  # reused; never saved
-        self._update(parameters, gradients, xp)
+        self.backend.optimizer_update(self, parameters, gradients)  # _update, or a fused pass
 
     @property
     def rule(self) -> str:
