@@ -134,10 +134,7 @@ def _labels(model: Any, y: Any, name: str, training: bool, width: int | None) ->
     if model.classes is None or not isinstance(y, numpy.ndarray) or (
             y.ndim == 2 and y.shape[1] > 1):
         return y  # class indices, one-hot rows, or data _array checks and converts first
-    if text:
-        y = numpy.asarray(y).astype(str)
-    return tables.encode(numpy.asarray(y) if not hasattr(y, "get") else y.get(),
-                         model.classes, source=name)
+    return tables.encode(y.astype(str) if text else y, model.classes, source=name)
 
 
 def _array(data: Any, name: str, model_backend: Any, dtype: str | None = None) -> Any:
