@@ -51,7 +51,7 @@ def prepare(model: Any, X: Any, y: Any, x_name: str, y_name: str | None, *,
         raise InvalidArgumentError(f"{x_name} has {X.shape[1]} features per sample but the "
                                    f"first layer, {first!r}, expects {first.n_inputs}.")
     X = backend.asarray(X, dtype=model.dtype)
-    if not bool(backend.xp.isfinite(X).all()):
+    if not backend.all_finite(X):
         raise InvalidArgumentError(f"{x_name} contains NaN or inf; clean or impute the data "
                                    f"before training.")
     if y_name is None:

@@ -74,7 +74,7 @@ class Optimizer:
             return
         if "scratch" not in self.state or self.state["scratch"].shape != parameters.shape:
             self.state["scratch"] = xp.empty_like(parameters)  # reused; never saved
-        self._update(parameters, gradients, xp)
+        self.backend.optimizer_update(self, parameters, gradients)  # _update, or a fused pass
 
     def _update_layer(self, layer: Any) -> None:
         """The book's per-layer step: the same rule on the layer's own arrays, on its device."""

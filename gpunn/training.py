@@ -108,8 +108,10 @@ class Step:
         self.interrupt: Any = None  # the loop's Ctrl-C flag
         self.stop = False  # data-parallel: whether any rank had pressed Ctrl-C at the vote
         # On the GPU, the output Softmax, the cross-entropy, its gradient and the accuracy are
-        # one kernel (kernels/softmax_ce.cu); on the CPU the book's separate steps stay faster.
-        self.fused_softmax_ce = self.backend.fused and model._combined is not None
+        # one kernel (kernels/softmax_ce.cu); on the CPU too with its host kernels
+        # (gpunn.backend.host); with NumPy alone the book's separate steps stay faster.
+        self.fused_softmax_ce = ((self.backend.fused or self.backend.fused_softmax_ce)
+                                 and model._combined is not None)
 
     def __call__(self, X: Any, y: Any) -> None:
         model, tally = self.model, self.tally
@@ -121,6 +123,8 @@ class Step:
         if self.fused_softmax_ce and y.ndim == 1:
             logits = model._forward(X, training=True, layers=model.layers[:-1])
             probs, dlogits = self.backend.softmax_ce(logits, y, tally.values)
+            if not self.backend.fused and tally.values[TALLY_NONFINITE]:
+                self._diverged_on_host()
             model.layers[-1].output = probs
             if scale is not None:
                 dlogits *= scale
@@ -135,10 +139,7 @@ class Step:
             if self.backend.fused:
                 tally.add(TALLY_NONFINITE, ~self.backend.xp.isfinite(total))
             elif not math.isfinite(total):
-                # On the CPU the check is free: stop before the update, as the GPU kernels do.
-                if self.comm.size == 1:
-                    raise _Diverged
-                self.diverged = True  # every rank stops at this step (_combine)
+                self._diverged_on_host()
             model._backward(output, y, scale=scale)
         if self.comm.size > 1:
             self._combine()
@@ -150,6 +151,12 @@ class Step:
                 layer.regularization_gradients()
         model.optimizer.update_params(model.parameters, model.gradients, tally=tally.values,
                                       scaler=scaler)
+
+    def _diverged_on_host(self) -> None:
+        # On the CPU the check is free: stop before the update, as the GPU kernels do.
+        if self.comm.size == 1:
+            raise _Diverged
+        self.diverged = True  # every rank stops at this step (_combine)
 
     def _combine(self) -> None:
         """Data-parallel: the gradient of the global batch on every rank, from one in-place

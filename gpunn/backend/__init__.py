@@ -65,7 +65,9 @@ def _open(key: str) -> NumpyBackend:
     backend = _backends.get(key)
     if backend is None:
         if key == "cpu":
-            backend = NumpyBackend()
+            from gpunn.backend import host
+
+            backend = host.cpu_backend()  # with the host kernels when they compile
         else:
             from gpunn.backend.cupy_backend import CupyBackend
 

@@ -25,6 +25,10 @@ class NumpyBackend:
     # (softmax_ce, optimizer_step, advance). The NumPy twin of optimizer_step is each
     # optimizer's own _update (gpunn/optimizers.py), so this backend has none.
     fused = False
+    # Whether the training step takes the output softmax, the loss, its gradient and the
+    # accuracy from one softmax_ce call even so: on NumPy the book's separate steps are faster;
+    # the host kernels (gpunn.backend.host.HostBackend) make it one pass.
+    fused_softmax_ce = False
 
     def __init__(self) -> None:
         self.xp = numpy
@@ -261,6 +265,16 @@ class NumpyBackend:
         self.xp.floor(mask, out=mask)
         mask *= 1.0 / keep
         return mask, self.xp.multiply(x, mask, out=out)
+
+    def optimizer_update(self, optimizer: Any, parameters: Any, gradients: Any) -> None:
+        """One step of ``optimizer``'s rule on ``parameters`` in place, outside a fused step
+        (the CPU): here the optimizer's own ``_update``, the book's rule and the twin of the
+        host kernels (gpunn.backend.host) and of optimizer_step's CUDA kernels."""
+        optimizer._update(parameters, gradients, self.xp)
+
+    def all_finite(self, x: Any) -> bool:
+        """Whether no element of ``x`` is inf or NaN (the data checks before training)."""
+        return bool(self.xp.isfinite(x).all())
 
     # ---- the loss scaler -------------------------------------------------------------------
     # Its state lives in the tally (TALLY_SCALE, TALLY_GOOD_STEPS, TALLY_FOUND_INF,

@@ -19,6 +19,9 @@ def batches(backend: Any, X: Any, y: Any, batch_size: int, shuffle: bool, rank: 
     ``shuffle`` (drawn from gpunn's host generator, the same on every device). ``rows`` is the
     global batch's; with ``size`` data-parallel ranks, this ``rank`` gets its share of it."""
     order = host_random().permutation(len(X)) if shuffle else None
+    if order is not None and not backend.fused and isinstance(X, numpy.ndarray):
+        yield from _gathered(backend, X, y, order, batch_size, rank, size)
+        return
     if backend.is_array(X) or not backend.fused:
         if order is not None:
             if backend.is_array(X):
@@ -36,6 +39,21 @@ def batches(backend: Any, X: Any, y: Any, batch_size: int, shuffle: bool, rank: 
     with contextlib.closing(HostToDevice(backend, X, y, batch_size).epoch(order, local)) as feed:
         for (start, stop), batch in zip(ranges, feed):
             yield (*batch, stop - start)
+
+
+def _gathered(backend: Any, X: numpy.ndarray, y: Any, order: numpy.ndarray, batch_size: int,
+              rank: int, size: int) -> Iterator[tuple]:
+    """The CPU's shuffled batches, each gathered into one reused buffer: no shuffled copy of
+    the whole data set (its memory, and the time to fault it in, every epoch), and a batch
+    that is still in the cache when the first product reads it."""
+    buffer = numpy.empty((min(batch_size, len(X)), *X.shape[1:]), dtype=X.dtype)
+    for start in range(0, max(len(X), 1), batch_size):
+        stop = min(start + batch_size, len(X))
+        low, high = (start, stop) if size == 1 else share(start, stop, rank, size)
+        rows = order[low:high]
+        batch = buffer[:high - low]
+        numpy.take(X, rows, axis=0, out=batch)
+        yield batch, backend.asarray(y[rows]), stop - start
 
 
 def share(start: int, stop: int, rank: int, size: int) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import numpy
 
 import gpunn as gn
 from gpunn import backend, precision
-from gpunn.backend import kernels, nvrtc
+from gpunn.backend import host, kernels, nvrtc
 from gpunn.cli._common import debug_option
 from gpunn.errors import GpunnError
 
@@ -50,6 +50,7 @@ def info(args: argparse.Namespace) -> int:
         except GpunnError as error:
             devices.append(f"no CUDA device ({error})")
     rows.append(("devices", "; ".join(devices)))
+    rows.append(("CPU fast path", host.status_line()))
     rows.append(("precisions", _precisions(sum(d.startswith("cuda:") for d in devices))))
     try:
         spec = os.environ.get(backend.ENV_VAR) or "auto"
