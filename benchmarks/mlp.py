@@ -101,6 +101,10 @@ def _entry(samples: int, batch_size: int, seconds: dict[str, list[float]],
     entry: dict[str, Any] = {"steps_per_epoch": steps, "warmup_samples": warmup,
                              "flops_per_step": sgemm.step_flops(sizes, batch_size),
                              "trainers": {}}
+    if bound is not None:  # the samples/s the step's matrix products alone allow
+        library = bound["libraries"][0]
+        gemms = bound["steps"][str(batch_size)]["gemms"][library]
+        entry["gemm_bound_samples_per_second"] = batch_size / gemms["step_seconds"]
     for name, values in seconds.items():
         epoch = timing.summary(values)
         trainer = {"epoch_seconds": epoch, "samples_per_second": timing.rates(samples, values),

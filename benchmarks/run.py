@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with machine.pinned_threads(args.threads, torch):
         record["blas"] = machine.blas()
+        record["cpu_fast_path"] = _fast_path()
         record["threads"]["torch"] = torch.get_num_threads() if torch else None
         record["threads"]["numpy_blas"] = machine.numpy_blas_text(record["blas"])
         if torch is not None:
@@ -140,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     # How long a run takes depends on the cores, the BLAS and the load: each result says it.
     record["wall_seconds"] = round(time.monotonic() - started, 1)
     return _write(args, record)
+
+
+def _fast_path() -> str:
+    """Whether gpunn's CPU runs its host kernels (gpunn.backend.host), and why not."""
+    from gpunn.backend import host
+
+    return host.status_line()
 
 
 def _sizes(quick: bool) -> dict[str, int]:
