@@ -33,12 +33,13 @@ THREADS_ENV_VAR = "GPUNN_HOST_THREADS"  # at most this many threads (default: th
 CACHE_ENV_VAR = "GPUNN_CACHE_DIR"
 SOURCES = ("host.cpp", "common.cuh", "elementwise.cu", "optimizers.cu", "softmax_ce.cu")
 # -ffp-contract=off and no -ffast-math: the float steps stay the NumPy twin's (bit for bit);
-# -fno-math-errno lets sqrt vectorize and changes no value. -march=native: the cache is per
-# machine (its key holds the CPU's flags).
-FLAGS = ("-std=c++14", "-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off",
+# -fno-math-errno lets sqrt vectorize and changes no value. -march=native where the compiler
+# has it: the cache is per machine (its key holds the CPU's flags).
+FLAGS = ("-std=c++14", "-O3", "-fno-math-errno", "-ffp-contract=off",
          "-Wall", "-Werror", "-Wno-unknown-pragmas", "-shared", "-fPIC")
-# Below this many elements an op stays with NumPy: a ctypes call costs about as much as a
-# few NumPy passes over so few numbers (benchmarks/README.md: the spiral).
+# Below this many elements an elementwise op stays with NumPy: a call through ctypes costs
+# about as much as NumPy's one or two passes over so few numbers. softmax_ce and the optimizer
+# step replace many passes, and take any size.
 MIN_ELEMENTS = 2048
 _DTYPES = {numpy.dtype(numpy.float32): "f32", numpy.dtype(numpy.float64): "f64"}
 _POINTER, _SIZE, _REAL = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_double
@@ -96,8 +97,9 @@ def _load() -> tuple[Any, dict[str, Any]]:
     except (OSError, Exception) as error:  # a wheel without kernels/: GpunnError
         return None, {"active": False, "reason": f"kernel sources missing: {error}"}
     errors = []
-    for openmp in (True, False):  # Apple's clang has no -fopenmp: one thread then
-        flags = FLAGS + (("-fopenmp",) if openmp else ())
+    # Apple's clang has no -fopenmp (one thread then), and some compilers no -march=native.
+    for openmp, native in ((True, True), (False, True), (False, False)):
+        flags = FLAGS + (("-march=native",) if native else ()) + (("-fopenmp",) if openmp else ())
         try:
             path, seconds = _build(cxx, flags, sources)
             library = ctypes.CDLL(str(path))
@@ -108,7 +110,7 @@ def _load() -> tuple[Any, dict[str, Any]]:
         library.gpunn_host_set_thread_source(_blas_thread_count(), _max_threads())
         return library, {"active": True, "path": str(path), "compiler": cxx,
                          "compile_seconds": seconds, "openmp": openmp}
-    return None, {"active": False, "reason": "compile failed: " + errors[0][-1500:]}
+    return None, {"active": False, "reason": "could not build: " + errors[0][-1500:]}
 
 
 def _build(cxx: str, flags: tuple[str, ...], sources: dict[str, bytes]) -> tuple[Path, Any]:
@@ -207,7 +209,8 @@ def status_line() -> str:
 
 class HostBackend(NumpyBackend):
     """NumpyBackend with the host kernels: each op below runs as one compiled pass when its
-    arrays are C-contiguous float32 or float64 of at least MIN_ELEMENTS, else as NumPy's."""
+    arrays are C-contiguous float32 or float64 (an elementwise one: of at least MIN_ELEMENTS),
+    else as NumPy's."""
 
     # The training step takes the output softmax, the loss, its gradient and the accuracy from
     # one softmax_ce pass (gpunn.training), as on a GPU.
@@ -223,10 +226,10 @@ class HostBackend(NumpyBackend):
     def __repr__(self) -> str:
         return "<gpunn backend cpu (host kernels)>"
 
-    def _op(self, op: str, first: Any, *arrays: Any) -> Any:
+    def _op(self, op: str, first: Any, *arrays: Any, minimum: int = 0) -> Any:
         """The compiled op for these arrays, or None: all plain C-contiguous arrays of one
-        dtype the kernels have, and enough elements to be worth a call."""
-        if type(first) is not numpy.ndarray or first.size < MIN_ELEMENTS:
+        dtype the kernels have, and at least ``minimum`` elements."""
+        if type(first) is not numpy.ndarray or first.size < minimum:
             return None
         dtype = first.dtype
         if dtype not in _DTYPES or not first.flags.c_contiguous:
@@ -238,7 +241,7 @@ class HostBackend(NumpyBackend):
         return self._ops[op, dtype]
 
     def relu(self, x: Any, out: Any = None) -> Any:
-        run = self._op("relu", x, *(() if out is None else (out,)))
+        run = self._op("relu", x, *(() if out is None else (out,)), minimum=MIN_ELEMENTS)
         if run is None or (out is not None and out.shape != x.shape):
             return super().relu(x, out=out)
         out = numpy.empty_like(x) if out is None else out
@@ -246,7 +249,8 @@ class HostBackend(NumpyBackend):
         return out
 
     def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
-        run = self._op("relu_backward", dvalues, inputs, *(() if out is None else (out,)))
+        run = self._op("relu_backward", dvalues, inputs, *(() if out is None else (out,)),
+                       minimum=MIN_ELEMENTS)
         if run is None or inputs.shape != dvalues.shape or (
                 out is not None and out.shape != dvalues.shape):
             return super().relu_backward(dvalues, inputs, out=out)
@@ -263,7 +267,7 @@ class HostBackend(NumpyBackend):
         return super().bias_relu(x, biases, out=out) if result is None else result
 
     def _bias(self, op: str, x: Any, biases: Any, out: Any) -> Any:
-        run = self._op(op, x, biases, *(() if out is None else (out,)))
+        run = self._op(op, x, biases, *(() if out is None else (out,)), minimum=MIN_ELEMENTS)
         if (run is None or x.ndim != 2 or biases.size != x.shape[1]
                 or (out is not None and out.shape != x.shape)):
             return None
@@ -318,7 +322,7 @@ class HostBackend(NumpyBackend):
         return None
 
     def all_finite(self, x: Any) -> bool:
-        run = self._op("all_finite", x)
+        run = self._op("all_finite", x, minimum=MIN_ELEMENTS)
         if run is None:
             return super().all_finite(x)
         return bool(run(x.ctypes.data, x.size))
