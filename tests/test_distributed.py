@@ -417,6 +417,7 @@ def _reference(parts: int, *, batch: int, dtype: str = "float32"):
 
     import gpunn as gn
     from gpunn.backend import host_random, streaming
+    from gpunn.backend.kernels import TALLY_SIZE
 
     gn.seed(0)
     model = gn.Model(device="cpu", dtype=dtype)
@@ -438,8 +439,14 @@ def _reference(parts: int, *, batch: int, dtype: str = "float32"):
             total = None
             for rank in range(parts):
                 low, high = streaming.share(start, stop, rank, parts)
-                output = model._forward(Xe[low:high], training=True)
-                model._backward(output, ye[low:high])
+                if model.backend.fused_softmax_ce:  # the step's one softmax_ce pass (host kernels)
+                    logits = model._forward(Xe[low:high], training=True, layers=model.layers[:-1])
+                    _, dlogits = model.backend.softmax_ce(logits, ye[low:high],
+                                                          np.zeros(TALLY_SIZE))
+                    model._backward_from(dlogits, model.layers[:-1])
+                else:
+                    output = model._forward(Xe[low:high], training=True)
+                    model._backward(output, ye[low:high])
                 part = model.gradients * ((high - low) / (stop - start)) if parts > 1 \
                     else model.gradients.copy()
                 total = part if total is None else total + part
