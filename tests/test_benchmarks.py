@@ -51,7 +51,12 @@ def test_quick_run_prints_the_table_and_writes_the_results(tmp_path):
             assert len(trainer["epoch_seconds"]["values"]) == 1
             assert 0 < trainer["share_of_gemm_bound"]
         assert ("ratio" in entry) == TORCH
+        assert entry["gemm_bound_samples_per_second"] > 0  # issue 26: in every run's table
     assert set(record["spiral"]["cpu"]["trainers"]) == expected
+    assert record["cpu_fast_path"].startswith(("active: ", "off ("))
+    assert f"(CPU fast path: {record['cpu_fast_path']})" in stdout
+    assert "| gpunn / PyTorch | GEMM bound samples/s |" in stdout
+    assert "| #26 | gpunn ≥ 80% of its GEMM bound, MLP at batch 1024 |" in stdout
     assert record["sgemm"]["cpu"]["square"]
     assert "| batch | gpunn samples/s | PyTorch samples/s |" in stdout
     assert "## Spiral 2-64-3" in stdout
