@@ -59,7 +59,7 @@ static int gpunn_max_threads = 1 << 30;  // GPUNN_HOST_THREADS, when set
 
 extern "C" void gpunn_host_set_thread_source(void* function, int max_threads) {
     gpunn_blas_threads = (gpunn_thread_count)function;
-    if (max_threads > 0) gpunn_max_threads = max_threads;
+    gpunn_max_threads = max_threads > 0 ? max_threads : 1 << 30;
 }
 
 extern "C" int gpunn_host_threads(void) {

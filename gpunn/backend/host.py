@@ -29,7 +29,7 @@ from gpunn.backend import kernels
 from gpunn.backend.numpy_backend import NumpyBackend
 
 ENV_VAR = "GPUNN_HOST_KERNELS"  # "0": the NumPy code only
-THREADS_ENV_VAR = "GPUNN_HOST_THREADS"  # at most this many threads (default: the BLAS's)
+THREADS_ENV_VAR = "GPUNN_HOST_THREADS"  # at most this many threads (default 1; 0: the BLAS's)
 CACHE_ENV_VAR = "GPUNN_CACHE_DIR"
 SOURCES = ("host.cpp", "common.cuh", "elementwise.cu", "optimizers.cu", "softmax_ce.cu")
 # -ffp-contract=off and no -ffast-math: the float steps stay the NumPy twin's (bit for bit);
@@ -172,9 +172,11 @@ def _blas_thread_count() -> int | None:
 
 
 def _max_threads() -> int:
-    """$GPUNN_HOST_THREADS as a number (0: no limit but the BLAS's)."""
+    """$GPUNN_HOST_THREADS (0: as many as the BLAS uses); default 1. Measured on the 2-core
+    EPYC VM (benchmarks/README.md, issue 26), OpenMP's threads and OpenBLAS's spinning ones
+    took the cores from each other: 2 threads made training at batch 128 three times slower."""
     value = os.environ.get(THREADS_ENV_VAR, "").strip()
-    return int(value) if value.isdigit() else 0
+    return int(value) if value.isdigit() else 1
 
 
 def _declare(library: Any) -> None:
@@ -202,8 +204,8 @@ def status_line() -> str:
                 f"on the CPU faster")
     compiled = ("from the cache" if status["compile_seconds"] is None
                 else f"compiled in {status['compile_seconds']:.1f} s")
-    threads = (f"{library.gpunn_host_threads()} thread(s), as NumPy's BLAS" if status["openmp"]
-               else "1 thread (the compiler has no OpenMP)")
+    threads = (f"{library.gpunn_host_threads()} thread(s) ({THREADS_ENV_VAR}, at most the "
+               f"BLAS's)" if status["openmp"] else "1 thread (the compiler has no OpenMP)")
     return f"active: kernels/host.cpp by {status['compiler']}, {compiled}; {threads}"
 
 
