@@ -20,18 +20,22 @@ from gpunn.backend.numpy_backend import NumpyBackend
 from tests.conftest import require
 
 TWIN = NumpyBackend()
-# one thread (under host.cpp's GRAIN) and several; the first is below MIN_ELEMENTS, run anyway
+# one chunk (under host.cpp's GRAIN) and several; the first is below MIN_ELEMENTS, run anyway
 SHAPES = [(3, 5), (64, 100), (700, 129)]
 DTYPES = [np.float32, np.float64]
 
 
-@pytest.fixture
-def fast(monkeypatch):
-    """The host backend, with every size sent to the kernels (none left to NumPy)."""
+@pytest.fixture(params=[1, 3], ids=["1-thread", "3-threads"])
+def fast(request, monkeypatch):
+    """The host backend, with every size sent to the kernels (none left to NumPy), on the
+    calling thread alone and on three (whatever the BLAS uses and the cores)."""
     library, status = host.load()
     require(library is not None, f"the host kernels are off: {status.get('reason')}")
     monkeypatch.setattr(host, "MIN_ELEMENTS", 0)
-    return host.HostBackend(library)
+    library.gpunn_host_set_thread_source(None, request.param)
+    assert library.gpunn_host_threads() == request.param
+    yield host.HostBackend(library)
+    library.gpunn_host_set_thread_source(host._blas_thread_count(), host._max_threads())
 
 
 def _data(shape, dtype, seed=0):
@@ -144,15 +148,79 @@ def test_other_arrays_take_the_numpy_code(fast):
         fast.bias_add(x, np.ones((1, 3), np.float32))
 
 
-def test_the_threads_follow_the_blas(fast):
+def test_the_threads_follow_the_blas():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    fast.library.gpunn_host_set_thread_source(host._blas_thread_count(), 0)  # no cap
-    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-        assert fast.library.gpunn_host_threads() == 1
+    library, status = host.load()
+    require(library is not None, f"the host kernels are off: {status.get('reason')}")
     cores = len(os.sched_getaffinity(0))
-    with threadpoolctl.threadpool_limits(limits=cores, user_api="blas"):
-        assert fast.library.gpunn_host_threads() == cores
-    fast.library.gpunn_host_set_thread_source(host._blas_thread_count(), host._max_threads())
+    try:
+        library.gpunn_host_set_thread_source(host._blas_thread_count(), 0)  # no cap
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            assert library.gpunn_host_threads() == 1
+        with threadpoolctl.threadpool_limits(limits=cores, user_api="blas"):
+            assert library.gpunn_host_threads() == cores
+        library.gpunn_host_set_thread_source(host._blas_thread_count(), 1)  # GPUNN_HOST_THREADS=1
+        with threadpoolctl.threadpool_limits(limits=cores, user_api="blas"):
+            assert library.gpunn_host_threads() == 1
+    finally:
+        library.gpunn_host_set_thread_source(host._blas_thread_count(), host._max_threads())
+
+
+def _threads(backend, count):
+    backend.library.gpunn_host_set_thread_source(None, count)
+
+
+def test_a_result_does_not_depend_on_the_threads(fast):
+    # softmax_ce's loss is a float64 sum over chunks of rows: added in chunk order, whichever
+    # thread ran which chunk
+    logits = np.random.default_rng(0).standard_normal((5000, 10)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 10, 5000)
+    results = []
+    for count in (1, 2, 5, 1):
+        _threads(fast, count)
+        tally = np.zeros(kernels.TALLY_SIZE)
+        results.append((*fast.softmax_ce(logits, labels, tally), tally))
+    for result in results[1:]:
+        for a, b in zip(result, results[0]):
+            _same(a, b)
+
+
+def test_ops_from_several_python_threads_at_once_are_right(fast):
+    # ctypes lets go of the GIL: an op that finds the pool busy runs on its caller alone
+    import concurrent.futures
+
+    _threads(fast, 2)
+    arrays = [_data((400, 300), np.float32, seed) for seed in range(8)]
+
+    def relu_many(x):
+        return [fast.relu(x) for _ in range(20)][-1]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(relu_many, arrays))
+    for x, result in zip(arrays, results):
+        _same(result, TWIN.relu(x))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+def test_a_forked_child_makes_its_own_threads(fast):
+    # The child has none of the parent's workers: with the parent's pool it would wait forever.
+    _threads(fast, 2)
+    x = _data((400, 300), np.float32)
+    _same(fast.relu(x), TWIN.relu(x))  # the parent's pool exists now
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's exit code says how it went)
+        ok = fast.relu(x).tobytes() == TWIN.relu(x).tobytes()
+        os.write(writer, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(writer)
+    import select
+
+    ready, _, _ = select.select([reader], [], [], 60)
+    assert ready, "the forked child's op did not end within 60 s"
+    assert os.read(reader, 1) == b"1"
+    os.waitpid(child, 0)
+    os.close(reader)
 
 
 def _train(backend, X, y, epochs=2, **options):

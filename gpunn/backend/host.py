@@ -29,14 +29,14 @@ from gpunn.backend import kernels
 from gpunn.backend.numpy_backend import NumpyBackend
 
 ENV_VAR = "GPUNN_HOST_KERNELS"  # "0": the NumPy code only
-THREADS_ENV_VAR = "GPUNN_HOST_THREADS"  # at most this many threads (default 1; 0: the BLAS's)
+THREADS_ENV_VAR = "GPUNN_HOST_THREADS"  # at most this many threads (default: the BLAS's)
 CACHE_ENV_VAR = "GPUNN_CACHE_DIR"
 SOURCES = ("host.cpp", "common.cuh", "elementwise.cu", "optimizers.cu", "softmax_ce.cu")
 # -ffp-contract=off and no -ffast-math: the float steps stay the NumPy twin's (bit for bit);
 # -fno-math-errno lets sqrt vectorize and changes no value. -march=native where the compiler
 # has it: the cache is per machine (its key holds the CPU's flags).
 FLAGS = ("-std=c++14", "-O3", "-fno-math-errno", "-ffp-contract=off",
-         "-Wall", "-Werror", "-Wno-unknown-pragmas", "-shared", "-fPIC")
+         "-Wall", "-Werror", "-shared", "-fPIC", "-pthread")
 # Below this many elements an elementwise op stays with NumPy: a call through ctypes costs
 # about as much as NumPy's one or two passes over so few numbers. softmax_ce and the optimizer
 # step replace many passes, and take any size.
@@ -76,7 +76,7 @@ def compiler() -> str | None:
 def load() -> tuple[Any, dict[str, Any]]:
     """(the loaded library or None, its status): compiled on first use, then from the cache.
     The status says whether the fast path is active and, if not, why not; the compile's
-    seconds; the library's path; whether it has OpenMP."""
+    seconds; the library's path."""
     global _loaded
     if _loaded is None:
         _loaded = _load()
@@ -97,9 +97,8 @@ def _load() -> tuple[Any, dict[str, Any]]:
     except (OSError, Exception) as error:  # a wheel without kernels/: GpunnError
         return None, {"active": False, "reason": f"kernel sources missing: {error}"}
     errors = []
-    # Apple's clang has no -fopenmp (one thread then), and some compilers no -march=native.
-    for openmp, native in ((True, True), (False, True), (False, False)):
-        flags = FLAGS + (("-march=native",) if native else ()) + (("-fopenmp",) if openmp else ())
+    for native in (True, False):  # some compilers have no -march=native
+        flags = FLAGS + (("-march=native",) if native else ())
         try:
             path, seconds = _build(cxx, flags, sources)
             library = ctypes.CDLL(str(path))
@@ -109,7 +108,7 @@ def _load() -> tuple[Any, dict[str, Any]]:
         _declare(library)
         library.gpunn_host_set_thread_source(_blas_thread_count(), _max_threads())
         return library, {"active": True, "path": str(path), "compiler": cxx,
-                         "compile_seconds": seconds, "openmp": openmp}
+                         "compile_seconds": seconds}
     return None, {"active": False, "reason": "could not build: " + errors[0][-1500:]}
 
 
@@ -151,7 +150,7 @@ def _cpu() -> str:
 def _blas_thread_count() -> int | None:
     """The address of OpenBLAS's get_num_threads in the library NumPy loaded, so each op asks
     it how many threads the BLAS uses now (threadpoolctl's limits, a rank's share); None for
-    another BLAS: OpenMP's own setting then."""
+    another BLAS: $GPUNN_HOST_THREADS threads then, else one."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
@@ -172,11 +171,9 @@ def _blas_thread_count() -> int | None:
 
 
 def _max_threads() -> int:
-    """$GPUNN_HOST_THREADS (0: as many as the BLAS uses); default 1. Measured on the 2-core
-    EPYC VM (benchmarks/README.md, issue 26), OpenMP's threads and OpenBLAS's spinning ones
-    took the cores from each other: 2 threads made training at batch 128 three times slower."""
+    """$GPUNN_HOST_THREADS: at most this many threads; unset or 0: as many as the BLAS uses."""
     value = os.environ.get(THREADS_ENV_VAR, "").strip()
-    return int(value) if value.isdigit() else 1
+    return int(value) if value.isdigit() else 0
 
 
 def _declare(library: Any) -> None:
@@ -204,8 +201,9 @@ def status_line() -> str:
                 f"on the CPU faster")
     compiled = ("from the cache" if status["compile_seconds"] is None
                 else f"compiled in {status['compile_seconds']:.1f} s")
-    threads = (f"{library.gpunn_host_threads()} thread(s) ({THREADS_ENV_VAR}, at most the "
-               f"BLAS's)" if status["openmp"] else "1 thread (the compiler has no OpenMP)")
+    cap = _max_threads()
+    threads = (f"{library.gpunn_host_threads()} thread(s), as many as the BLAS's"
+               + (f", at most {cap} ({THREADS_ENV_VAR})" if cap else ""))
     return f"active: kernels/host.cpp by {status['compiler']}, {compiled}; {threads}"
 
 
