@@ -187,6 +187,19 @@ def _declare(library: Any) -> None:
             function.restype = ctypes.c_int if op == "all_finite" else None
 
 
+def _address(array: numpy.ndarray) -> int:
+    """The address of a C-contiguous array's first element. Through ctypes' view of its buffer
+    (about 1 us here) rather than ``array.ctypes.data`` (about 3.5 us, which builds a helper
+    object): a step passes some twenty addresses. A read-only or empty array takes the latter."""
+    try:
+        return ctypes.addressof(_BYTE.from_buffer(array))
+    except (TypeError, ValueError):
+        return array.ctypes.data
+
+
+_BYTE = ctypes.c_char
+
+
 def cpu_backend() -> NumpyBackend:
     """The CPU backend: HostBackend when the host kernels load, else NumpyBackend."""
     library, _ = load()
@@ -245,7 +258,7 @@ class HostBackend(NumpyBackend):
         if run is None or (out is not None and out.shape != x.shape):
             return super().relu(x, out=out)
         out = numpy.empty_like(x) if out is None else out
-        run(x.ctypes.data, out.ctypes.data, x.size)
+        run(_address(x), _address(out), x.size)
         return out
 
     def relu_backward(self, dvalues: Any, inputs: Any, out: Any = None) -> Any:
@@ -255,7 +268,7 @@ class HostBackend(NumpyBackend):
                 out is not None and out.shape != dvalues.shape):
             return super().relu_backward(dvalues, inputs, out=out)
         out = numpy.empty_like(dvalues) if out is None else out
-        run(dvalues.ctypes.data, inputs.ctypes.data, out.ctypes.data, dvalues.size)
+        run(_address(dvalues), _address(inputs), _address(out), dvalues.size)
         return out
 
     def bias_add(self, x: Any, biases: Any, out: Any = None) -> Any:
@@ -272,7 +285,7 @@ class HostBackend(NumpyBackend):
                 or (out is not None and out.shape != x.shape)):
             return None
         out = numpy.empty_like(x) if out is None else out
-        run(x.ctypes.data, biases.ctypes.data, out.ctypes.data, x.shape[0], x.shape[1])
+        run(_address(x), _address(biases), _address(out), x.shape[0], x.shape[1])
         return out
 
     def softmax_ce(self, logits: Any, labels: Any, tally: Any, *, probs: Any = None,
@@ -292,8 +305,8 @@ class HostBackend(NumpyBackend):
         probs = numpy.empty_like(logits) if probs is None else probs
         dlogits = numpy.empty_like(logits) if dlogits is None else dlogits
         rows, cols = logits.shape
-        run(logits.ctypes.data, labels.ctypes.data, probs.ctypes.data, dlogits.ctypes.data,
-            tally.ctypes.data, rows, cols, rows if scale_rows is None else scale_rows)
+        run(_address(logits), _address(labels), _address(probs), _address(dlogits),
+            _address(tally), rows, cols, rows if scale_rows is None else scale_rows)
         return probs, dlogits
 
     def optimizer_update(self, optimizer: Any, parameters: Any, gradients: Any) -> None:
@@ -325,4 +338,4 @@ class HostBackend(NumpyBackend):
         run = self._op("all_finite", x, minimum=MIN_ELEMENTS)
         if run is None:
             return super().all_finite(x)
-        return bool(run(x.ctypes.data, x.size))
+        return bool(run(_address(x), x.size))
