@@ -89,7 +89,14 @@ class GpunnPool {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             while ((int)workers_ < helpers) {
-                std::thread(&GpunnPool::work, this, workers_++).detach();
+                try {  // a thread the system refuses: fewer helpers (an exception here would
+                       // end the process: ctypes cannot pass it on)
+                    std::thread(&GpunnPool::work, this, workers_).detach();
+                } catch (...) {
+                    helpers = (int)workers_;
+                    break;
+                }
+                ++workers_;
             }
             call_ = call, work_ = work, n_ = n, chunk_ = chunk;
             chunks_ = (n + chunk - 1) / chunk;
