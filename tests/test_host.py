@@ -166,6 +166,15 @@ def test_the_threads_follow_the_blas():
         library.gpunn_host_set_thread_source(host._blas_thread_count(), host._max_threads())
 
 
+def test_an_arrays_address_is_its_first_elements():
+    # views at an offset (a batch's labels), read-only arrays (np.load's memory maps), empty ones
+    x = np.arange(100, dtype=np.int64).reshape(10, 10)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    for array in (x, x[3:5], x.ravel()[7:], frozen, frozen[2:], x[:0]):
+        assert host._address(array) == array.ctypes.data
+
+
 def _threads(backend, count):
     backend.library.gpunn_host_set_thread_source(None, count)
 

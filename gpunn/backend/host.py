@@ -192,12 +192,9 @@ def _address(array: numpy.ndarray) -> int:
     (about 1 us here) rather than ``array.ctypes.data`` (about 3.5 us, which builds a helper
     object): a step passes some twenty addresses. A read-only or empty array takes the latter."""
     try:
-        return ctypes.addressof(_BYTE.from_buffer(array))
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
     except (TypeError, ValueError):
         return array.ctypes.data
-
-
-_BYTE = ctypes.c_char
 
 
 def cpu_backend() -> NumpyBackend:
