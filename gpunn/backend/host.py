@@ -94,7 +94,7 @@ def _load() -> tuple[Any, dict[str, Any]]:
                       "reason": "no C++ compiler (g++, c++ or clang++; or set CXX)"}
     try:
         sources = {name: (kernels.kernel_dir() / name).read_bytes() for name in SOURCES}
-    except (OSError, Exception) as error:  # a wheel without kernels/: GpunnError
+    except Exception as error:  # OSError, or a wheel without kernels/: GpunnError
         return None, {"active": False, "reason": f"kernel sources missing: {error}"}
     errors = []
     for native in (True, False):  # some compilers have no -march=native
